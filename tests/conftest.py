@@ -3,9 +3,46 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 # No test may reach the Hugging Face Hub: the tool must work with local folders alone.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tiny checkpoints go to a fresh cache per test session (inherited by CLI subprocesses), so a
+# test never passes on a checkpoint a previous builder left behind.
+os.environ.setdefault("VLM_UNSLOTH_CACHE", tempfile.mkdtemp(prefix="vlm-unsloth-test-cache-"))
+
+import pytest  # noqa: E402
+
+TINY_MODELS = ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-llama-3.2-vision"]
+
+
+@pytest.fixture(scope="session")
+def tiny_ref():
+    """tiny_ref(name) -> ModelRef of a built tiny checkpoint (cached for the session)."""
+    from vlm_unsloth.models import resolve_model
+
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = resolve_model(name)
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_processor(tiny_ref):
+    from transformers import AutoProcessor
+
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = AutoProcessor.from_pretrained(tiny_ref(name).path)
+        return cache[name]
+
+    return get

@@ -1,0 +1,74 @@
+"""Flags and YAML: one parser, flags win, unknown keys and bad values are one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, parse_args
+from vlm_unsloth.errors import ConfigError
+from vlm_unsloth.lora import LoraArgs
+
+ALL = [ModelArgs, LoraArgs, DataArgs, TrainArgs]
+
+
+def test_defaults_are_the_product_defaults():
+    model, lora, data, train = parse_args(ALL, [])
+    assert model.model == "unsloth/Qwen2-VL-7B-Instruct" and model.backend == "auto"
+    assert data.max_side == 768 and data.dataset == "demo"
+    assert (lora.lora_r, lora.finetune_vision_layers, lora.finetune_language_layers) == (16, True, True)
+    assert train.effective_batch_size() == 8
+
+
+def test_fixed_flag_names_and_both_spellings():
+    model, lora, data, train = parse_args(
+        ALL,
+        ["--model", "tiny-qwen2-vl", "--backend", "hf", "--dataset", "x.jsonl",
+         "--image-column", "img", "--question-column", "q", "--answer-column", "a",
+         "--max-side", "1024", "--max-seq-length", "4096", "--output-dir", "out",
+         "--overwrite", "--max-steps", "7", "--epochs", "2", "--batch-size", "3",
+         "--grad-accum", "5", "--learning-rate", "1e-4", "--lora-r", "8", "--lora-alpha", "32",
+         "--strict", "--seed", "11", "--no-finetune-vision-layers", "--target_modules", "q_proj"],
+    )  # fmt: skip
+    assert (model.model, model.backend) == ("tiny-qwen2-vl", "hf")
+    assert (data.dataset, data.image_column, data.question_column, data.answer_column) == (
+        "x.jsonl", "img", "q", "a")  # fmt: skip
+    assert (data.max_side, data.max_seq_length, data.strict) == (1024, 4096, True)
+    assert (train.output_dir, train.overwrite, train.max_steps, train.epochs) == ("out", True, 7, 2.0)
+    assert (train.batch_size, train.grad_accum, train.learning_rate, train.seed) == (3, 5, 1e-4, 11)
+    assert (lora.lora_r, lora.lora_alpha, lora.finetune_vision_layers) == (8, 32, False)
+    assert lora.target_modules == ["q_proj"]
+    assert train.effective_batch_size() == 15
+
+
+def test_yaml_sets_values_and_flags_override_it(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("max_side: 1024\nlora_r: 32\nbatch_size: 4\nfinetune_vision_layers: false\n")
+    _, lora, data, train = parse_args(ALL, ["--config", str(config), "--batch-size", "6"])
+    assert data.max_side == 1024 and lora.lora_r == 32 and not lora.finetune_vision_layers
+    assert train.batch_size == 6  # the flag wins over the YAML
+
+
+def test_unknown_yaml_key_is_an_error_naming_it(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("max_side: 768\nlora_rank: 8\n")
+    with pytest.raises(ConfigError, match=r"run\.yaml: unknown option\(s\) lora_rank"):
+        parse_args(ALL, ["--config", str(config)])
+
+
+def test_missing_config_file_is_an_error():
+    with pytest.raises(ConfigError, match="no such file"):
+        parse_args(ALL, ["--config", "nowhere.yaml"])
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as error:
+        parse_args(ALL, ["--batch-size", "0", "--max-side", "10", "--overwrite", "--resume"])
+    message = str(error.value)
+    for part in ("--batch-size 0", "--max-side 10", "--overwrite and --resume"):
+        assert part in message
+    assert "\n" not in message
+
+
+def test_unknown_flag_is_an_error_naming_it():
+    with pytest.raises(ConfigError, match="--no-such-flag"):
+        parse_args(ALL, ["--no-such-flag"])

@@ -1,0 +1,107 @@
+"""LoRA target selection: the hf backend picks exactly the modules Unsloth picks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import TINY_MODELS
+from vlm_unsloth.errors import ConfigError
+from vlm_unsloth.lora import LoraArgs, select_lora_targets
+
+# Runs in its own process: importing unsloth patches transformers and must stay out of this one.
+# On CPU `import unsloth` enters its CPU mode, where unsloth_zoo's regex builder still works.
+_UNSLOTH_SELECTION = r"""
+import itertools, json, re, sys
+import unsloth
+from unsloth_zoo.peft_utils import get_peft_regex
+from transformers import AutoModelForImageTextToText
+from vlm_unsloth.lora import linear_leaf_names
+from vlm_unsloth.models import resolve_model
+result = {}
+for name in sys.argv[1:]:
+    model = AutoModelForImageTextToText.from_pretrained(resolve_model(name).path)
+    for mix in itertools.product([True, False], repeat=4):
+        if not (mix[0] or mix[1]) or not (mix[2] or mix[3]):
+            continue
+        regex = get_peft_regex(model, *mix)
+        result[f"{name}:{mix}"] = [n for n in linear_leaf_names(model) if re.fullmatch(regex, n)]
+print("RESULT" + json.dumps(result))
+"""
+
+
+def test_selection_matches_unsloth_for_every_family_and_flag_mix(tiny_ref):
+    from itertools import product
+
+    from transformers import AutoModelForImageTextToText
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _UNSLOTH_SELECTION, *TINY_MODELS],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    theirs = json.loads(proc.stdout.split("RESULT", 1)[1])
+    compared = 0
+    for name in TINY_MODELS:
+        model = AutoModelForImageTextToText.from_pretrained(tiny_ref(name).path)
+        for mix in product([True, False], repeat=4):
+            if not (mix[0] or mix[1]) or not (mix[2] or mix[3]):
+                continue
+            args = LoraArgs(
+                finetune_vision_layers=mix[0],
+                finetune_language_layers=mix[1],
+                finetune_attention_modules=mix[2],
+                finetune_mlp_modules=mix[3],
+            )
+            ours = select_lora_targets(model, args)
+            assert ours == theirs[f"{name}:{mix}"], (name, mix)
+            assert ours  # every allowed mix adapts something
+            compared += 1
+    assert compared == 3 * 9
+
+
+def test_switches_select_the_expected_parts(tiny_ref):
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_ref("tiny-qwen2-vl").path)
+    vision_attention = select_lora_targets(
+        model,
+        LoraArgs(finetune_language_layers=False, finetune_mlp_modules=False),
+    )
+    assert vision_attention == [
+        "model.visual.blocks.0.attn.qkv",
+        "model.visual.blocks.0.attn.proj",
+        "model.visual.blocks.1.attn.qkv",
+        "model.visual.blocks.1.attn.proj",
+    ]
+    language = select_lora_targets(model, LoraArgs(finetune_vision_layers=False))
+    assert all(n.startswith("model.language_model.layers.") for n in language)
+    assert len(language) == 2 * 7  # q k v o gate up down, two layers
+    everything = select_lora_targets(model, LoraArgs())
+    assert "lm_head" not in everything and not any("merger" in n for n in everything)
+    only_q = select_lora_targets(model, LoraArgs(target_modules=["q_proj"]))
+    assert only_q == ["model.language_model.layers.0.self_attn.q_proj",
+                      "model.language_model.layers.1.self_attn.q_proj"]  # fmt: skip
+
+
+def test_nothing_to_train_is_refused_with_every_problem_named(tiny_ref):
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_ref("tiny-qwen2-vl").path)
+    args = LoraArgs(
+        lora_r=0,
+        finetune_vision_layers=False,
+        finetune_language_layers=False,
+    )
+    with pytest.raises(ConfigError) as error:
+        select_lora_targets(model, args)
+    message = str(error.value)
+    assert "--lora-r 0" in message and "--no-finetune-language-layers" in message
+    assert "\n" not in message

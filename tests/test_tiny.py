@@ -1,0 +1,160 @@
+"""The tiny offline checkpoints: real architectures, real processors, real prompt formats."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import TINY_MODELS
+from vlm_unsloth.collate import IGNORE_INDEX, SftCollator
+from vlm_unsloth.errors import ModelError
+from vlm_unsloth.tiny import build_tiny_checkpoint
+
+EXPECTED = {
+    "tiny-qwen2-vl": ("qwen2_vl", "Qwen2VLProcessor", "Qwen2VLForConditionalGeneration"),
+    "tiny-qwen2.5-vl": ("qwen2_5_vl", "Qwen2_5_VLProcessor", "Qwen2_5_VLForConditionalGeneration"),
+    "tiny-llama-3.2-vision": ("mllama", "MllamaProcessor", "MllamaForConditionalGeneration"),
+}
+
+
+def _png(size, colour) -> dict:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "PNG")
+    return {"bytes": buffer.getvalue(), "path": None}
+
+
+def _record(colour: str, *, images: int = 1, size=(200, 140)) -> dict:
+    parts = [{"type": "image", "text": None}] * images
+    return {
+        "messages": [
+            {"role": "user", "content": [*parts, {"type": "text", "text": "What colour is it?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": colour}]},
+        ],
+        "images": [_png(size, colour) for _ in range(images)],
+        "source": "test:1",
+    }
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_tiny_checkpoint_is_an_ordinary_model_folder(name, tiny_ref):
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    folder = tiny_ref(name).path
+    model_type, processor_class, model_class = EXPECTED[name]
+    assert AutoConfig.from_pretrained(folder).model_type == model_type
+    processor = AutoProcessor.from_pretrained(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder)
+    assert type(processor).__name__ == processor_class
+    assert type(model).__name__ == model_class
+    family = tiny_ref(name).family
+    for marker in (family.image_token, family.end_of_turn):
+        token_id = processor.tokenizer.convert_tokens_to_ids(marker)
+        assert token_id != processor.tokenizer.unk_token_id and token_id is not None
+    text = processor.apply_chat_template(_record("red")["messages"], tokenize=False)
+    assert family.instruction_part in text and family.response_part in text
+    assert f"{family.response_part}red{family.end_of_turn}" in text
+
+
+def test_real_prompt_formats(tiny_processor):
+    messages = _record("red")["messages"]
+    qwen = tiny_processor("tiny-qwen2-vl").apply_chat_template(messages, tokenize=False)
+    assert qwen == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What colour is it?"
+        "<|im_end|>\n<|im_start|>assistant\nred<|im_end|>\n"
+    )
+    llama = tiny_processor("tiny-llama-3.2-vision").apply_chat_template(messages, tokenize=False)
+    assert llama == (
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n<|image|>What colour is it?"
+        "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nred<|eot_id|>"
+    )
+    prompt = tiny_processor("tiny-llama-3.2-vision").apply_chat_template(
+        messages[:1], tokenize=False, add_generation_prompt=True
+    )
+    assert prompt.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+@pytest.mark.parametrize("count", [1, 2])
+def test_image_placeholders_expand_to_the_family_formula(name, count, tiny_ref, tiny_processor):
+    processor, family = tiny_processor(name), tiny_ref(name).family
+    sizes = [(224, 168), (100, 330)][:count]
+    images = [Image.new("RGB", size, "blue") for size in sizes]
+    record = _record("blue", images=count)
+    text = processor.apply_chat_template(record["messages"], tokenize=False)
+    batch_images = [images] if family.model_type == "mllama" else images
+    batch = processor(text=[text], images=batch_images, return_tensors="pt")
+    image_id = processor.tokenizer.convert_tokens_to_ids(family.image_token)
+    placeholders = int((batch["input_ids"][0] == image_id).sum())
+    counts = [family.count_image_tokens(w, h, processor.image_processor) for w, h in sizes]
+    assert placeholders == sum(c.text_tokens for c in counts)
+    if family.model_type == "mllama":
+        assert placeholders == count
+        tiles_used = batch["aspect_ratio_mask"][0].sum(dim=-1).tolist()
+        assert tiles_used == [c.tiles for c in counts]
+    else:
+        grid = batch["image_grid_thw"]
+        assert [int(g.prod()) // 4 for g in grid] == [c.text_tokens for c in counts]
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_forward_backward_reaches_the_vision_tower(name, tiny_ref, tiny_processor):
+    from transformers import AutoModelForImageTextToText
+
+    ref = tiny_ref(name)
+    model = AutoModelForImageTextToText.from_pretrained(ref.path)
+    collator = SftCollator(tiny_processor(name), ref.family, max_side=768, train_on_prompt=False)
+    batch = collator([_record("red"), _record("green", size=(160, 220))])
+    loss = model(**batch).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    vision = [p for n, p in model.named_parameters() if "visual" in n or "vision_model" in n]
+    assert vision and any(p.grad is not None and p.grad.abs().sum() > 0 for p in vision)
+
+
+def test_cache_is_reused_and_keyed_by_the_builder(tmp_path, monkeypatch):
+    first = build_tiny_checkpoint("tiny-qwen2-vl", cache_dir=tmp_path)
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    assert build_tiny_checkpoint("tiny-qwen2-vl", cache_dir=tmp_path) == first
+    assert (first / "model.safetensors").stat().st_mtime_ns == stamp
+    monkeypatch.setattr("vlm_unsloth.tiny.builder_fingerprint", lambda: "changedbuilder")
+    second = build_tiny_checkpoint("tiny-qwen2-vl", cache_dir=tmp_path)
+    assert second != first and second.name.endswith("changedbuilder")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left
+
+
+def test_unknown_tiny_name_is_a_one_line_error():
+    with pytest.raises(ModelError, match="tiny-qwen2-vl, tiny-qwen2.5-vl, tiny-llama-3.2-vision"):
+        build_tiny_checkpoint("tiny-gpt")
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_hf_backend_lora_training_lowers_the_loss(name, tiny_ref):
+    from vlm_unsloth.backend import DevicePlan
+    from vlm_unsloth.config import ModelArgs
+    from vlm_unsloth.lora import LoraArgs
+    from vlm_unsloth.models import count_parameters, load_model
+
+    plan = DevicePlan(backend="hf", device="cpu", dtype="float32", why="test")
+    loaded = load_model(
+        ModelArgs(model=name, backend="hf"), LoraArgs(lora_r=8, lora_alpha=16), plan, seed=0
+    )
+    trainable, total = count_parameters(loaded.model)
+    assert 0 < trainable < total
+    assert all("lora_" in n for n, p in loaded.model.named_parameters() if p.requires_grad)
+    collator = SftCollator(loaded.processor, loaded.family, max_side=768, train_on_prompt=False)
+    batch = collator([_record("red"), _record("blue")])
+    assert (batch["labels"] != IGNORE_INDEX).sum() > 0
+    optimizer = torch.optim.AdamW([p for p in loaded.model.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    loaded.model.train()
+    for _ in range(12):
+        loss = loaded.model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.9 * losses[0], losses

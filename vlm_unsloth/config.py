@@ -1,0 +1,298 @@
+"""Run configuration: one dataclass per concern, one parser for flags and YAML.
+
+    python scripts/train_sft.py --config configs/qwen2-vl-7b-12gb.yaml --max-steps 50
+
+`parse_args` reads `--config run.yaml` (keys are the field names below, e.g. `lora_r: 16`),
+then the command-line flags, which win. Unknown YAML keys and unknown flags are errors. Every
+field is a flag in both spellings (`--max-side` and `--max_side`); booleans take
+`--finetune-vision-layers` / `--no-finetune-vision-layers`.
+
+Training options are declared here rather than by exposing TRL's SFTConfig directly: the product
+has fixed flag names (`--batch-size`, `--grad-accum`, `--epochs`), precision is decided from the
+device at run time (SFTConfig refuses bf16 while parsing on a CPU), and `build_trainer_config`
+maps them onto SFTConfig/DPOConfig in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlm_unsloth.errors import ConfigError
+from vlm_unsloth.families import FAMILIES
+
+BACKENDS = ("auto", "unsloth", "hf")
+QUANTIZATIONS = ("auto", "4bit", "8bit", "16bit")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+@dataclass
+class ModelArgs:
+    """Which checkpoint, loaded how."""
+
+    model: str = field(
+        default=FAMILIES["qwen2-vl"].default_model,
+        metadata={
+            "help": "Hub id, local folder, or a tiny offline model: tiny-qwen2-vl, "
+            "tiny-qwen2.5-vl, tiny-llama-3.2-vision."
+        },
+    )
+    backend: str = field(
+        default="auto",
+        metadata={
+            "help": "unsloth (NVIDIA GPU, fastest), hf (transformers + PEFT: CPU, other GPUs), "
+            "or auto (unsloth when CUDA is available).",
+            "choices": BACKENDS,
+        },
+    )
+    quantization: str = field(
+        default="auto",
+        metadata={
+            "help": "Weights: 4bit (QLoRA, nf4), 8bit, or 16bit. auto = 4bit on CUDA, 16bit "
+            "(float32 compute) on CPU.",
+            "choices": QUANTIZATIONS,
+        },
+    )
+    adapter: str | None = field(
+        default=None,
+        metadata={"help": "Start from this LoRA adapter folder (e.g. an earlier SFT run)."},
+    )
+    gradient_checkpointing: bool = field(
+        default=True,
+        metadata={
+            "help": "Recompute activations in the backward pass (Unsloth's offloaded variant on "
+            "the unsloth backend): much less memory for long image-token sequences."
+        },
+    )
+
+
+@dataclass
+class TrainArgs:
+    """The optimisation loop and where its outputs go."""
+
+    output_dir: str = field(
+        default="outputs/sft", metadata={"help": "Folder for the adapter, checkpoints, metrics."}
+    )
+    overwrite: bool = field(
+        default=False, metadata={"help": "Replace a previous run in --output-dir."}
+    )
+    resume: bool = field(
+        default=False, metadata={"help": "Continue the run in --output-dir from its last checkpoint."}
+    )
+    epochs: float = field(default=1.0, metadata={"help": "Passes over the training data."})
+    max_steps: int = field(
+        default=-1, metadata={"help": "Stop after this many optimizer steps (overrides --epochs)."}
+    )
+    batch_size: int = field(default=2, metadata={"help": "Samples per device per forward pass."})
+    grad_accum: int = field(
+        default=4, metadata={"help": "Forward passes accumulated per optimizer step."}
+    )
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate."})
+    warmup_ratio: float = field(
+        default=0.03, metadata={"help": "Fraction of the steps spent warming the learning rate up."}
+    )
+    lr_scheduler_type: str = field(
+        default="linear", metadata={"help": "linear, cosine, constant, ... (transformers names)."}
+    )
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    optim: str = field(
+        default="auto",
+        metadata={
+            "help": "Optimizer (transformers names). auto = paged_adamw_8bit on CUDA (8-bit states, "
+            "paged to CPU under pressure), adamw_torch elsewhere."
+        },
+    )
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "auto = bf16 where the GPU supports it, else fp16 (e.g. T4); fp32 on CPU.",
+            "choices": PRECISIONS,
+        },
+    )
+    seed: int = field(default=3407, metadata={"help": "Seed for weights, data order, dropout."})
+    logging_steps: int = field(default=1, metadata={"help": "Log metrics every N steps."})
+    save_steps: int = field(default=50, metadata={"help": "Save a checkpoint every N steps."})
+    save_total_limit: int = field(default=3, metadata={"help": "Checkpoints kept on disk."})
+    eval_steps: int = field(
+        default=0, metadata={"help": "Evaluate every N steps (0: only at the end, if eval data)."}
+    )
+    train_on_prompt: bool = field(
+        default=False,
+        metadata={"help": "Also compute the loss on the prompt (default: answers only)."},
+    )
+    save_merged: bool = field(
+        default=False, metadata={"help": "Also write a merged 16-bit model to OUTPUT/merged."}
+    )
+    report_to: str = field(
+        default="none", metadata={"help": "Trainer loggers: none, tensorboard, wandb, ..."}
+    )
+    dataloader_num_workers: int = field(
+        default=0, metadata={"help": "Worker processes decoding and resizing images."}
+    )
+
+    def effective_batch_size(self, world_size: int = 1) -> int:
+        return self.batch_size * self.grad_accum * world_size
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.batch_size < 1:
+            found.append(f"--batch-size {self.batch_size}: must be >= 1")
+        if self.grad_accum < 1:
+            found.append(f"--grad-accum {self.grad_accum}: must be >= 1")
+        if self.learning_rate <= 0:
+            found.append(f"--learning-rate {self.learning_rate}: must be > 0")
+        if self.max_steps == 0 or self.max_steps < -1:
+            found.append(f"--max-steps {self.max_steps}: must be > 0 (or -1 for --epochs)")
+        if self.max_steps == -1 and self.epochs <= 0:
+            found.append(f"--epochs {self.epochs}: must be > 0")
+        if self.overwrite and self.resume:
+            found.append("--overwrite and --resume contradict each other: choose one")
+        if not 0 <= self.warmup_ratio < 1:
+            found.append(f"--warmup-ratio {self.warmup_ratio}: must be in [0, 1)")
+        return found
+
+
+def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple:
+    """Parse flags (and `--config YAML`) into instances of `dataclass_types`, validated.
+
+    Raises ConfigError (one line) for an unknown YAML key, a bad value or inconsistent options.
+    `--help` prints the help and exits as usual.
+    """
+    from trl import TrlParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = TrlParser(dataclass_types=list(dataclass_types))
+    config_path = _config_path(argv)
+    if config_path is not None:
+        _check_yaml_keys(config_path, dataclass_types)
+    try:
+        parsed = parser.parse_args_and_config(argv)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(str(error), where=str(config_path or "command line")) from error
+    problems = [p for obj in parsed for p in getattr(obj, "problems", list)()]
+    if problems:
+        raise ConfigError("; ".join(problems), where="options")
+    return tuple(parsed)
+
+
+def _config_path(argv: list[str]) -> Path | None:
+    if "--config" not in argv:
+        return None
+    index = argv.index("--config")
+    if index + 1 >= len(argv):
+        raise ConfigError("--config needs a YAML file path", where="--config")
+    path = Path(argv[index + 1])
+    if not path.is_file():
+        raise ConfigError(f"no such file {path}", where="--config", fix="pass a YAML file")
+    return path
+
+
+def _check_yaml_keys(path: Path, dataclass_types: Sequence[type]) -> None:
+    import yaml
+
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"not valid YAML ({error})".splitlines()[0], where=str(path)) from error
+    if not isinstance(values, dict):
+        raise ConfigError("must be a YAML mapping of option: value", where=str(path))
+    known = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)} | {"env"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)}",
+            where=str(path),
+            fix="use the field names that --help lists, with underscores (e.g. lora_r)",
+        )
+
+
+def to_dict(*configs: Any) -> dict[str, dict[str, Any]]:
+    """The resolved configuration, grouped by concern, for saving next to a run's outputs."""
+    return {type(config).__name__: dataclasses.asdict(config) for config in configs}
+
+
+DEMO_DATASET = "demo"
+
+
+@dataclass
+class DataArgs:
+    """Where the examples come from, how columns map, and how images are capped."""
+
+    dataset: str = field(
+        default=DEMO_DATASET,
+        metadata={
+            "help": "JSONL/JSON/CSV/Parquet file, image folder, dataset saved with save_to_disk, "
+            "or hub name. 'demo' = the shipped synthetic chart set (data/demo)."
+        },
+    )
+    split: str = field(default="train", metadata={"help": "Split to train on."})
+    eval_dataset: str | None = field(
+        default=None, metadata={"help": "A separate file/dataset to evaluate on."}
+    )
+    eval_split: str | None = field(
+        default=None, metadata={"help": "A split of --dataset to evaluate on (e.g. test)."}
+    )
+    eval_fraction: float = field(
+        default=0.0,
+        metadata={"help": "Hold out this fraction of --dataset for evaluation (seeded)."},
+    )
+    max_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training rows (quick runs)."}
+    )
+    image_column: str | None = field(default=None, metadata={"help": "Column with the image."})
+    question_column: str | None = field(
+        default=None, metadata={"help": "Column with the question / prompt text."}
+    )
+    answer_column: str | None = field(
+        default=None, metadata={"help": "Column with the answer (SFT target)."}
+    )
+    chosen_column: str | None = field(
+        default=None, metadata={"help": "Column with the preferred answer (DPO)."}
+    )
+    rejected_column: str | None = field(
+        default=None, metadata={"help": "Column with the dispreferred answer (DPO)."}
+    )
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "System message put before every conversation."}
+    )
+    instruction: str | None = field(
+        default=None,
+        metadata={"help": "Fixed question for every image (when the data has no question)."},
+    )
+    max_side: int = field(
+        default=768,
+        metadata={
+            "help": "Cap every image's longest side at this many pixels (aspect kept, never "
+            "upscaled). Image tokens decide memory: 768 suits 12 GB, 1024 for more detail."
+        },
+    )
+    max_seq_length: int = field(
+        default=2048,
+        metadata={"help": "Longest sample in tokens (image tokens included); longer are rejected."},
+    )
+    strict: bool = field(
+        default=False, metadata={"help": "Stop before training if any row is rejected."}
+    )
+    fit_images: bool = field(
+        default=False,
+        metadata={"help": "Downscale a too-long sample's image until it fits, instead of rejecting."},
+    )
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.max_side < 28:
+            found.append(f"--max-side {self.max_side}: must be at least 28 px (768 or 1024 usual)")
+        if self.max_seq_length < 32:
+            found.append(f"--max-seq-length {self.max_seq_length}: must be at least 32")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            found.append(f"--eval-fraction {self.eval_fraction}: must be in [0, 1)")
+        if self.eval_fraction and (self.eval_split or self.eval_dataset):
+            found.append("--eval-fraction with --eval-split/--eval-dataset: choose one")
+        if self.max_samples is not None and self.max_samples < 1:
+            found.append(f"--max-samples {self.max_samples}: must be >= 1")
+        return found
