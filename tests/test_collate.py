@@ -1,0 +1,98 @@
+"""Label masking, token by token: prompt, padding and image tokens are -100; answers are kept."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import TINY_MODELS
+from tests.test_tiny import _record
+from vlm_unsloth.collate import IGNORE_INDEX, SftCollator
+from vlm_unsloth.errors import DataError
+
+
+def _collator(name, tiny_ref, tiny_processor, *, train_on_prompt=False):
+    ref = tiny_ref(name)
+    return SftCollator(
+        tiny_processor(name), ref.family, max_side=768, train_on_prompt=train_on_prompt
+    )
+
+
+def _multi_turn() -> dict:
+    record = _record("red")
+    record["messages"] += [
+        {"role": "user", "content": [{"type": "text", "text": "And the shape?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "a square"}]},
+    ]
+    return record
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_only_answers_and_their_end_of_turn_are_supervised(name, tiny_ref, tiny_processor):
+    collator = _collator(name, tiny_ref, tiny_processor)
+    tokenizer = tiny_processor(name).tokenizer
+    family = tiny_ref(name).family
+    short, long = _record("red"), _multi_turn()
+    batch = collator([short, long])
+    eot = tokenizer.convert_tokens_to_ids(family.end_of_turn)
+    image_id = tokenizer.convert_tokens_to_ids(family.image_token)
+    for row, answers in ((0, ["red"]), (1, ["red", "a square"])):
+        ids = batch["input_ids"][row].tolist()
+        labels = batch["labels"][row].tolist()
+        mask = batch["attention_mask"][row].tolist()
+        expected = [IGNORE_INDEX] * len(ids)
+        # Locate each answer's tokens right after the assistant header, token by token.
+        search_from = 0
+        for answer in answers:
+            answer_ids = tokenizer.encode(answer, add_special_tokens=False)
+            start = next(
+                i for i in range(search_from, len(ids))
+                if ids[i : i + len(answer_ids)] == answer_ids
+                and tokenizer.decode(ids[:i]).endswith(family.response_part)
+            )  # fmt: skip
+            end = start + len(answer_ids)
+            assert ids[end] == eot
+            expected[start : end + 1] = ids[start : end + 1]
+            search_from = end + 1
+        assert labels == expected
+        assert all(label == IGNORE_INDEX for label, m in zip(labels, mask) if m == 0)
+        assert all(label == IGNORE_INDEX for label, i in zip(labels, ids) if i == image_id)
+    assert batch["attention_mask"][0].sum() < batch["attention_mask"][1].sum()  # padded row
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_train_on_prompt_keeps_text_but_never_images_or_padding(name, tiny_ref, tiny_processor):
+    collator = _collator(name, tiny_ref, tiny_processor, train_on_prompt=True)
+    tokenizer = tiny_processor(name).tokenizer
+    image_id = tokenizer.convert_tokens_to_ids(tiny_ref(name).family.image_token)
+    batch = collator([_record("red"), _multi_turn()])
+    for row in range(2):
+        ids, labels = batch["input_ids"][row].tolist(), batch["labels"][row].tolist()
+        mask = batch["attention_mask"][row].tolist()
+        for token, label, attended in zip(ids, labels, mask):
+            if not attended or token == image_id:
+                assert label == IGNORE_INDEX
+            else:
+                assert label == token
+    prompt_only = tokenizer.encode("What colour is it?", add_special_tokens=False)
+    kept = batch["labels"][0].tolist()
+    assert any(kept[i : i + len(prompt_only)] == prompt_only for i in range(len(kept)))
+
+
+def test_a_row_with_nothing_to_supervise_is_an_error_naming_it(tiny_ref, tiny_processor):
+    collator = _collator("tiny-qwen2-vl", tiny_ref, tiny_processor)
+    no_answer = _record("red")
+    no_answer["messages"] = no_answer["messages"][:1]  # user turn only
+    no_answer["source"] = "train.jsonl:7"
+    with pytest.raises(DataError, match=r"train\.jsonl:7"):
+        collator([_record("blue"), no_answer])
+
+
+def test_images_are_capped_before_the_processor_sees_them(tiny_ref, tiny_processor):
+    ref = tiny_ref("tiny-qwen2-vl")
+    big = _record("red", size=(1600, 1200))
+    batch = SftCollator(tiny_processor("tiny-qwen2-vl"), ref.family, max_side=768, train_on_prompt=False)([big])
+    expected = ref.family.count_image_tokens(768, 576, tiny_processor("tiny-qwen2-vl").image_processor)
+    assert int(batch["image_grid_thw"][0].prod()) // 4 == expected.text_tokens == 567
+    big["max_side"] = 384  # per-row override written by --fit-images
+    batch = SftCollator(tiny_processor("tiny-qwen2-vl"), ref.family, max_side=768, train_on_prompt=False)([big])
+    assert int(batch["image_grid_thw"][0].prod()) // 4 < 567
