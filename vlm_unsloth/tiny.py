@@ -172,7 +172,7 @@ def _qwen_chat_template() -> str:
     return resources.files("trl").joinpath("chat_templates/qwen2_5_vl.jinja").read_text("utf-8")
 
 
-def _build_processor(family: Family):
+def _build_processor(family: Family, *, real_size: bool = False):
     if family.model_type == "mllama":
         from transformers import MllamaImageProcessor, MllamaProcessor
 
@@ -183,9 +183,8 @@ def _build_processor(family: Family):
             pad="<|finetune_right_pad_id|>",
             last_token="<|image|>",
         )
-        image_processor = MllamaImageProcessor(
-            size={"height": TINY_MLLAMA_TILE, "width": TINY_MLLAMA_TILE}, max_image_tiles=4
-        )
+        tile = 560 if real_size else TINY_MLLAMA_TILE
+        image_processor = MllamaImageProcessor(size={"height": tile, "width": tile}, max_image_tiles=4)
         return MllamaProcessor(
             image_processor=image_processor,
             tokenizer=tokenizer,
@@ -216,7 +215,8 @@ def _build_processor(family: Family):
     )
 
 
-def _build_config(family: Family, tokenizer):
+def _build_config(family: Family, tokenizer, *, text: dict | None = None, vision: dict | None = None):
+    """The tiny config of `family`; `text`/`vision` override sub-config values (real sizes)."""
     from transformers import MllamaConfig, Qwen2_5_VLConfig, Qwen2VLConfig
 
     ids = tokenizer.convert_tokens_to_ids
@@ -235,7 +235,8 @@ def _build_config(family: Family, tokenizer):
                 image_size=TINY_MLLAMA_TILE,
                 patch_size=14,
                 max_num_tiles=4,
-            ),
+            )
+            | (vision or {}),
             text_config=dict(
                 vocab_size=image_id,
                 hidden_size=TEXT_HIDDEN,
@@ -248,11 +249,11 @@ def _build_config(family: Family, tokenizer):
                 bos_token_id=ids("<|begin_of_text|>"),
                 eos_token_id=ids("<|eot_id|>"),
                 pad_token_id=ids("<|finetune_right_pad_id|>"),
-            ),
+            )
+            | (text or {}),
             image_token_index=image_id,
         )
 
-    head_dim = TEXT_HIDDEN // 4
     text_config = dict(
         vocab_size=len(tokenizer),
         hidden_size=TEXT_HIDDEN,
@@ -268,6 +269,8 @@ def _build_config(family: Family, tokenizer):
         eos_token_id=ids("<|im_end|>"),
         pad_token_id=ids("<|endoftext|>"),
     )
+    text_config |= text or {}
+    head_dim = text_config["hidden_size"] // text_config["num_attention_heads"]
     assert sum(text_config["rope_parameters"]["mrope_section"]) == head_dim // 2
     special_ids = dict(
         image_token_id=ids("<|image_pad|>"),
@@ -284,11 +287,11 @@ def _build_config(family: Family, tokenizer):
             out_hidden_size=TEXT_HIDDEN,
             window_size=112,
             fullatt_block_indexes=[1],
-        )
+        ) | (vision or {})
         return Qwen2_5_VLConfig(text_config=text_config, vision_config=vision_config, **special_ids)
     vision_config = dict(
         depth=2, embed_dim=VISION_HIDDEN, hidden_size=TEXT_HIDDEN, num_heads=2, mlp_ratio=2
-    )
+    ) | (vision or {})
     return Qwen2VLConfig(text_config=text_config, vision_config=vision_config, **special_ids)
 
 
