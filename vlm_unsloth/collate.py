@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vlm_unsloth.data import to_chat_template_messages
 from vlm_unsloth.errors import DataError
 from vlm_unsloth.families import Family
 from vlm_unsloth.images import load_image
@@ -24,20 +25,6 @@ def decode_images(record: dict[str, Any], *, max_side: int, family: Family) -> l
     return [
         load_image(ref, max_side=side, family=family, where=record.get("source"))
         for ref in record.get("images") or []
-    ]
-
-
-def clean_messages(messages: list[dict]) -> list[dict]:
-    """Messages without the None-valued keys Arrow adds to make content parts uniform."""
-    return [
-        {
-            "role": message["role"],
-            "content": [
-                {key: value for key, value in part.items() if value is not None}
-                for part in message["content"]
-            ],
-        }
-        for message in messages
     ]
 
 
@@ -106,7 +93,7 @@ class SftCollator:
         import torch
 
         texts = [
-            self.processor.apply_chat_template(clean_messages(r["messages"]), tokenize=False)
+            self.processor.apply_chat_template(to_chat_template_messages(r["messages"]), tokenize=False)
             for r in records
         ]
         images = [decode_images(r, max_side=self.max_side, family=self.family) for r in records]
@@ -156,7 +143,7 @@ class UnslothRecordCollator:
     def __call__(self, records: list[dict[str, Any]]) -> dict:
         examples = [
             {
-                "messages": clean_messages(r["messages"]),
+                "messages": to_chat_template_messages(r["messages"]),
                 "images": decode_images(r, max_side=self.max_side, family=self.family),
             }
             for r in records

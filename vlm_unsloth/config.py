@@ -231,6 +231,15 @@ class DataArgs:
         },
     )
     split: str = field(default="train", metadata={"help": "Split to train on."})
+    dataset_adapter: str = field(
+        default="auto",
+        metadata={
+            "help": "Column layout of a known dataset: chartqa (HuggingFaceM4/ChartQA), "
+            "latex_ocr (unsloth/LaTeX_OCR), rlaif_v (openbmb/RLAIF-V-Dataset), none, or auto "
+            "(recognised by the dataset name).",
+            "choices": ("auto", "none", "chartqa", "latex_ocr", "rlaif_v"),
+        },
+    )
     eval_dataset: str | None = field(
         default=None, metadata={"help": "A separate file/dataset to evaluate on."}
     )

@@ -1,0 +1,162 @@
+"""GPU tests (marker `gpu`): the unsloth backend on the tiny checkpoints. Skipped without CUDA.
+
+Run on the GPU machine:  python -m pytest -m gpu tests/test_gpu.py
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+TINY = ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-llama-3.2-vision"]
+FLAG_MIXES = [
+    mix
+    for mix in itertools.product([True, False], repeat=4)
+    if (mix[0] or mix[1]) and (mix[2] or mix[3])
+]
+
+
+def _lora_module_names(model) -> set[str]:
+    names = set()
+    for name, _ in model.named_modules():
+        if name.endswith(".lora_A"):
+            names.add(name.removesuffix(".lora_A").split("base_model.model.", 1)[-1])
+    return names
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_tiny_checkpoint_loads_through_fast_vision_model(name):
+    from vlm_unsloth.unsloth_backend import import_unsloth
+
+    import_unsloth()
+    from unsloth import FastVisionModel
+
+    from vlm_unsloth.models import resolve_model
+
+    ref = resolve_model(name)
+    model, processor = FastVisionModel.from_pretrained(ref.path, load_in_4bit=True)
+    assert type(model).__name__.endswith("ForConditionalGeneration")
+    assert processor.tokenizer.convert_tokens_to_ids(ref.family.image_token) is not None
+    print(f"{name}: {type(model).__name__} loaded by FastVisionModel in 4-bit")
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_both_backends_adapt_the_same_modules(name):
+    from vlm_unsloth.unsloth_backend import import_unsloth
+
+    import_unsloth()
+    from unsloth import FastVisionModel
+
+    from vlm_unsloth import hf_backend
+    from vlm_unsloth.backend import DevicePlan
+    from vlm_unsloth.lora import LoraArgs
+    from vlm_unsloth.models import count_parameters, resolve_model
+
+    ref = resolve_model(name)
+    plan = DevicePlan(backend="hf", device="cpu", dtype="float32", why="test")
+    for vision, language, attention, mlp in FLAG_MIXES:
+        args = LoraArgs(
+            finetune_vision_layers=vision,
+            finetune_language_layers=language,
+            finetune_attention_modules=attention,
+            finetune_mlp_modules=mlp,
+        )
+        base, _ = FastVisionModel.from_pretrained(ref.path, load_in_4bit=False, dtype=torch.float32)
+        unsloth_model = FastVisionModel.get_peft_model(
+            base,
+            finetune_vision_layers=vision,
+            finetune_language_layers=language,
+            finetune_attention_modules=attention,
+            finetune_mlp_modules=mlp,
+            r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+        )
+        hf_base, _ = hf_backend.load(ref.path, quantization="16bit", plan=plan, max_seq_length=512)
+        hf_model = hf_backend.add_lora(
+            hf_base, args, seed=0, adapter=None, gradient_checkpointing=False
+        )
+        unsloth_names, hf_names = _lora_module_names(unsloth_model), _lora_module_names(hf_model)
+        assert unsloth_names == hf_names, (vision, language, attention, mlp)
+        assert count_parameters(unsloth_model)[0] == count_parameters(hf_model)[0]
+        print(name, (vision, language, attention, mlp), len(hf_names), "modules",
+              count_parameters(hf_model)[0], "trainable")
+
+
+def _records(count: int = 4) -> list[dict]:
+    import io
+
+    from PIL import Image
+
+    records = []
+    for index, colour in zip(range(count), itertools.cycle(["red", "blue", "green"]), strict=False):
+        buffer = io.BytesIO()
+        Image.new("RGB", (200 + 20 * index, 160), colour).save(buffer, "PNG")
+        records.append(
+            {
+                "messages": [
+                    {"role": "user", "content": [
+                        {"type": "image", "text": None},
+                        {"type": "text", "text": "What colour is the square?"},
+                    ]},
+                    {"role": "assistant", "content": [{"type": "text", "text": colour}]},
+                ],
+                "images": [{"bytes": buffer.getvalue(), "path": None}],
+                "source": f"test:{index + 1}",
+            }
+        )  # fmt: skip
+    return records
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_unsloth_collator_supervises_the_same_tokens_as_ours(name):
+    from vlm_unsloth.unsloth_backend import import_unsloth, make_collator
+
+    import_unsloth()
+    from unsloth import FastVisionModel
+
+    from vlm_unsloth.collate import IGNORE_INDEX, SftCollator, UnslothRecordCollator
+    from vlm_unsloth.models import resolve_model
+
+    ref = resolve_model(name)
+    model, processor = FastVisionModel.from_pretrained(ref.path, load_in_4bit=False)
+    ours = SftCollator(processor, ref.family, max_side=768, train_on_prompt=False)
+    theirs = UnslothRecordCollator(
+        make_collator(model, processor, ref.family, train_on_prompt=False, max_seq_length=2048),
+        ref.family,
+        max_side=768,
+    )
+    records = _records()
+    our_batch, their_batch = ours(records), theirs(records)
+    tokenizer = processor.tokenizer
+    for row in range(len(records)):
+        def supervised(batch):
+            ids, labels = batch["input_ids"][row].tolist(), batch["labels"][row].tolist()
+            return tokenizer.decode([i for i, label in zip(ids, labels) if label != IGNORE_INDEX])
+
+        assert supervised(our_batch) == supervised(their_batch), row
+        print(name, row, repr(supervised(our_batch)))
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-llama-3.2-vision"])
+def test_train_sft_on_the_unsloth_backend(name, tmp_path):
+    from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs
+    from vlm_unsloth.lora import LoraArgs
+    from vlm_unsloth.sft import train_sft
+
+    result = train_sft(
+        ModelArgs(model=name, backend="unsloth"),
+        LoraArgs(),
+        DataArgs(max_samples=16),
+        TrainArgs(output_dir=str(tmp_path / "run"), max_steps=4, batch_size=2, grad_accum=2),
+    )
+    assert (result.adapter_dir / "adapter_config.json").is_file()
+    assert result.summary["global_step"] == 4
+    assert result.summary["peak_gpu_memory_gib"] > 0

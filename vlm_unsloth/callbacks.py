@@ -1,0 +1,154 @@
+"""Trainer callbacks: metrics.jsonl, the rich progress line, and a graceful Ctrl-C.
+
+All three are plain `transformers.TrainerCallback`s, so SFT and DPO (and both backends) share them.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+
+def peak_gpu_memory_gib() -> float | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.max_memory_reserved() / 2**30
+
+
+class MetricsCallback(TrainerCallback):
+    """Adds throughput and memory to every log and appends it to `metrics.jsonl`.
+
+    samples/s and tokens/s are measured over the interval since the previous log, so a slow first
+    step (Unsloth compiles on it) does not hide the steady-state speed.
+    """
+
+    def __init__(self, path: Path, *, samples_per_step: int):
+        self.path = path
+        self.samples_per_step = samples_per_step
+        self._last_time: float | None = None
+        self._last_step = 0
+        self._last_tokens = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last_time = time.perf_counter()
+        self._last_step = state.global_step
+        self._last_tokens = state.num_input_tokens_seen
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or not state.is_world_process_zero:
+            return
+        now = time.perf_counter()
+        steps = state.global_step - self._last_step
+        if "loss" in logs and steps > 0 and self._last_time is not None:
+            elapsed = max(now - self._last_time, 1e-9)
+            logs["samples_per_second"] = round(steps * self.samples_per_step / elapsed, 4)
+            tokens = state.num_input_tokens_seen - self._last_tokens
+            logs["tokens_per_second"] = round(tokens / elapsed, 2)
+            self._last_time, self._last_step = now, state.global_step
+            self._last_tokens = state.num_input_tokens_seen
+        peak = peak_gpu_memory_gib()
+        if peak is not None:
+            logs["peak_gpu_memory_gib"] = round(peak, 3)
+        record = {"step": state.global_step, "epoch": state.epoch, **logs}
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+class RichProgressCallback(TrainerCallback):
+    """One live progress line: step, loss, samples/s, GPU memory, ETA."""
+
+    def __init__(self, console):
+        self.console = console
+        self.progress = None
+        self.task = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(
+            "train", total=state.max_steps, completed=state.global_step, status=""
+        )
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.progress is None or not logs:
+            return
+        parts = []
+        if "loss" in logs:
+            parts.append(f"loss {logs['loss']:.4f}")
+        if "eval_loss" in logs:
+            parts.append(f"eval_loss {logs['eval_loss']:.4f}")
+        if "samples_per_second" in logs:
+            parts.append(f"{logs['samples_per_second']:.2f} samples/s")
+        if "peak_gpu_memory_gib" in logs:
+            parts.append(f"{logs['peak_gpu_memory_gib']:.1f} GiB")
+        if parts:
+            self.progress.update(self.task, status=" · ".join(parts))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+class GracefulInterruptCallback(TrainerCallback):
+    """First Ctrl-C: finish the current step, save a checkpoint, stop cleanly. Second: abort.
+
+    The trainer saves through its normal path, so `--resume` continues from that checkpoint.
+    """
+
+    def __init__(self, console):
+        self.console = console
+        self.interrupted = False
+        self._previous_handler = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._previous_handler = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.interrupted:
+            raise KeyboardInterrupt
+        self.interrupted = True
+        self.console.print(
+            "[yellow]Ctrl-C: saving a checkpoint and the adapter after this step "
+            "(press again to abort without saving)[/]"
+        )
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.interrupted:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None

@@ -1,0 +1,57 @@
+"""Command-line entry points: parse flags/YAML into the config dataclasses, call the library.
+
+    vlm-unsloth train-sft --model tiny-qwen2-vl --backend hf --max-steps 20
+    python scripts/train_sft.py ...   (the same function)
+
+A problem the user can fix prints one line (`error: ...`) and exits 2; nothing else is caught.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+from vlm_unsloth.errors import VlmUnslothError
+
+
+def _report_errors(run: Callable[[], object]) -> int:
+    try:
+        run()
+    except VlmUnslothError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def train_sft_main(argv: Sequence[str] | None = None) -> int:
+    def run():
+        from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, parse_args
+        from vlm_unsloth.lora import LoraArgs
+
+        model_args, lora_args, data_args, train_args = parse_args(
+            [ModelArgs, LoraArgs, DataArgs, TrainArgs], argv
+        )
+        from vlm_unsloth.sft import train_sft
+
+        train_sft(model_args, lora_args, data_args, train_args)
+
+    return _report_errors(run)
+
+
+COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
+    "train-sft": ("Supervised fine-tuning (QLoRA) of a VLM.", train_sft_main),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print("usage: vlm-unsloth COMMAND [options]   (COMMAND --help for its options)\n")
+        for name, (help_text, _) in COMMANDS.items():
+            print(f"  {name:<14} {help_text}")
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nerror: unknown command {argv[0]!r}", file=sys.stderr)
+            return 2
+        return 0
+    _, command = COMMANDS[argv[0]]
+    return command(argv[1:])

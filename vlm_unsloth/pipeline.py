@@ -1,0 +1,325 @@
+"""The steps SFT and DPO share: plan the device, guard the output folder, load model and data,
+build trainer arguments and callbacks, train resumably, save and summarise.
+
+Each function does one step and is called in order by `sft.train_sft` / `dpo.train_dpo`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vlm_unsloth import run_dir
+from vlm_unsloth.backend import DevicePlan, plan_device, resolve_backend
+from vlm_unsloth.config import DEMO_DATASET, DataArgs, ModelArgs, TrainArgs
+from vlm_unsloth.errors import BackendError
+from vlm_unsloth.families import TINY_MODEL_NAMES
+from vlm_unsloth.console import format_count, key_value_table, make_console
+from vlm_unsloth.lora import LoraArgs
+from vlm_unsloth.models import LoadedModel, count_parameters, load_model
+
+__all__ = ["make_console"]
+
+DEMO_DIR = Path(__file__).resolve().parent.parent / "data" / "demo"
+
+
+@dataclass
+class TrainingData:
+    train: Any
+    """datasets.Dataset of canonical records (images as references)."""
+    eval: Any | None
+    report: Any
+    """validation.ValidationReport of the training data."""
+
+
+def resolve_plan(model_args: ModelArgs, train_args: TrainArgs) -> DevicePlan:
+    backend, why = resolve_backend(model_args.backend)
+    if model_args.backend == "auto" and backend == "hf" and model_args.model not in TINY_MODEL_NAMES:
+        # Training a multi-billion-parameter model on a CPU would run for days: refuse unless
+        # the user asks for it with --backend hf.
+        raise BackendError(
+            f"no NVIDIA GPU found, and training {model_args.model} needs one",
+            where="--backend auto",
+            fix="for the offline CPU demo run: python scripts/train_sft.py --model tiny-qwen2-vl "
+            "--backend hf (or pass --backend hf to train this model on CPU anyway)",
+        )
+    if backend == "unsloth":
+        from vlm_unsloth.unsloth_backend import import_unsloth
+
+        import_unsloth()
+    return plan_device(backend, why, train_args.precision)
+
+
+def prepare_output(train_args: TrainArgs, config: dict[str, Any], plan: DevicePlan) -> Path:
+    output = run_dir.prepare_output_dir(
+        train_args.output_dir, overwrite=train_args.overwrite, resume=train_args.resume
+    )
+    if not train_args.resume:  # a resumed run keeps the configuration it started with
+        resolved = {"backend": plan.backend, "device": plan.device, "dtype": plan.dtype}
+        run_dir.save_run_config(output, {**config, "resolved": resolved})
+    return output
+
+
+def load_model_for_training(
+    model_args: ModelArgs,
+    lora_args: LoraArgs,
+    data_args: DataArgs,
+    train_args: TrainArgs,
+    plan: DevicePlan,
+) -> LoadedModel:
+    return load_model(
+        model_args,
+        lora_args,
+        plan,
+        seed=train_args.seed,
+        max_seq_length=data_args.max_seq_length,
+    )
+
+
+def dataset_paths(data_args: DataArgs, *, preference: bool) -> tuple[str, str | None]:
+    """(train, eval) dataset locations; `demo` names the shipped set and its eval split."""
+    if data_args.dataset != DEMO_DATASET:
+        return data_args.dataset, data_args.eval_dataset
+    prefix = "dpo_" if preference else ""
+    train = DEMO_DIR / f"{prefix}train.jsonl"
+    evaluation = DEMO_DIR / f"{prefix}eval.jsonl"
+    default_eval = None if (data_args.eval_fraction or data_args.eval_split) else str(evaluation)
+    return str(train), data_args.eval_dataset or default_eval
+
+
+def load_sft_data(
+    data_args: DataArgs, loaded: LoadedModel, train_args: TrainArgs, output: Path
+) -> TrainingData:
+    from vlm_unsloth.data import load_sft_dataset
+
+    return _load_and_validate(data_args, loaded, train_args, output, load_sft_dataset, preference=False)
+
+
+def load_preference_data(
+    data_args: DataArgs, loaded: LoadedModel, train_args: TrainArgs, output: Path
+) -> TrainingData:
+    from vlm_unsloth.data import load_preference_dataset
+
+    return _load_and_validate(
+        data_args, loaded, train_args, output, load_preference_dataset, preference=True
+    )
+
+
+def _load_and_validate(data_args, loaded, train_args, output, loader, *, preference: bool):
+    from vlm_unsloth.data import data_spec, split_dataset
+    from vlm_unsloth.validation import validate_dataset, write_rejected
+
+    train_path, eval_path = dataset_paths(data_args, preference=preference)
+    dataset = loader(data_spec(data_args, train_path, split=data_args.split))
+    if eval_path:
+        eval_dataset = loader(data_spec(data_args, eval_path, split=data_args.eval_split or "train"))
+    elif data_args.eval_split or data_args.eval_fraction:
+        dataset, eval_dataset = split_dataset(
+            dataset,
+            eval_split=data_args.eval_split,
+            eval_fraction=data_args.eval_fraction or None,
+            seed=train_args.seed,
+            spec=data_spec(data_args, train_path, split=data_args.eval_split),
+            loader=loader,
+        )
+    else:
+        eval_dataset = None
+    if data_args.max_samples is not None:
+        dataset = dataset.select(range(min(data_args.max_samples, len(dataset))))
+    check = dict(
+        family=loaded.family,
+        processor=loaded.processor,
+        max_side=data_args.max_side,
+        max_seq_length=data_args.max_seq_length,
+        strict=data_args.strict,
+        fit_images=data_args.fit_images,
+    )
+    report = validate_dataset(dataset, **check)
+    write_rejected(report, output / run_dir.REJECTED_FILE)
+    eval_kept = validate_dataset(eval_dataset, **check).kept if eval_dataset is not None else None
+    return TrainingData(train=report.kept, eval=eval_kept, report=report)
+
+
+def make_sft_collator(loaded: LoadedModel, data_args: DataArgs, train_args: TrainArgs):
+    from vlm_unsloth.collate import SftCollator, UnslothRecordCollator
+
+    if loaded.plan.backend == "unsloth":
+        from vlm_unsloth.unsloth_backend import make_collator
+
+        unsloth_collator = make_collator(
+            loaded.model,
+            loaded.processor,
+            loaded.family,
+            train_on_prompt=train_args.train_on_prompt,
+            max_seq_length=data_args.max_seq_length,
+        )
+        return UnslothRecordCollator(unsloth_collator, loaded.family, max_side=data_args.max_side)
+    return SftCollator(
+        loaded.processor,
+        loaded.family,
+        max_side=data_args.max_side,
+        train_on_prompt=train_args.train_on_prompt,
+    )
+
+
+def trainer_arguments(train_args: TrainArgs, plan: DevicePlan, output: Path, *, has_eval: bool) -> dict:
+    """TrainingArguments shared by SFTConfig and DPOConfig, from our options and the device."""
+    optim = train_args.optim
+    if optim == "auto":
+        # 8-bit AdamW states, paged to CPU under memory pressure: the QLoRA recipe on CUDA.
+        optim = "paged_adamw_8bit" if plan.device == "cuda" else "adamw_torch"
+    evaluate_during = has_eval and train_args.eval_steps > 0
+    return dict(
+        output_dir=str(output),
+        num_train_epochs=train_args.epochs,
+        max_steps=train_args.max_steps,
+        per_device_train_batch_size=train_args.batch_size,
+        per_device_eval_batch_size=train_args.batch_size,
+        gradient_accumulation_steps=train_args.grad_accum,
+        learning_rate=train_args.learning_rate,
+        warmup_steps=train_args.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
+        lr_scheduler_type=train_args.lr_scheduler_type,
+        weight_decay=train_args.weight_decay,
+        max_grad_norm=train_args.max_grad_norm,
+        optim=optim,
+        seed=train_args.seed,
+        data_seed=train_args.seed,
+        bf16=plan.dtype == "bfloat16",
+        fp16=plan.dtype == "float16",
+        use_cpu=plan.device == "cpu",
+        logging_steps=train_args.logging_steps,
+        save_strategy="steps",
+        save_steps=train_args.save_steps,
+        save_total_limit=train_args.save_total_limit,
+        eval_strategy="steps" if evaluate_during else "no",
+        eval_steps=train_args.eval_steps if evaluate_during else None,
+        report_to=train_args.report_to,
+        dataloader_num_workers=train_args.dataloader_num_workers,
+        # Gradient checkpointing is set up when the model is loaded (Unsloth's own variant on
+        # the unsloth backend); the trainer must not wrap the model a second time.
+        gradient_checkpointing=False,
+        include_num_input_tokens_seen="non_padding",
+        disable_tqdm=True,  # the rich progress line replaces tqdm
+        logging_first_step=True,
+    )
+
+
+def callbacks(output: Path, train_args: TrainArgs, console) -> list:
+    from vlm_unsloth.callbacks import GracefulInterruptCallback, MetricsCallback, RichProgressCallback
+
+    return [
+        MetricsCallback(
+            output / run_dir.METRICS_FILE,
+            samples_per_step=train_args.effective_batch_size(),
+        ),
+        RichProgressCallback(console),
+        GracefulInterruptCallback(console),
+    ]
+
+
+def print_banner(console, job: str, loaded: LoadedModel, data: TrainingData, train_args: TrainArgs, output: Path) -> None:
+    trainable, total = count_parameters(loaded.model)
+    report = data.report
+    rows = [
+        ("model", f"{loaded.ref.name} ({loaded.family.key})"),
+        ("backend", f"{loaded.plan.backend} on {loaded.plan.device}, {loaded.plan.dtype}, "
+                    f"{loaded.quantization} weights — {loaded.plan.why}"),
+        ("parameters", f"{format_count(trainable)} trainable of {format_count(total)} "
+                       f"({100 * trainable / max(total, 1):.2f}%)"),
+        ("train rows", f"{len(data.train)} kept of {report.rows_read} read"
+                       f" ({report.rejected_count} rejected, {report.resized} resized)"),
+        ("eval rows", len(data.eval) if data.eval is not None else "none"),
+        ("batch", f"{train_args.batch_size} x {train_args.grad_accum} accumulation = "
+                  f"{train_args.effective_batch_size()} effective"),
+        ("output", output),
+    ]
+    console.print(key_value_table(f"vlm-unsloth {job}", rows))
+
+
+def run_training(trainer, train_args: TrainArgs, output: Path) -> bool:
+    """Train (from the last checkpoint with --resume). True when stopped early by Ctrl-C."""
+    from transformers.trainer_callback import PrinterCallback
+
+    from vlm_unsloth.callbacks import GracefulInterruptCallback
+
+    # The rich progress line and metrics.jsonl replace the trainer's raw dict printing.
+    trainer.remove_callback(PrinterCallback)
+    resume_from = run_dir.last_checkpoint(output) if train_args.resume else None
+    trainer.train(resume_from_checkpoint=resume_from)
+    interrupt = next(
+        c for c in trainer.callback_handler.callbacks if isinstance(c, GracefulInterruptCallback)
+    )
+    return interrupt.interrupted
+
+
+def save_adapter(trainer, loaded: LoadedModel, output: Path) -> Path:
+    adapter_dir = output / run_dir.ADAPTER_DIR
+    trainer.model.save_pretrained(adapter_dir)
+    loaded.processor.save_pretrained(adapter_dir)
+    return adapter_dir
+
+
+def save_merged(loaded: LoadedModel, output: Path) -> Path:
+    """A merged 16-bit model (base + adapter): loadable without PEFT."""
+    merged_dir = output / run_dir.MERGED_DIR
+    if loaded.plan.backend == "unsloth":
+        loaded.model.save_pretrained_merged(str(merged_dir), loaded.processor, save_method="merged_16bit")
+        return merged_dir
+    import torch
+    from transformers import AutoModelForImageTextToText
+    from peft import PeftModel
+
+    # A quantized base cannot take merged weights: reload it in 16 bit and merge into that.
+    dtype = torch.bfloat16 if loaded.plan.dtype == "bfloat16" else torch.float16
+    if loaded.plan.device == "cpu":
+        dtype = torch.float32
+    base = AutoModelForImageTextToText.from_pretrained(loaded.ref.path, dtype=dtype)
+    merged = PeftModel.from_pretrained(base, output / run_dir.ADAPTER_DIR).merge_and_unload()
+    merged.save_pretrained(merged_dir)
+    loaded.processor.save_pretrained(merged_dir)
+    return merged_dir
+
+
+def finish(console, job, trainer, loaded, data, train_args, output, started, interrupted):
+    from vlm_unsloth.callbacks import peak_gpu_memory_gib
+    from vlm_unsloth.sft import TrainResult
+
+    adapter_dir = save_adapter(trainer, loaded, output)
+    eval_metrics = trainer.evaluate() if data.eval is not None and not interrupted else {}
+    merged_dir = save_merged(loaded, output) if train_args.save_merged and not interrupted else None
+    curve = run_dir.plot_loss_curve(output)
+    history = [r for r in run_dir.read_metrics(output) if "loss" in r]
+    speeds = [r["samples_per_second"] for r in history[1:] if "samples_per_second" in r]
+    summary = {
+        "job": job,
+        "interrupted": interrupted,
+        "global_step": trainer.state.global_step,
+        "wall_time_s": round(time.perf_counter() - started, 1),
+        "final_loss": history[-1]["loss"] if history else None,
+        "samples_per_second": round(sum(speeds) / len(speeds), 3) if speeds else None,
+        "peak_gpu_memory_gib": peak_gpu_memory_gib(),
+        "eval": eval_metrics,
+        "adapter_dir": str(adapter_dir),
+        "merged_dir": str(merged_dir) if merged_dir else None,
+        "loss_curve": str(curve) if curve else None,
+        "train_rows": len(data.train),
+        "rejected_rows": data.report.rejected_count,
+    }
+    run_dir.write_summary(output, summary)
+    rows = [
+        ("status", "interrupted — resume with --resume" if interrupted else "done"),
+        ("steps", summary["global_step"]),
+        ("wall time", f"{summary['wall_time_s']} s"),
+        ("final loss", summary["final_loss"]),
+        ("samples/s", summary["samples_per_second"]),
+        ("peak GPU memory", f"{summary['peak_gpu_memory_gib']:.2f} GiB" if summary["peak_gpu_memory_gib"] else "n/a (CPU)"),
+        ("eval loss", eval_metrics.get("eval_loss", "n/a")),
+        ("adapter", adapter_dir),
+        ("merged model", merged_dir or "not written (--save-merged)"),
+        ("metrics", output / run_dir.METRICS_FILE),
+        ("loss curve", curve or "n/a"),
+    ]
+    console.print(key_value_table(f"{job} summary", rows))
+    return TrainResult(output_dir=output, adapter_dir=adapter_dir, summary=summary)

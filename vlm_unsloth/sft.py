@@ -1,0 +1,72 @@
+"""Supervised fine-tuning (QLoRA) of a vision-language model, top to bottom.
+
+    python scripts/train_sft.py --max-side 768                      # Qwen2-VL-7B, demo data, GPU
+    python scripts/train_sft.py --model tiny-qwen2-vl --backend hf  # offline CPU demo
+
+backend → output folder → model + LoRA → data (load, validate, split) → collator → TRL
+SFTTrainer → train (resumable, Ctrl-C safe) → save adapter (+ merged) → loss curve and summary.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vlm_unsloth import pipeline
+from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, to_dict
+from vlm_unsloth.lora import LoraArgs
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    adapter_dir: Path
+    summary: dict[str, Any]
+
+
+def train_sft(
+    model_args: ModelArgs,
+    lora_args: LoraArgs,
+    data_args: DataArgs,
+    train_args: TrainArgs,
+    *,
+    console=None,
+) -> TrainResult:
+    """Train a LoRA adapter with TRL's SFTTrainer on either backend; see the module docstring."""
+    started = time.perf_counter()
+    # Backend first: Unsloth must be imported before transformers/TRL/PEFT to patch them.
+    plan = pipeline.resolve_plan(model_args, train_args)
+    console = console or pipeline.make_console()
+    output = pipeline.prepare_output(train_args, to_dict(model_args, lora_args, data_args, train_args), plan)
+
+    loaded = pipeline.load_model_for_training(model_args, lora_args, data_args, train_args, plan)
+    data = pipeline.load_sft_data(data_args, loaded, train_args, output)
+    collator = pipeline.make_sft_collator(loaded, data_args, train_args)
+
+    from trl import SFTConfig, SFTTrainer
+
+    trainer_config = SFTConfig(
+        **pipeline.trainer_arguments(train_args, plan, output, has_eval=data.eval is not None),
+        # Vision batches are built by our collator from raw records: TRL must not tokenize,
+        # truncate or drop the columns it does not know.
+        remove_unused_columns=False,
+        dataset_text_field="",
+        dataset_kwargs={"skip_prepare_dataset": True},
+        max_length=None,
+    )
+    trainer = SFTTrainer(
+        model=loaded.model,
+        args=trainer_config,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        data_collator=collator,
+        processing_class=loaded.processor,
+        callbacks=pipeline.callbacks(output, train_args, console),
+    )
+    pipeline.print_banner(console, "SFT", loaded, data, train_args, output)
+    interrupted = pipeline.run_training(trainer, train_args, output)
+    return pipeline.finish(
+        console, "SFT", trainer, loaded, data, train_args, output, started, interrupted
+    )
