@@ -72,3 +72,19 @@ def test_every_problem_is_reported_at_once():
 def test_unknown_flag_is_an_error_naming_it():
     with pytest.raises(ConfigError, match="--no-such-flag"):
         parse_args(ALL, ["--no-such-flag"])
+
+
+def test_every_shipped_preset_parses_and_validates():
+    from pathlib import Path
+
+    presets = sorted(Path("configs").glob("*.yaml"))
+    assert {p.name for p in presets} >= {
+        "qwen2-vl-7b-12gb.yaml", "llama-3.2-11b-vision-12gb.yaml",
+        "kaggle-t4-16gb.yaml", "tiny-cpu-demo.yaml",
+    }  # fmt: skip
+    for preset in presets:
+        model, lora, data, train = parse_args(ALL, ["--config", str(preset)])
+        assert data.max_side in (768, 1024), preset
+        assert train.output_dir.startswith(("outputs/", "/kaggle/")), preset
+    model, lora, data, train = parse_args(ALL, ["--config", "configs/tiny-cpu-demo.yaml"])
+    assert (model.model, model.backend, lora.modules_to_save) == ("tiny-qwen2-vl", "hf", ["lm_head"])

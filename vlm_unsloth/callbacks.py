@@ -63,8 +63,18 @@ class MetricsCallback(TrainerCallback):
 class RichProgressCallback(TrainerCallback):
     """One live progress line: step, loss, samples/s, GPU memory, ETA."""
 
+    SHOWN = {
+        "loss": "loss {:.4f}",
+        "eval_loss": "eval_loss {:.4f}",
+        "rewards/accuracies": "reward acc {:.2f}",
+        "rewards/margins": "margin {:.3f}",
+        "samples_per_second": "{:.2f} samples/s",
+        "peak_gpu_memory_gib": "{:.1f} GiB",
+    }
+
     def __init__(self, console):
         self.console = console
+        self.latest: dict[str, float] = {}
         self.progress = None
         self.task = None
 
@@ -102,17 +112,13 @@ class RichProgressCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.progress is None or not logs:
             return
-        parts = []
-        if "loss" in logs:
-            parts.append(f"loss {logs['loss']:.4f}")
-        if "eval_loss" in logs:
-            parts.append(f"eval_loss {logs['eval_loss']:.4f}")
-        if "samples_per_second" in logs:
-            parts.append(f"{logs['samples_per_second']:.2f} samples/s")
-        if "peak_gpu_memory_gib" in logs:
-            parts.append(f"{logs['peak_gpu_memory_gib']:.1f} GiB")
-        if parts:
-            self.progress.update(self.task, status=" · ".join(parts))
+        # Logs come in several kinds (train step, eval, end-of-training summary): keep the last
+        # value of each shown metric so a log without loss does not blank the line.
+        for key in self.SHOWN:
+            if key in logs:
+                self.latest[key] = logs[key]
+        parts = [template.format(self.latest[key]) for key, template in self.SHOWN.items() if key in self.latest]
+        self.progress.update(self.task, status=" · ".join(parts))
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.progress is not None:

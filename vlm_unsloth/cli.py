@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from vlm_unsloth.errors import VlmUnslothError
 
 
-def _report_errors(run: Callable[[], object]) -> int:
+def run_reporting_errors(run: Callable[[], object]) -> int:
     try:
         run()
     except VlmUnslothError as error:
@@ -35,11 +35,63 @@ def train_sft_main(argv: Sequence[str] | None = None) -> int:
 
         train_sft(model_args, lora_args, data_args, train_args)
 
-    return _report_errors(run)
+    return run_reporting_errors(run)
+
+
+def infer_main(argv: Sequence[str] | None = None) -> int:
+    def run():
+        from vlm_unsloth.config import parse_args
+        from vlm_unsloth.infer import GenerationArgs, InferArgs, PromptDataArgs, run_inference
+
+        args, data_args, generation = parse_args([InferArgs, PromptDataArgs, GenerationArgs], argv)
+        run_inference(args, data_args, generation)
+
+    return run_reporting_errors(run)
+
+
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
+    def run():
+        from vlm_unsloth.config import parse_args
+        from vlm_unsloth.evaluate import EvalArgs, evaluate_adapter
+        from vlm_unsloth.infer import GenerationArgs, PromptDataArgs
+
+        args, data_args, generation = parse_args([EvalArgs, PromptDataArgs, GenerationArgs], argv)
+        evaluate_adapter(
+            args.adapter,
+            model=args.model,
+            data_args=data_args,
+            output_dir=args.output_dir,
+            overwrite=args.overwrite,
+            generation=generation,
+            num_samples=args.num_samples,
+            backend=args.backend,
+            quantization=args.quantization,
+        )
+
+    return run_reporting_errors(run)
+
+
+def dpo_main(argv: Sequence[str] | None = None) -> int:
+    def run():
+        from vlm_unsloth.config import DataArgs, ModelArgs, parse_args
+        from vlm_unsloth.dpo import DpoArgs, DpoTrainArgs
+        from vlm_unsloth.lora import LoraArgs
+
+        model_args, lora_args, data_args, train_args, dpo_args = parse_args(
+            [ModelArgs, LoraArgs, DataArgs, DpoTrainArgs, DpoArgs], argv
+        )
+        from vlm_unsloth.dpo import train_dpo
+
+        train_dpo(model_args, lora_args, data_args, train_args, dpo_args)
+
+    return run_reporting_errors(run)
 
 
 COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
     "train-sft": ("Supervised fine-tuning (QLoRA) of a VLM.", train_sft_main),
+    "train-dpo": ("Preference optimisation (DPO) of a VLM's LoRA adapter.", dpo_main),
+    "infer": ("Answer questions about images (streamed, or a dataset in batches).", infer_main),
+    "evaluate": ("Base vs fine-tuned on an eval split: metrics and an HTML report.", evaluate_main),
 }
 
 

@@ -33,11 +33,19 @@ def train_sft(
     train_args: TrainArgs,
     *,
     console=None,
+    extra_callbacks: list | None = None,
 ) -> TrainResult:
-    """Train a LoRA adapter with TRL's SFTTrainer on either backend; see the module docstring."""
+    """Train a LoRA adapter with TRL's SFTTrainer on either backend; see the module docstring.
+
+    `extra_callbacks`: more `transformers.TrainerCallback`s (e.g. a notebook's own logging).
+    """
     started = time.perf_counter()
     # Backend first: Unsloth must be imported before transformers/TRL/PEFT to patch them.
     plan = pipeline.resolve_plan(model_args, train_args)
+    if train_args.eval_at_end:  # no eval rows: say so now, not after training
+        from vlm_unsloth.evaluate import check_eval_at_end
+
+        check_eval_at_end(data_args, train_args)
     console = console or pipeline.make_console()
     output = pipeline.prepare_output(train_args, to_dict(model_args, lora_args, data_args, train_args), plan)
 
@@ -63,10 +71,17 @@ def train_sft(
         eval_dataset=data.eval,
         data_collator=collator,
         processing_class=loaded.processor,
-        callbacks=pipeline.callbacks(output, train_args, console),
+        callbacks=pipeline.callbacks(output, train_args, console) + list(extra_callbacks or []),
     )
     pipeline.print_banner(console, "SFT", loaded, data, train_args, output)
     interrupted = pipeline.run_training(trainer, train_args, output)
-    return pipeline.finish(
+    result = pipeline.finish(
         console, "SFT", trainer, loaded, data, train_args, output, started, interrupted
     )
+    if train_args.eval_at_end and not interrupted:
+        # The model just trained answers (no reload, no second copy); base answers come from
+        # the same weights with the adapter switched off. Writes OUTPUT/eval/.
+        from vlm_unsloth.evaluate import evaluate_run
+
+        evaluate_run(output, loaded=loaded, records=data.eval, console=console)
+    return result

@@ -1,0 +1,35 @@
+"""Write a random-weight checkpoint of a real model size (for GPU memory/speed measurements).
+
+    python scripts/make_random_checkpoint.py --arch qwen2-vl-7b --output-dir /tmp/qwen2-vl-7b
+    python scripts/train_sft.py --model /tmp/qwen2-vl-7b --max-side 768 --max-steps 30
+
+Architectures: qwen2-vl-7b, qwen2.5-vl-7b, llama-3.2-11b-vision.
+"""
+
+import sys
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RandomCheckpointArgs:
+    arch: str = field(
+        default="qwen2-vl-7b",
+        metadata={"help": "Real architecture to build.", "choices": ("qwen2-vl-7b", "qwen2.5-vl-7b", "llama-3.2-11b-vision")},
+    )
+    output_dir: str = field(default="outputs/random-qwen2-vl-7b", metadata={"help": "Folder to write."})
+
+
+def main(argv=None) -> int:
+    from vlm_unsloth.cli import run_reporting_errors
+    from vlm_unsloth.config import parse_args
+    from vlm_unsloth.random_weights import build_random_checkpoint
+
+    def run():
+        (args,) = parse_args([RandomCheckpointArgs], argv)
+        print(build_random_checkpoint(args.arch, args.output_dir))
+
+    return run_reporting_errors(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
