@@ -88,3 +88,10 @@ def test_every_shipped_preset_parses_and_validates():
         assert train.output_dir.startswith(("outputs/", "/kaggle/")), preset
     model, lora, data, train = parse_args(ALL, ["--config", "configs/tiny-cpu-demo.yaml"])
     assert (model.model, model.backend, lora.modules_to_save) == ("tiny-qwen2-vl", "hf", ["lm_head"])
+
+
+def test_unsloth_backend_without_cuda_is_refused_before_anything_loads():
+    from vlm_unsloth.errors import BackendError
+
+    with pytest.raises(BackendError, match="needs an NVIDIA GPU"):
+        parse_args(ALL, ["--backend", "unsloth"])

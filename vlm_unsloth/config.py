@@ -128,6 +128,13 @@ class TrainArgs:
     save_merged: bool = field(
         default=False, metadata={"help": "Also write a merged 16-bit model to OUTPUT/merged."}
     )
+    eval_at_end: bool = field(
+        default=False,
+        metadata={
+            "help": "After training, answer the eval rows with the base and the fine-tuned model "
+            "and write OUTPUT/eval/report.html (+ report.md, metrics.json, predictions.jsonl)."
+        },
+    )
     report_to: str = field(
         default="none", metadata={"help": "Trainer loggers: none, tensorboard, wandb, ..."}
     )
@@ -163,13 +170,15 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     Raises ConfigError (one line) for an unknown YAML key, a bad value or inconsistent options.
     `--help` prints the help and exits as usual.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_path = _config_path(argv)
+    yaml_values = _check_yaml_keys(config_path, dataclass_types) if config_path else {}
+    if any(f.name == "backend" for cls in dataclass_types for f in dataclasses.fields(cls)):
+        _import_unsloth_if_chosen(argv, yaml_values)
+
     from trl import TrlParser
 
-    argv = list(sys.argv[1:] if argv is None else argv)
     parser = TrlParser(dataclass_types=list(dataclass_types))
-    config_path = _config_path(argv)
-    if config_path is not None:
-        _check_yaml_keys(config_path, dataclass_types)
     try:
         parsed = parser.parse_args_and_config(argv)
     except (ValueError, TypeError) as error:
@@ -178,6 +187,26 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     if problems:
         raise ConfigError("; ".join(problems), where="options")
     return tuple(parsed)
+
+
+def _import_unsloth_if_chosen(argv: list[str], yaml_values: dict[str, Any]) -> None:
+    """Unsloth patches transformers, TRL and PEFT on import and must come before them — and the
+    flag parser itself imports TRL. So the backend is read first with the standard library
+    (flag, else YAML, else auto) and Unsloth imported when it is the one that will run."""
+    import argparse
+
+    if "-h" in argv or "--help" in argv:
+        return
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--backend")
+    choice = peek.parse_known_args(argv)[0].backend or yaml_values.get("backend") or "auto"
+    from vlm_unsloth.backend import resolve_backend
+
+    backend, _ = resolve_backend(choice)
+    if backend == "unsloth":
+        from vlm_unsloth.unsloth_backend import import_unsloth
+
+        import_unsloth()
 
 
 def _config_path(argv: list[str]) -> Path | None:
@@ -192,7 +221,7 @@ def _config_path(argv: list[str]) -> Path | None:
     return path
 
 
-def _check_yaml_keys(path: Path, dataclass_types: Sequence[type]) -> None:
+def _check_yaml_keys(path: Path, dataclass_types: Sequence[type]) -> dict[str, Any]:
     import yaml
 
     try:
@@ -209,6 +238,7 @@ def _check_yaml_keys(path: Path, dataclass_types: Sequence[type]) -> None:
             where=str(path),
             fix="use the field names that --help lists, with underscores (e.g. lora_r)",
         )
+    return values
 
 
 def to_dict(*configs: Any) -> dict[str, dict[str, Any]]:
