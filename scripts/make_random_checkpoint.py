@@ -14,9 +14,14 @@ from dataclasses import dataclass, field
 class RandomCheckpointArgs:
     arch: str = field(
         default="qwen2-vl-7b",
-        metadata={"help": "Real architecture to build.", "choices": ("qwen2-vl-7b", "qwen2.5-vl-7b", "llama-3.2-11b-vision")},
+        metadata={
+            "help": "Real architecture to build.",
+            "choices": ("qwen2-vl-7b", "qwen2.5-vl-7b", "llama-3.2-11b-vision"),
+        },
     )
-    output_dir: str = field(default="outputs/random-qwen2-vl-7b", metadata={"help": "Folder to write."})
+    output_dir: str = field(
+        default="outputs/random-qwen2-vl-7b", metadata={"help": "Folder to write."}
+    )
 
 
 def main(argv=None) -> int:

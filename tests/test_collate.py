@@ -54,8 +54,8 @@ def test_only_answers_and_their_end_of_turn_are_supervised(name, tiny_ref, tiny_
             expected[start : end + 1] = ids[start : end + 1]
             search_from = end + 1
         assert labels == expected
-        assert all(label == IGNORE_INDEX for label, m in zip(labels, mask) if m == 0)
-        assert all(label == IGNORE_INDEX for label, i in zip(labels, ids) if i == image_id)
+        assert all(label == IGNORE_INDEX for label, m in zip(labels, mask, strict=True) if m == 0)
+        assert all(label == IGNORE_INDEX for label, i in zip(labels, ids, strict=True) if i == image_id)
     assert batch["attention_mask"][0].sum() < batch["attention_mask"][1].sum()  # padded row
 
 
@@ -68,7 +68,7 @@ def test_train_on_prompt_keeps_text_but_never_images_or_padding(name, tiny_ref, 
     for row in range(2):
         ids, labels = batch["input_ids"][row].tolist(), batch["labels"][row].tolist()
         mask = batch["attention_mask"][row].tolist()
-        for token, label, attended in zip(ids, labels, mask):
+        for token, label, attended in zip(ids, labels, mask, strict=True):
             if not attended or token == image_id:
                 assert label == IGNORE_INDEX
             else:
@@ -90,9 +90,15 @@ def test_a_row_with_nothing_to_supervise_is_an_error_naming_it(tiny_ref, tiny_pr
 def test_images_are_capped_before_the_processor_sees_them(tiny_ref, tiny_processor):
     ref = tiny_ref("tiny-qwen2-vl")
     big = _record("red", size=(1600, 1200))
-    batch = SftCollator(tiny_processor("tiny-qwen2-vl"), ref.family, max_side=768, train_on_prompt=False)([big])
-    expected = ref.family.count_image_tokens(768, 576, tiny_processor("tiny-qwen2-vl").image_processor)
+    batch = SftCollator(
+        tiny_processor("tiny-qwen2-vl"), ref.family, max_side=768, train_on_prompt=False
+    )([big])
+    expected = ref.family.count_image_tokens(
+        768, 576, tiny_processor("tiny-qwen2-vl").image_processor
+    )
     assert int(batch["image_grid_thw"][0].prod()) // 4 == expected.text_tokens == 567
     big["max_side"] = 384  # per-row override written by --fit-images
-    batch = SftCollator(tiny_processor("tiny-qwen2-vl"), ref.family, max_side=768, train_on_prompt=False)([big])
+    batch = SftCollator(
+        tiny_processor("tiny-qwen2-vl"), ref.family, max_side=768, train_on_prompt=False
+    )([big])
     assert int(batch["image_grid_thw"][0].prod()) // 4 < 567

@@ -15,7 +15,11 @@ def test_defaults_are_the_product_defaults():
     model, lora, data, train = parse_args(ALL, [])
     assert model.model == "unsloth/Qwen2-VL-7B-Instruct" and model.backend == "auto"
     assert data.max_side == 768 and data.dataset == "demo"
-    assert (lora.lora_r, lora.finetune_vision_layers, lora.finetune_language_layers) == (16, True, True)
+    assert (lora.lora_r, lora.finetune_vision_layers, lora.finetune_language_layers) == (
+        16,
+        True,
+        True,
+    )
     assert train.effective_batch_size() == 8
 
 
@@ -33,7 +37,12 @@ def test_fixed_flag_names_and_both_spellings():
     assert (data.dataset, data.image_column, data.question_column, data.answer_column) == (
         "x.jsonl", "img", "q", "a")  # fmt: skip
     assert (data.max_side, data.max_seq_length, data.strict) == (1024, 4096, True)
-    assert (train.output_dir, train.overwrite, train.max_steps, train.epochs) == ("out", True, 7, 2.0)
+    assert (train.output_dir, train.overwrite, train.max_steps, train.epochs) == (
+        "out",
+        True,
+        7,
+        2.0,
+    )
     assert (train.batch_size, train.grad_accum, train.learning_rate, train.seed) == (3, 5, 1e-4, 11)
     assert (lora.lora_r, lora.lora_alpha, lora.finetune_vision_layers) == (8, 32, False)
     assert lora.target_modules == ["q_proj"]
@@ -87,7 +96,11 @@ def test_every_shipped_preset_parses_and_validates():
         assert data.max_side in (768, 1024), preset
         assert train.output_dir.startswith(("outputs/", "/kaggle/")), preset
     model, lora, data, train = parse_args(ALL, ["--config", "configs/tiny-cpu-demo.yaml"])
-    assert (model.model, model.backend, lora.modules_to_save) == ("tiny-qwen2-vl", "hf", ["lm_head"])
+    assert (model.model, model.backend, lora.modules_to_save) == (
+        "tiny-qwen2-vl",
+        "hf",
+        ["lm_head"],
+    )
 
 
 def test_unsloth_backend_without_cuda_is_refused_before_anything_loads():

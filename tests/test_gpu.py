@@ -86,8 +86,14 @@ def test_both_backends_adapt_the_same_modules(name):
         unsloth_names, hf_names = _lora_module_names(unsloth_model), _lora_module_names(hf_model)
         assert unsloth_names == hf_names, (vision, language, attention, mlp)
         assert count_parameters(unsloth_model)[0] == count_parameters(hf_model)[0]
-        print(name, (vision, language, attention, mlp), len(hf_names), "modules",
-              count_parameters(hf_model)[0], "trainable")
+        print(
+            name,
+            (vision, language, attention, mlp),
+            len(hf_names),
+            "modules",
+            count_parameters(hf_model)[0],
+            "trainable",
+        )
 
 
 def _records(count: int = 4) -> list[dict]:
@@ -136,13 +142,15 @@ def test_unsloth_collator_supervises_the_same_tokens_as_ours(name):
     records = _records()
     our_batch, their_batch = ours(records), theirs(records)
     tokenizer = processor.tokenizer
-    for row in range(len(records)):
-        def supervised(batch):
-            ids, labels = batch["input_ids"][row].tolist(), batch["labels"][row].tolist()
-            return tokenizer.decode([i for i, label in zip(ids, labels) if label != IGNORE_INDEX])
 
-        assert supervised(our_batch) == supervised(their_batch), row
-        print(name, row, repr(supervised(our_batch)))
+    def supervised(batch, row):
+        ids, labels = batch["input_ids"][row].tolist(), batch["labels"][row].tolist()
+        kept = [i for i, label in zip(ids, labels, strict=True) if label != IGNORE_INDEX]
+        return tokenizer.decode(kept)
+
+    for row in range(len(records)):
+        assert supervised(our_batch, row) == supervised(their_batch, row), row
+        print(name, row, repr(supervised(our_batch, row)))
 
 
 @pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-llama-3.2-vision"])

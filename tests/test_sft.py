@@ -26,24 +26,36 @@ def _args(output, **train):
         ModelArgs(model="tiny-qwen2-vl", backend="hf"),
         LoraArgs(lora_r=8, lora_alpha=16),
         DataArgs(max_samples=24),
-        TrainArgs(output_dir=str(output), **{"max_steps": 4, "batch_size": 2, "grad_accum": 2, **train}),
+        TrainArgs(
+            output_dir=str(output), **{"max_steps": 4, "batch_size": 2, "grad_accum": 2, **train}
+        ),
     )
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)
 def test_train_save_reload_generate(name, tmp_path):
-    from vlm_unsloth.infer import GenerationArgs, generate_answers, load_for_inference, resolve_adapter
+    from vlm_unsloth.infer import (
+        GenerationArgs,
+        generate_answers,
+        load_for_inference,
+        resolve_adapter,
+    )
 
     output = tmp_path / "run"
     result = train_sft(
         ModelArgs(model=name, backend="hf"),
         LoraArgs(lora_r=8, lora_alpha=16),
         DataArgs(max_samples=12),
-        TrainArgs(output_dir=str(output), max_steps=3, batch_size=2, grad_accum=1, learning_rate=1e-2),
+        TrainArgs(
+            output_dir=str(output), max_steps=3, batch_size=2, grad_accum=1, learning_rate=1e-2
+        ),
     )
-    for produced in ("run_config.yaml", "metrics.jsonl", "loss_curve.png", "summary.json",
-                     "rejected_rows.jsonl", "adapter/adapter_config.json",
-                     "adapter/adapter_model.safetensors", "adapter/processor_config.json"):  # fmt: skip
+    produced_files = (
+        "run_config.yaml", "metrics.jsonl", "loss_curve.png", "summary.json",
+        "rejected_rows.jsonl", "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors", "adapter/processor_config.json",
+    )  # fmt: skip
+    for produced in produced_files:
         assert (output / produced).is_file(), produced
     metrics = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     logged = [m for m in metrics if "loss" in m]
@@ -62,7 +74,9 @@ def test_train_save_reload_generate(name, tmp_path):
     from vlm_unsloth.data import DataSpec, load_sft_dataset
     from vlm_unsloth.pipeline import DEMO_DIR
 
-    records = list(load_sft_dataset(DataSpec(dataset=str(DEMO_DIR / "eval.jsonl"))).select(range(2)))
+    records = list(
+        load_sft_dataset(DataSpec(dataset=str(DEMO_DIR / "eval.jsonl"))).select(range(2))
+    )
     answers = generate_answers(tuned, records, GenerationArgs(max_new_tokens=4), max_side=768)
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
     # The reloaded adapter really changes the model: its logits differ from the base model's.
@@ -128,8 +142,10 @@ def test_cli_reports_user_errors_in_one_line(tmp_path, capsys):
     assert train_sft_main(["--model", "tiny-qwen2-vl", "--backend", "hf", "--lora-r", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "--lora-r 0" in err and "\n" not in err
-    missing = ["--model", "tiny-qwen2-vl", "--backend", "hf", "--dataset", str(tmp_path / "no.jsonl"),
-               "--output-dir", str(tmp_path / "out")]  # fmt: skip
+    missing = [
+        "--model", "tiny-qwen2-vl", "--backend", "hf",
+        "--dataset", str(tmp_path / "no.jsonl"), "--output-dir", str(tmp_path / "out"),
+    ]  # fmt: skip
     assert train_sft_main(missing) == 2
     assert "no.jsonl" in capsys.readouterr().err
 
@@ -149,7 +165,10 @@ def test_default_command_without_a_gpu_says_how_to_run_the_demo():
 def test_every_script_has_help():
     for script in ("train_sft.py", "inspect_data.py", "make_demo_data.py"):
         result = subprocess.run(
-            [sys.executable, f"scripts/{script}", "--help"], capture_output=True, text=True, timeout=300
+            [sys.executable, f"scripts/{script}", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert result.returncode == 0, (script, result.stderr[-500:])
         assert "usage:" in result.stdout

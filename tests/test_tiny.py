@@ -148,7 +148,9 @@ def test_hf_backend_lora_training_lowers_the_loss(name, tiny_ref):
     collator = SftCollator(loaded.processor, loaded.family, max_side=768, train_on_prompt=False)
     batch = collator([_record("red"), _record("blue")])
     assert (batch["labels"] != IGNORE_INDEX).sum() > 0
-    optimizer = torch.optim.AdamW([p for p in loaded.model.parameters() if p.requires_grad], lr=1e-2)
+    optimizer = torch.optim.AdamW(
+        [p for p in loaded.model.parameters() if p.requires_grad], lr=1e-2
+    )
     losses = []
     loaded.model.train()
     for _ in range(12):

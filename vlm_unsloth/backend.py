@@ -36,7 +36,9 @@ def cuda_available() -> bool:
 def resolve_backend(choice: str) -> tuple[str, str]:
     """("unsloth"|"hf", reason). `auto` picks unsloth when CUDA is available."""
     if choice not in ("auto", "unsloth", "hf"):
-        raise ConfigError(f"unknown backend {choice!r}", where="--backend", fix="use auto, unsloth or hf")
+        raise ConfigError(
+            f"unknown backend {choice!r}", where="--backend", fix="use auto, unsloth or hf"
+        )
     has_cuda = cuda_available()
     if choice == "unsloth" and not has_cuda:
         raise BackendError(
@@ -73,7 +75,8 @@ def plan_device(backend: str, backend_reason: str, precision: str) -> DevicePlan
         device = "cpu"
         if precision not in ("auto", "fp32"):
             raise ConfigError(
-                f"{precision} mixed precision needs a GPU", where=f"--precision {precision}",
+                f"{precision} mixed precision needs a GPU",
+                where=f"--precision {precision}",
                 fix="use --precision auto or fp32 on CPU",
             )
         dtype, why = "float32", "CPU: float32"

@@ -34,20 +34,26 @@ class SupervisionMask:
     def __init__(self, tokenizer, family: Family):
         # Markers are matched without their trailing whitespace: a byte-level BPE may merge
         # "\n\n" with the answer's first characters differently in context than alone.
-        self.response_ids = tokenizer.encode(family.response_part.rstrip(), add_special_tokens=False)
+        self.response_ids = tokenizer.encode(
+            family.response_part.rstrip(), add_special_tokens=False
+        )
         self.end_id = tokenizer.convert_tokens_to_ids(family.end_of_turn)
         self.image_id = tokenizer.convert_tokens_to_ids(family.image_token)
         self.tokenizer = tokenizer
         self._is_whitespace: dict[int, bool] = {}
 
-    def labels(self, input_ids: list[int], attention_mask: list[int], *, train_on_prompt: bool) -> list[int]:
+    def labels(
+        self, input_ids: list[int], attention_mask: list[int], *, train_on_prompt: bool
+    ) -> list[int]:
         if train_on_prompt:
             labels = list(input_ids)
         else:
             labels = [IGNORE_INDEX] * len(input_ids)
             for start, end in self.answer_spans(input_ids):
                 labels[start:end] = input_ids[start:end]
-        for position, (token_id, attended) in enumerate(zip(input_ids, attention_mask, strict=True)):
+        for position, (token_id, attended) in enumerate(
+            zip(input_ids, attention_mask, strict=True)
+        ):
             if not attended or token_id == self.image_id:
                 labels[position] = IGNORE_INDEX
         return labels
@@ -55,7 +61,9 @@ class SupervisionMask:
     def is_whitespace(self, token_id: int) -> bool:
         if token_id not in self._is_whitespace:
             text = self.tokenizer.decode([token_id], skip_special_tokens=True)
-            self._is_whitespace[token_id] = token_id != self.end_id and text != "" and text.strip() == ""
+            self._is_whitespace[token_id] = (
+                token_id != self.end_id and text != "" and text.strip() == ""
+            )
         return self._is_whitespace[token_id]
 
     def answer_spans(self, input_ids: list[int]) -> list[tuple[int, int]]:
@@ -93,7 +101,9 @@ class SftCollator:
         import torch
 
         texts = [
-            self.processor.apply_chat_template(to_chat_template_messages(r["messages"]), tokenize=False)
+            self.processor.apply_chat_template(
+                to_chat_template_messages(r["messages"]), tokenize=False
+            )
             for r in records
         ]
         images = [decode_images(r, max_side=self.max_side, family=self.family) for r in records]
@@ -106,7 +116,9 @@ class SftCollator:
         )
         labels = [
             self.mask.labels(ids, mask, train_on_prompt=self.train_on_prompt)
-            for ids, mask in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist(), strict=True)
+            for ids, mask in zip(
+                batch["input_ids"].tolist(), batch["attention_mask"].tolist(), strict=True
+            )
         ]
         check_supervised(labels, records)
         batch["labels"] = torch.tensor(labels, dtype=torch.long)
@@ -123,12 +135,17 @@ def images_argument(images: list[list], family: Family):
 
 def check_supervised(labels: list[list[int]], records: list[dict[str, Any]]) -> None:
     """A row with no supervised token would train on nothing (a silent zero-loss step)."""
-    empty = [r.get("source", f"batch row {i}") for i, (row, r) in enumerate(zip(labels, records, strict=True)) if all(t == IGNORE_INDEX for t in row)]
+    empty = [
+        r.get("source", f"batch row {i}")
+        for i, (row, r) in enumerate(zip(labels, records, strict=True))
+        if all(t == IGNORE_INDEX for t in row)
+    ]
     if empty:
         raise DataError(
             f"no answer token left to train on in {', '.join(map(str, empty))}",
             where="labels",
-            fix="check that each row ends with a non-empty assistant answer and fits --max-seq-length",
+            fix="check that each row ends with a non-empty assistant answer and fits "
+            "--max-seq-length",
         )
 
 
@@ -151,3 +168,61 @@ class UnslothRecordCollator:
         batch = self.unsloth_collator(examples)
         check_supervised(batch["labels"].tolist(), records)
         return batch
+
+
+class PreferenceCollator:
+    """Preference records → one DPO batch of 2N rows, the layout TRL's DPOTrainer scores: every
+    prompt+chosen conversation, then every prompt+rejected one, each with its record's images,
+    plus `completion_mask` = the final answer's tokens (answer + end of turn, as SFT supervises).
+
+    Both backends use it. Not TRL's DataCollatorForVisionPreference: that one processes the prompt
+    alone and appends the answers' tokens, so Mllama's cross_attention_mask covers only the prompt
+    (IndexError in the forward) and Llama's template puts a second <|begin_of_text|> before each
+    answer. Rendering whole conversations keeps each family's image inputs (pixel_values +
+    image_grid_thw for Qwen; pixel_values, aspect ratios and cross_attention_mask for Mllama)
+    aligned with input_ids. Images are decoded once per record and shared by both rows.
+    """
+
+    def __init__(self, processor, family: Family, *, max_side: int):
+        self.processor = processor
+        self.family = family
+        self.max_side = max_side
+        self.mask = SupervisionMask(processor.tokenizer, family)
+
+    def __call__(self, records: list[dict[str, Any]]) -> dict:
+        import torch
+
+        images = [decode_images(r, max_side=self.max_side, family=self.family) for r in records]
+        texts = [
+            self.processor.apply_chat_template(
+                to_chat_template_messages(r["prompt"] + r[side]), tokenize=False
+            )
+            for side in ("chosen", "rejected")
+            for r in records
+        ]
+        batch = self.processor(
+            text=texts,
+            images=images_argument(images + images, self.family),
+            padding=True,
+            padding_side="right",
+            return_tensors="pt",
+        )
+        masks = [
+            self.completion_mask(ids, attended)
+            for ids, attended in zip(
+                batch["input_ids"].tolist(), batch["attention_mask"].tolist(), strict=True
+            )
+        ]
+        labels = [[IGNORE_INDEX if m == 0 else 1 for m in mask] for mask in masks]
+        check_supervised(labels, records + records)
+        batch["completion_mask"] = torch.tensor(masks, dtype=torch.long)
+        return batch
+
+    def completion_mask(self, input_ids: list[int], attention_mask: list[int]) -> list[int]:
+        """1 on the tokens of the conversation's last assistant answer (end-of-turn included)."""
+        mask = [0] * len(input_ids)
+        spans = self.mask.answer_spans(input_ids)
+        if spans:
+            start, end = spans[-1]  # earlier answers (a multi-turn prompt) are context
+            mask[start:end] = attention_mask[start:end]
+        return mask

@@ -81,7 +81,8 @@ class TrainArgs:
         default=False, metadata={"help": "Replace a previous run in --output-dir."}
     )
     resume: bool = field(
-        default=False, metadata={"help": "Continue the run in --output-dir from its last checkpoint."}
+        default=False,
+        metadata={"help": "Continue the run in --output-dir from its last checkpoint."},
     )
     epochs: float = field(default=1.0, metadata={"help": "Passes over the training data."})
     max_steps: int = field(
@@ -103,8 +104,8 @@ class TrainArgs:
     optim: str = field(
         default="auto",
         metadata={
-            "help": "Optimizer (transformers names). auto = paged_adamw_8bit on CUDA (8-bit states, "
-            "paged to CPU under pressure), adamw_torch elsewhere."
+            "help": "Optimizer (transformers names). auto = paged_adamw_8bit on CUDA (8-bit "
+            "states, paged to CPU under pressure), adamw_torch elsewhere."
         },
     )
     precision: str = field(
@@ -319,7 +320,9 @@ class DataArgs:
     )
     fit_images: bool = field(
         default=False,
-        metadata={"help": "Downscale a too-long sample's image until it fits, instead of rejecting."},
+        metadata={
+            "help": "Downscale a too-long sample's image until it fits, instead of rejecting."
+        },
     )
 
     def problems(self) -> list[str]:

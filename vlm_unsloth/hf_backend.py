@@ -32,7 +32,9 @@ def load(path: str, *, quantization: str, plan: DevicePlan, max_seq_length: int)
     return model, processor
 
 
-def add_lora(model, lora_args: LoraArgs, *, seed: int, adapter: str | None, gradient_checkpointing: bool):
+def add_lora(
+    model, lora_args: LoraArgs, *, seed: int, adapter: str | None, gradient_checkpointing: bool
+):
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 

@@ -90,9 +90,7 @@ class LoraArgs:
 def linear_leaf_names(model) -> list[str]:
     import torch
 
-    return [
-        name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)
-    ]
+    return [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
 
 
 def lora_target_regex(model, args: LoraArgs) -> str:

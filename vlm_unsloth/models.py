@@ -53,7 +53,9 @@ def resolve_model(name: str, *, where: str = "--model") -> ModelRef:
         path = str(Path(name).expanduser().resolve())
     else:
         path = name
-    return ModelRef(name=name, path=path, family=family_for_model_type(_model_type(path, where), where=where))
+    return ModelRef(
+        name=name, path=path, family=family_for_model_type(_model_type(path, where), where=where)
+    )
 
 
 def _model_type(path: str, where: str) -> str:
@@ -119,7 +121,9 @@ def load_model(
             adapter=model_args.adapter,
             gradient_checkpointing=model_args.gradient_checkpointing,
         )
-    return LoadedModel(model=model, processor=processor, ref=ref, plan=plan, quantization=quantization)
+    return LoadedModel(
+        model=model, processor=processor, ref=ref, plan=plan, quantization=quantization
+    )
 
 
 def count_parameters(model) -> tuple[int, int]:

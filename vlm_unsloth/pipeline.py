@@ -14,9 +14,9 @@ from typing import Any
 from vlm_unsloth import run_dir
 from vlm_unsloth.backend import DevicePlan, plan_device, resolve_backend
 from vlm_unsloth.config import DEMO_DATASET, DataArgs, ModelArgs, TrainArgs
+from vlm_unsloth.console import format_count, key_value_table, make_console
 from vlm_unsloth.errors import BackendError
 from vlm_unsloth.families import TINY_MODEL_NAMES
-from vlm_unsloth.console import format_count, key_value_table, make_console
 from vlm_unsloth.lora import LoraArgs
 from vlm_unsloth.models import LoadedModel, count_parameters, load_model
 
@@ -36,7 +36,11 @@ class TrainingData:
 
 def resolve_plan(model_args: ModelArgs, train_args: TrainArgs) -> DevicePlan:
     backend, why = resolve_backend(model_args.backend)
-    if model_args.backend == "auto" and backend == "hf" and model_args.model not in TINY_MODEL_NAMES:
+    if (
+        model_args.backend == "auto"
+        and backend == "hf"
+        and model_args.model not in TINY_MODEL_NAMES
+    ):
         # Training a multi-billion-parameter model on a CPU would run for days: refuse unless
         # the user asks for it with --backend hf.
         raise BackendError(
@@ -94,7 +98,9 @@ def load_sft_data(
 ) -> TrainingData:
     from vlm_unsloth.data import load_sft_dataset
 
-    return _load_and_validate(data_args, loaded, train_args, output, load_sft_dataset, preference=False)
+    return _load_and_validate(
+        data_args, loaded, train_args, output, load_sft_dataset, preference=False
+    )
 
 
 def load_preference_data(
@@ -114,7 +120,9 @@ def _load_and_validate(data_args, loaded, train_args, output, loader, *, prefere
     train_path, eval_path = dataset_paths(data_args, preference=preference)
     dataset = loader(data_spec(data_args, train_path, split=data_args.split))
     if eval_path:
-        eval_dataset = loader(data_spec(data_args, eval_path, split=data_args.eval_split or "train"))
+        eval_dataset = loader(
+            data_spec(data_args, eval_path, split=data_args.eval_split or "train")
+        )
     elif data_args.eval_split or data_args.eval_fraction:
         dataset, eval_dataset = split_dataset(
             dataset,
@@ -164,7 +172,9 @@ def make_sft_collator(loaded: LoadedModel, data_args: DataArgs, train_args: Trai
     )
 
 
-def trainer_arguments(train_args: TrainArgs, plan: DevicePlan, output: Path, *, has_eval: bool) -> dict:
+def trainer_arguments(
+    train_args: TrainArgs, plan: DevicePlan, output: Path, *, has_eval: bool
+) -> dict:
     """TrainingArguments shared by SFTConfig and DPOConfig, from our options and the device."""
     optim = train_args.optim
     if optim == "auto":
@@ -207,7 +217,11 @@ def trainer_arguments(train_args: TrainArgs, plan: DevicePlan, output: Path, *, 
 
 
 def callbacks(output: Path, train_args: TrainArgs, console) -> list:
-    from vlm_unsloth.callbacks import GracefulInterruptCallback, MetricsCallback, RichProgressCallback
+    from vlm_unsloth.callbacks import (
+        GracefulInterruptCallback,
+        MetricsCallback,
+        RichProgressCallback,
+    )
 
     return [
         MetricsCallback(
@@ -219,20 +233,34 @@ def callbacks(output: Path, train_args: TrainArgs, console) -> list:
     ]
 
 
-def print_banner(console, job: str, loaded: LoadedModel, data: TrainingData, train_args: TrainArgs, output: Path) -> None:
+def print_banner(
+    console, job: str, loaded: LoadedModel, data: TrainingData, train_args: TrainArgs, output: Path
+) -> None:
     trainable, total = count_parameters(loaded.model)
     report = data.report
     rows = [
         ("model", f"{loaded.ref.name} ({loaded.family.key})"),
-        ("backend", f"{loaded.plan.backend} on {loaded.plan.device}, {loaded.plan.dtype}, "
-                    f"{loaded.quantization} weights — {loaded.plan.why}"),
-        ("parameters", f"{format_count(trainable)} trainable of {format_count(total)} "
-                       f"({100 * trainable / max(total, 1):.2f}%)"),
-        ("train rows", f"{len(data.train)} kept of {report.rows_read} read"
-                       f" ({report.rejected_count} rejected, {report.resized} resized)"),
+        (
+            "backend",
+            f"{loaded.plan.backend} on {loaded.plan.device}, {loaded.plan.dtype}, "
+            f"{loaded.quantization} weights — {loaded.plan.why}",
+        ),
+        (
+            "parameters",
+            f"{format_count(trainable)} trainable of {format_count(total)} "
+            f"({100 * trainable / max(total, 1):.2f}%)",
+        ),
+        (
+            "train rows",
+            f"{len(data.train)} kept of {report.rows_read} read"
+            f" ({report.rejected_count} rejected, {report.resized} resized)",
+        ),
         ("eval rows", len(data.eval) if data.eval is not None else "none"),
-        ("batch", f"{train_args.batch_size} x {train_args.grad_accum} accumulation = "
-                  f"{train_args.effective_batch_size()} effective"),
+        (
+            "batch",
+            f"{train_args.batch_size} x {train_args.grad_accum} accumulation = "
+            f"{train_args.effective_batch_size()} effective",
+        ),
         ("output", output),
     ]
     console.print(key_value_table(f"vlm-unsloth {job}", rows))
@@ -256,7 +284,8 @@ def run_training(trainer, train_args: TrainArgs, output: Path) -> bool:
 
 def save_adapter(trainer, loaded: LoadedModel, output: Path) -> Path:
     adapter_dir = output / run_dir.ADAPTER_DIR
-    trainer.model.save_pretrained(adapter_dir)
+    # Only the trained adapter: DPO may hold a frozen copy of the starting one as its reference.
+    trainer.model.save_pretrained(adapter_dir, selected_adapters=[trainer.model.active_adapter])
     loaded.processor.save_pretrained(adapter_dir)
     return adapter_dir
 
@@ -265,11 +294,13 @@ def save_merged(loaded: LoadedModel, output: Path) -> Path:
     """A merged 16-bit model (base + adapter): loadable without PEFT."""
     merged_dir = output / run_dir.MERGED_DIR
     if loaded.plan.backend == "unsloth":
-        loaded.model.save_pretrained_merged(str(merged_dir), loaded.processor, save_method="merged_16bit")
+        loaded.model.save_pretrained_merged(
+            str(merged_dir), loaded.processor, save_method="merged_16bit"
+        )
         return merged_dir
     import torch
-    from transformers import AutoModelForImageTextToText
     from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
 
     # A quantized base cannot take merged weights: reload it in 16 bit and merge into that.
     dtype = torch.bfloat16 if loaded.plan.dtype == "bfloat16" else torch.float16
@@ -282,7 +313,10 @@ def save_merged(loaded: LoadedModel, output: Path) -> Path:
     return merged_dir
 
 
-def finish(console, job, trainer, loaded, data, train_args, output, started, interrupted):
+def finish(
+    console, job, trainer, loaded, data, train_args, output, started, interrupted, *, extra=None
+):
+    """Save, evaluate, summarise. `extra`: more summary.json entries, also printed as rows."""
     from vlm_unsloth.callbacks import peak_gpu_memory_gib
     from vlm_unsloth.sft import TrainResult
 
@@ -306,6 +340,7 @@ def finish(console, job, trainer, loaded, data, train_args, output, started, int
         "loss_curve": str(curve) if curve else None,
         "train_rows": len(data.train),
         "rejected_rows": data.report.rejected_count,
+        **(extra or {}),
     }
     run_dir.write_summary(output, summary)
     rows = [
@@ -314,12 +349,18 @@ def finish(console, job, trainer, loaded, data, train_args, output, started, int
         ("wall time", f"{summary['wall_time_s']} s"),
         ("final loss", summary["final_loss"]),
         ("samples/s", summary["samples_per_second"]),
-        ("peak GPU memory", f"{summary['peak_gpu_memory_gib']:.2f} GiB" if summary["peak_gpu_memory_gib"] else "n/a (CPU)"),
+        (
+            "peak GPU memory",
+            f"{summary['peak_gpu_memory_gib']:.2f} GiB"
+            if summary["peak_gpu_memory_gib"]
+            else "n/a (CPU)",
+        ),
         ("eval loss", eval_metrics.get("eval_loss", "n/a")),
         ("adapter", adapter_dir),
         ("merged model", merged_dir or "not written (--save-merged)"),
         ("metrics", output / run_dir.METRICS_FILE),
         ("loss curve", curve or "n/a"),
+        *((key.replace("_", " "), value) for key, value in (extra or {}).items()),
     ]
     console.print(key_value_table(f"{job} summary", rows))
     return TrainResult(output_dir=output, adapter_dir=adapter_dir, summary=summary)

@@ -1,6 +1,6 @@
 """Random-weight checkpoints of the REAL model sizes, for memory and speed measurements.
 
-    python -c "from vlm_unsloth.random_weights import build_random_checkpoint as b; b('qwen2-vl-7b', '/tmp/q7')"
+    python scripts/make_random_checkpoint.py --arch qwen2-vl-7b --output-dir /tmp/q7
 
 No machine here reaches the Hub, but memory and throughput depend only on the architecture and
 the image tokens, not on trained values. These folders use the real configs (layer counts,
@@ -16,6 +16,8 @@ from pathlib import Path
 from vlm_unsloth.errors import ModelError
 from vlm_unsloth.families import FAMILIES
 
+_QWEN_ROPE = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}
+
 # Values from the hub checkpoints' config.json files.
 REAL_ARCHITECTURES: dict[str, dict] = {
     "qwen2-vl-7b": dict(
@@ -24,7 +26,7 @@ REAL_ARCHITECTURES: dict[str, dict] = {
             vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
             num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768,
             rms_norm_eps=1e-6,
-            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+            rope_parameters=_QWEN_ROPE,
         ),
         vision_config=dict(depth=32, embed_dim=1280, hidden_size=3584, num_heads=16, mlp_ratio=4),
     ),
@@ -34,7 +36,7 @@ REAL_ARCHITECTURES: dict[str, dict] = {
             vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
             num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=128000,
             rms_norm_eps=1e-6,
-            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+            rope_parameters=_QWEN_ROPE,
         ),
         vision_config=dict(
             depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
@@ -70,7 +72,9 @@ def build_random_checkpoint(arch: str, folder: str | Path) -> Path:
 
     if arch not in REAL_ARCHITECTURES:
         raise ModelError(
-            f"unknown architecture {arch!r}", where="--arch", fix=f"use one of: {', '.join(REAL_ARCHITECTURES)}"
+            f"unknown architecture {arch!r}",
+            where="--arch",
+            fix=f"use one of: {', '.join(REAL_ARCHITECTURES)}",
         )
     spec = REAL_ARCHITECTURES[arch]
     family = FAMILIES[spec["family"]]

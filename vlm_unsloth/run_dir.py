@@ -1,14 +1,14 @@
 """A run's output folder: protection, the resolved configuration, the loss curve, the summary.
 
-    OUTPUT/
-      adapter/                LoRA adapter + processor (load with FastVisionModel or PEFT)
-      checkpoint-N/           trainer checkpoints (for --resume)
-      run_config.yaml         every option as resolved, plus package versions
-      metrics.jsonl           one line per log: step, loss, lr, grad norm, samples/s, tokens/s, GiB
-      loss_curve.png
-      rejected_rows.jsonl     rows validation skipped, with reasons
-      summary.json
-      merged/                 with --save-merged: a merged 16-bit model
+OUTPUT/
+  adapter/                LoRA adapter + processor (load with FastVisionModel or PEFT)
+  checkpoint-N/           trainer checkpoints (for --resume)
+  run_config.yaml         every option as resolved, plus package versions
+  metrics.jsonl           one line per log: step, loss, lr, grad norm, samples/s, tokens/s, GiB
+  loss_curve.png
+  rejected_rows.jsonl     rows validation skipped, with reasons
+  summary.json
+  merged/                 with --save-merged: a merged 16-bit model
 """
 
 from __future__ import annotations
@@ -29,7 +29,16 @@ REJECTED_FILE = "rejected_rows.jsonl"
 SUMMARY_FILE = "summary.json"
 LOSS_CURVE_FILE = "loss_curve.png"
 
-_VERSIONED = ("vlm-unsloth", "torch", "transformers", "trl", "peft", "bitsandbytes", "unsloth", "datasets")
+_VERSIONED = (
+    "vlm-unsloth",
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "bitsandbytes",
+    "unsloth",
+    "datasets",
+)
 
 
 def prepare_output_dir(path: str | Path, *, overwrite: bool, resume: bool) -> Path:
@@ -37,7 +46,9 @@ def prepare_output_dir(path: str | Path, *, overwrite: bool, resume: bool) -> Pa
     is not a vlm-unsloth run is never deleted, even with --overwrite."""
     output = Path(path).expanduser().resolve()
     if output.exists() and not output.is_dir():
-        raise OutputDirError(f"{output} is a file", where="--output-dir", fix="choose a folder path")
+        raise OutputDirError(
+            f"{output} is a file", where="--output-dir", fix="choose a folder path"
+        )
     has_content = output.is_dir() and any(output.iterdir())
     if resume:
         if last_checkpoint(output) is None:
@@ -98,7 +109,9 @@ def load_run_config(output: str | Path) -> dict[str, Any]:
 
     path = Path(output) / RUN_MARKER
     if not path.is_file():
-        raise OutputDirError(f"{path} not found", where="--adapter", fix="pass a training output folder")
+        raise OutputDirError(
+            f"{path} not found", where="--adapter", fix="pass a training output folder"
+        )
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 

@@ -47,7 +47,9 @@ def train_sft(
 
         check_eval_at_end(data_args, train_args)
     console = console or pipeline.make_console()
-    output = pipeline.prepare_output(train_args, to_dict(model_args, lora_args, data_args, train_args), plan)
+    output = pipeline.prepare_output(
+        train_args, to_dict(model_args, lora_args, data_args, train_args), plan
+    )
 
     loaded = pipeline.load_model_for_training(model_args, lora_args, data_args, train_args, plan)
     data = pipeline.load_sft_data(data_args, loaded, train_args, output)

@@ -1,6 +1,7 @@
 """Tiny randomly initialised checkpoints of the REAL architectures, built offline in seconds.
 
-    python -c "from vlm_unsloth.tiny import build_tiny_checkpoint; print(build_tiny_checkpoint('tiny-qwen2-vl'))"
+    from vlm_unsloth.tiny import build_tiny_checkpoint
+    folder = build_tiny_checkpoint("tiny-qwen2-vl")  # or pass --model tiny-qwen2-vl to a script
 
 Each is an ordinary model folder (config, safetensors, a locally trained byte-level BPE tokenizer
 with the family's special tokens, image/video processor configs, the family's chat template), so
@@ -61,7 +62,9 @@ _MLLAMA_SPECIAL_TOKENS = [
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("VLM_UNSLOTH_CACHE", Path.home() / ".cache" / "vlm_unsloth")) / "tiny"
+    return (
+        Path(os.environ.get("VLM_UNSLOTH_CACHE", Path.home() / ".cache" / "vlm_unsloth")) / "tiny"
+    )
 
 
 def builder_fingerprint() -> str:
@@ -184,7 +187,9 @@ def _build_processor(family: Family, *, real_size: bool = False):
             last_token="<|image|>",
         )
         tile = 560 if real_size else TINY_MLLAMA_TILE
-        image_processor = MllamaImageProcessor(size={"height": tile, "width": tile}, max_image_tiles=4)
+        image_processor = MllamaImageProcessor(
+            size={"height": tile, "width": tile}, max_image_tiles=4
+        )
         return MllamaProcessor(
             image_processor=image_processor,
             tokenizer=tokenizer,
@@ -215,7 +220,9 @@ def _build_processor(family: Family, *, real_size: bool = False):
     )
 
 
-def _build_config(family: Family, tokenizer, *, text: dict | None = None, vision: dict | None = None):
+def _build_config(
+    family: Family, tokenizer, *, text: dict | None = None, vision: dict | None = None
+):
     """The tiny config of `family`; `text`/`vision` override sub-config values (real sizes)."""
     from transformers import MllamaConfig, Qwen2_5_VLConfig, Qwen2VLConfig
 

@@ -37,7 +37,9 @@ def load(path: str, *, quantization: str, plan: DevicePlan, max_seq_length: int)
     return model, processor
 
 
-def add_lora(model, lora_args: LoraArgs, *, seed: int, adapter: str | None, gradient_checkpointing: bool):
+def add_lora(
+    model, lora_args: LoraArgs, *, seed: int, adapter: str | None, gradient_checkpointing: bool
+):
     from unsloth import FastVisionModel
 
     if adapter:
