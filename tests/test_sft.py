@@ -172,3 +172,26 @@ def test_every_script_has_help():
         )
         assert result.returncode == 0, (script, result.stderr[-500:])
         assert "usage:" in result.stdout
+
+
+def test_save_merged_writes_a_model_that_answers_like_the_adapter(tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from vlm_unsloth.infer import _inputs, load_for_inference
+
+    output = tmp_path / "run"
+    train_sft(*_args(output, max_steps=2, save_merged=True, eval_steps=1, learning_rate=1e-2))
+    metrics = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "eval_loss" in m][:2] == [1, 2]  # eval during training
+    merged = AutoModelForImageTextToText.from_pretrained(output / "merged")
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    tuned = load_for_inference(ModelArgs(model="tiny-qwen2-vl", backend="hf"), str(output / "adapter"))
+    from vlm_unsloth.data import DataSpec, load_sft_dataset
+    from vlm_unsloth.pipeline import DEMO_DIR
+
+    record = load_sft_dataset(DataSpec(dataset=str(DEMO_DIR / "eval.jsonl")))[0]
+    batch = _inputs(tuned, [record], 768, None)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            merged(**batch).logits, tuned.model(**batch).logits, rtol=1e-4, atol=1e-4
+        )
