@@ -417,13 +417,13 @@ def original_rows(spec, count: int) -> list[dict[str, Any]]:
         rows = [json.loads(line) for line in lines]
     else:
         rows = [_json_safe(row) for row in data.read_table(spec).rows]
-    if len(rows) < count:
+    if len(rows) != count:  # row i must be record i
         raise DataError(
             f"read {len(rows)} rows back but the dataset has {count}",
             where=str(spec.dataset),
             fix="write the input as JSONL, one object a line",
         )
-    return rows[:count]
+    return rows
 
 
 def _json_safe(value: Any) -> Any:
@@ -542,9 +542,10 @@ def run_inference(
     console = console or make_console()
     spec = data_spec(data_args, data_args.dataset)
     records = load_prompt_records(spec)  # before loading the model: a bad file fails fast
+    rows = original_rows(spec, len(records))
     if data_args.max_samples is not None:
         records = records.select(range(min(data_args.max_samples, len(records))))
-    rows = original_rows(spec, len(records))
+        rows = rows[: len(records)]
     loaded = load_for_inference(model_args, run.adapter_dir)
     path = predict_dataset(
         loaded, records, rows, args.output, generation,

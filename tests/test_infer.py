@@ -1,0 +1,169 @@
+"""Inference on the tiny models (hf backend, CPU): one-by-one, batched (left padding) and
+streamed answers agree; infer.py writes every input row back with its prediction."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY_MODELS
+from vlm_unsloth.cli import infer_main
+from vlm_unsloth.config import ModelArgs
+from vlm_unsloth.infer import (
+    GenerationArgs,
+    _inputs,
+    generate_answers,
+    image_record,
+    load_for_inference,
+    stream_answer,
+)
+from vlm_unsloth.pipeline import DEMO_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+GREEDY = GenerationArgs(max_new_tokens=12, batch_size=4)
+SIDE = 224  # small images: fast, and still different sizes per row
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = load_for_inference(ModelArgs(model=name, backend="hf"), None)
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def demo_records():
+    """Four demo eval rows: charts of different sizes, questions of different lengths."""
+    from vlm_unsloth.data import DataSpec, load_sft_dataset
+
+    dataset = load_sft_dataset(DataSpec(dataset=str(DEMO_DIR / "eval.jsonl")))
+    return [dataset[i] for i in range(4)]
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_batched_greedy_answers_equal_one_by_one(name, loaded, demo_records):
+    model = loaded(name)
+    batch = _inputs(model, demo_records, SIDE, None)
+    assert (batch["attention_mask"] == 0).any(), "rows of equal length would not test padding"
+    assert (batch["attention_mask"][:, -1] == 1).all(), "left padding: every prompt ends aligned"
+    together = generate_answers(model, demo_records, GREEDY, max_side=SIDE)
+    one_by_one = [generate_answers(model, [r], GREEDY, max_side=SIDE)[0] for r in demo_records]
+    assert together == one_by_one
+    assert all(answer for answer in together)
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_streamed_pieces_join_to_the_greedy_answer(name, loaded, demo_records):
+    model = loaded(name)
+    pieces = list(stream_answer(model, demo_records[1], GREEDY, max_side=SIDE))
+    assert len(pieces) >= 3, pieces
+    expected = generate_answers(model, demo_records[1:2], GREEDY, max_side=SIDE)[0]
+    assert expected and "".join(pieces).strip() == expected
+
+
+def test_a_failure_inside_streaming_generation_is_raised_not_hung(loaded, demo_records):
+    # max_new_tokens=0 passes the dataclass (validating it is the parser's job) and makes
+    # transformers raise inside the generation thread: the caller must get that error instead
+    # of waiting forever for a streamer that never ends.
+    broken = GenerationArgs(max_new_tokens=0)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        list(stream_answer(loaded("tiny-qwen2-vl"), demo_records[0], broken, max_side=SIDE))
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_infer_cli_streams_one_answer_to_stdout(name, loaded, capsys):
+    image = DEMO_DIR / "images" / "bar_0301.png"
+    code = infer_main(
+        ["--model", name, "--backend", "hf", "--image", str(image), "--prompt",
+         "What is the value of Lime?", "--max-new-tokens", "12", "--max-side", str(SIDE)]
+    )  # fmt: skip
+    assert code == 0
+    record = image_record(str(image), "What is the value of Lime?")
+    expected = generate_answers(loaded(name), [record], GREEDY, max_side=SIDE)[0]
+    assert expected and capsys.readouterr().out.strip() == expected
+
+
+def test_infer_cli_writes_each_input_row_with_its_prediction(tmp_path, loaded):
+    from vlm_unsloth.data import DataSpec
+    from vlm_unsloth.infer import load_prompt_records
+
+    image = str(DEMO_DIR / "images" / "bar_0301.png")
+    rows = [
+        {"image": image, "question": "What is the value of Lime?", "answer": "76", "id": 1},
+        {"image": image, "question": "How many bars?", "answer": "5", "extra": {"k": [1, 2.5]}},
+        {"question": "Which bar is the highest?", "image": image},  # unlabelled, keys reordered
+        {"image": image, "question": "Colour of Fig?", "answer": "red", "score": 0.25},
+        {"image": image, "question": "Lowest?", "answer": None, "tags": ["a", "é"]},
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n", encoding="utf-8")
+    output = tmp_path / "out" / "pred.jsonl"
+    args = ["--model", "tiny-qwen2-vl", "--backend", "hf", "--input", str(source),
+            "--output", str(output), "--batch-size", "2", "--max-new-tokens", "6",
+            "--max-side", str(SIDE)]  # fmt: skip
+    assert infer_main(args) == 0
+    written = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert [{k: v for k, v in w.items() if k != "prediction"} for w in written] == rows
+    assert [list(w)[:-1] for w in written] == [list(r) for r in rows]  # key order kept
+    records = load_prompt_records(DataSpec(dataset=str(source)))
+    expected = generate_answers(
+        loaded("tiny-qwen2-vl"), records, GenerationArgs(max_new_tokens=6), max_side=SIDE
+    )
+    assert [w["prediction"] for w in written] == expected
+
+    assert infer_main(args) == 2  # the predictions exist: not replaced without --overwrite
+    assert infer_main([*args, "--overwrite", "--max-samples", "2"]) == 0
+    assert len(output.read_text(encoding="utf-8").splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ([], "nothing to do"),
+        (["--image", "x.png"], "--image and --prompt go together"),
+        (["--input", "x.jsonl"], "--input and --output go together"),
+        (["--image", "x.png", "--prompt", "q", "--output", "o.jsonl"], "choose one"),
+        (["--input", "x.jsonl", "--output", "o.jsonl", "--eval-split", "test"], "evaluate.py"),
+    ],
+)
+def test_infer_cli_reports_inconsistent_flags_in_one_line(flags, message, capsys):
+    assert infer_main(["--model", "tiny-qwen2-vl", "--backend", "hf", *flags]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error:") and message in error and "\n" not in error
+
+
+def test_infer_cli_names_a_missing_image(tmp_path, capsys):
+    missing = str(tmp_path / "nope.png")
+    assert infer_main(["--model", "tiny-qwen2-vl", "--image", missing, "--prompt", "q"]) == 2
+    assert f"--image: no image file {missing}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("script", "flags"),
+    [
+        ("infer.py", ["--adapter", "--image", "--prompt", "--input", "--output", "--temperature",
+                      "--top-p", "--min-p", "--max-new-tokens", "--question-column"]),
+        ("evaluate.py", ["--adapter", "--model", "--dataset", "--output-dir", "--overwrite",
+                         "--num-samples", "--max-samples", "--answer-column"]),
+    ],
+)  # fmt: skip
+def test_script_help(script, flags):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / script), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    for flag in flags:
+        assert flag in result.stdout, flag
