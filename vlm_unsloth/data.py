@@ -173,9 +173,18 @@ class RawTable:
 # Public loaders
 
 
-def load_sft_dataset(spec: DataSpec) -> Dataset:
-    """Canonical SFT records (messages, images, source) of `spec.split`."""
-    return _convert(read_table(spec), spec, preference=False)
+def load_sft_dataset(spec: DataSpec, *, require_answers: bool = True) -> Dataset:
+    """Canonical SFT records (messages, images, source) of `spec.split`.
+
+    `require_answers=False` (inference): a plain table without an answer column (image +
+    question only) gets empty answers, which inference drops anyway.
+    """
+    table = read_table(spec)
+    names = table.rows.column_names
+    answer = resolve_columns(spec, adapter_for(spec)).answer
+    if not require_answers and detect_format(names) == "table" and answer not in names:
+        table = replace(table, rows=table.rows.add_column(answer, [""] * len(table.rows)))
+    return _convert(table, spec, preference=False)
 
 
 def load_preference_dataset(spec: DataSpec) -> Dataset:

@@ -390,15 +390,9 @@ def load_prompt_records(spec) -> Any:
     inference on) gets an empty answer so the training converter accepts it; `prompt_messages`
     drops the final answer anyway.
     """
-    from vlm_unsloth import data
+    from vlm_unsloth.data import load_sft_dataset
 
-    table = data.read_table(spec)
-    names = table.rows.column_names
-    columns = data.resolve_columns(spec, data.adapter_for(spec))
-    if data.detect_format(names) == "table" and columns.answer not in names:
-        rows = table.rows.add_column(columns.answer, [""] * len(table.rows))
-        table = dataclasses.replace(table, rows=rows)
-    return data._convert(table, spec, preference=False)
+    return load_sft_dataset(spec, require_answers=False)
 
 
 def original_rows(spec, count: int) -> list[dict[str, Any]]:
