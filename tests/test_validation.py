@@ -363,12 +363,12 @@ def test_inspect_data_prints_the_tables_and_exits_0_despite_rejections(
 
 def test_inspect_data_bad_input_is_one_error_line(inspect_main, messy_dataset, capsys):
     main = inspect_main
-    assert main(["--dataset", "./missing.jsonl", "--model", "tiny-qwen2-vl"]) == 1
+    assert main(["--dataset", "./missing.jsonl", "--model", "tiny-qwen2-vl"]) == 2
     err = capsys.readouterr().err.splitlines()  # may hold library warnings before it
     assert [line for line in err if line.startswith("error:")] == [err[-1]]
     assert err[-1].startswith("error: --dataset: no such file or folder ./missing.jsonl")
     argv = ["--dataset", str(messy_dataset), "--model", "tiny-qwen2-vl", "--max-seq-length", "700",
             "--strict"]  # fmt: skip
-    assert main(argv) == 1
+    assert main(argv) == 2
     last_line = capsys.readouterr().err.splitlines()[-1]  # after datasets' progress bars
     assert last_line.startswith("error: --strict: 10 of 13 rows rejected")

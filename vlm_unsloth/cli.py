@@ -87,10 +87,31 @@ def dpo_main(argv: Sequence[str] | None = None) -> int:
     return run_reporting_errors(run)
 
 
+def inspect_data_main(argv: Sequence[str] | None = None) -> int:
+    def run():
+        from vlm_unsloth.config import DataArgs, parse_args
+        from vlm_unsloth.validation import InspectArgs, inspect_dataset
+
+        data_args, args = parse_args([DataArgs, InspectArgs], argv)
+        inspect_dataset(
+            data_args,
+            model=args.model,
+            preference=args.preference,
+            rejected_file=args.rejected_file,
+            num_proc=args.num_proc,
+        )
+
+    return run_reporting_errors(run)
+
+
 COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
     "train-sft": ("Supervised fine-tuning (QLoRA) of a VLM.", train_sft_main),
     "train-dpo": ("Preference optimisation (DPO) of a VLM's LoRA adapter.", dpo_main),
     "infer": ("Answer questions about images (streamed, or a dataset in batches).", infer_main),
+    "inspect-data": (
+        "Validate a dataset: rows kept/rejected, tokens per sample.",
+        inspect_data_main,
+    ),
     "evaluate": ("Base vs fine-tuned on an eval split: metrics and an HTML report.", evaluate_main),
 }
 

@@ -124,17 +124,17 @@ def read_metrics(output: Path) -> list[dict[str, Any]]:
 
 def plot_loss_curve(output: Path) -> Path | None:
     """loss_curve.png from metrics.jsonl (training loss, and eval loss when there is one)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers and CI
-    import matplotlib.pyplot as plt
+    # A bare Figure needs no pyplot backend: no display on servers, and a notebook's inline
+    # backend is left alone.
+    from matplotlib.figure import Figure
 
     rows = read_metrics(output)
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     evaluation = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
     if not train:
         return None
-    figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
+    figure = Figure(figsize=(7, 4), dpi=100)
+    axes = figure.subplots()
     axes.plot(*zip(*train, strict=True), label="train loss")
     if evaluation:
         axes.plot(*zip(*evaluation, strict=True), marker="o", label="eval loss")
@@ -145,7 +145,6 @@ def plot_loss_curve(output: Path) -> Path | None:
     path = output / LOSS_CURVE_FILE
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)
     return path
 
 

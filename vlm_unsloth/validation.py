@@ -34,7 +34,7 @@ from rich.table import Table
 from vlm_unsloth.config import DataArgs
 from vlm_unsloth.data import record_problem, to_chat_template_messages
 from vlm_unsloth.errors import DataError, ImageError, ModelError
-from vlm_unsloth.families import Family
+from vlm_unsloth.families import FAMILIES, Family
 from vlm_unsloth.images import DEFAULT_MAX_SIDE, cap_longest_side, check_image_size, prepare_image
 
 _SHOWN_REJECTED = 5
@@ -319,6 +319,29 @@ def print_token_histogram(token_counts: list[int], console: Console, *, bins: in
         label = str(start) if width == 1 else f"{start}–{start + width - 1}"
         table.add_row(label, str(rows), "█" * round(40 * rows / widest))
     console.print(table)
+
+
+@dataclass
+class InspectArgs:
+    """What inspect_data.py adds to the data flags."""
+
+    model: str = field(
+        default=FAMILIES["qwen2-vl"].default_model,
+        metadata={
+            "help": "Whose processor counts the tokens: hub id, local folder, or tiny-qwen2-vl, "
+            "tiny-qwen2.5-vl, tiny-llama-3.2-vision (offline)."
+        },
+    )
+    preference: bool = field(
+        default=False,
+        metadata={"help": "Preference (DPO) data: image, question, chosen, rejected."},
+    )
+    rejected_file: str | None = field(
+        default=None, metadata={"help": "Write the rejected rows here as JSONL."}
+    )
+    num_proc: int | None = field(
+        default=None, metadata={"help": "Processes that decode images (default: this one)."}
+    )
 
 
 def inspect_dataset(
