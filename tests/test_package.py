@@ -47,3 +47,22 @@ def test_hf_backend_model_load_never_imports_unsloth():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "UNSLOTH []" in result.stdout
     assert "Unsloth" not in result.stdout + result.stderr  # no banner
+
+
+def test_console_entry_point_lists_and_helps_every_subcommand():
+    import shutil
+
+    from vlm_unsloth.cli import COMMANDS
+
+    executable = shutil.which("vlm-unsloth")
+    assert executable, "pip install -e . installs the vlm-unsloth command"
+    listing = subprocess.run([executable, "--help"], capture_output=True, text=True, timeout=60)
+    assert listing.returncode == 0
+    for name in COMMANDS:
+        assert name in listing.stdout
+        helped = subprocess.run(
+            [executable, name, "--help"], capture_output=True, text=True, timeout=300
+        )
+        assert helped.returncode == 0 and "usage:" in helped.stdout, name
+    unknown = subprocess.run([executable, "trian-sft"], capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 2 and "unknown command 'trian-sft'" in unknown.stderr
