@@ -163,8 +163,19 @@ def test_train_sft_on_the_unsloth_backend(name, tmp_path):
         ModelArgs(model=name, backend="unsloth"),
         LoraArgs(),
         DataArgs(max_samples=16),
-        TrainArgs(output_dir=str(tmp_path / "run"), max_steps=4, batch_size=2, grad_accum=2),
-    )
+        TrainArgs(
+            output_dir=str(tmp_path / "run"), max_steps=4, batch_size=2, grad_accum=2,
+            save_merged=True,
+        ),
+    )  # fmt: skip
     assert (result.adapter_dir / "adapter_config.json").is_file()
     assert result.summary["global_step"] == 4
     assert result.summary["peak_gpu_memory_gib"] > 0
+    assert (result.output_dir / "merged" / "config.json").is_file()
+
+    # The adapter folder loads straight into FastVisionModel (base model found from its config).
+    from unsloth import FastVisionModel
+
+    model, processor = FastVisionModel.from_pretrained(str(result.adapter_dir), load_in_4bit=True)
+    assert any("lora_A" in name for name, _ in model.named_parameters())
+    print(name, "adapter reloaded by FastVisionModel:", type(model).__name__)

@@ -139,6 +139,13 @@ class TrainArgs:
     report_to: str = field(
         default="none", metadata={"help": "Trainer loggers: none, tensorboard, wandb, ..."}
     )
+    group_by_length: bool = field(
+        default=True,
+        metadata={
+            "help": "Batch samples of similar token counts together (image tokens dominate) to "
+            "cut padding; the start banner shows the padding saved."
+        },
+    )
     dataloader_num_workers: int = field(
         default=0, metadata={"help": "Worker processes decoding and resizing images."}
     )

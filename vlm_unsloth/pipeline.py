@@ -13,6 +13,7 @@ from typing import Any
 
 from vlm_unsloth import run_dir
 from vlm_unsloth.backend import DevicePlan, plan_device, resolve_backend
+from vlm_unsloth.batching import LENGTH_COLUMN, padding_report
 from vlm_unsloth.config import DEMO_DATASET, DataArgs, ModelArgs, TrainArgs
 from vlm_unsloth.console import format_count, key_value_table, make_console
 from vlm_unsloth.errors import BackendError
@@ -207,6 +208,8 @@ def trainer_arguments(
         eval_steps=train_args.eval_steps if evaluate_during else None,
         report_to=train_args.report_to,
         dataloader_num_workers=train_args.dataloader_num_workers,
+        train_sampling_strategy="group_by_length" if train_args.group_by_length else "random",
+        length_column_name=LENGTH_COLUMN,
         # Gradient checkpointing is set up when the model is loaded (Unsloth's own variant on
         # the unsloth backend); the trainer must not wrap the model a second time.
         gradient_checkpointing=False,
@@ -261,9 +264,28 @@ def print_banner(
             f"{train_args.batch_size} x {train_args.grad_accum} accumulation = "
             f"{train_args.effective_batch_size()} effective",
         ),
+        ("padding", describe_padding(data.train, train_args)),
         ("output", output),
     ]
     console.print(key_value_table(f"vlm-unsloth {job}", rows))
+
+
+def describe_padding(dataset, train_args: TrainArgs) -> str:
+    """Padding share of an epoch's batches, in random order and grouped by length."""
+    if len(dataset) == 0 or LENGTH_COLUMN not in dataset.column_names:
+        return "n/a"
+    report = padding_report(
+        dataset[LENGTH_COLUMN], train_args.batch_size, train_args.grad_accum, train_args.seed
+    )
+    chosen = (
+        "grouped by length"
+        if train_args.group_by_length
+        else "random order (--group-by-length to cut it)"
+    )
+    return (
+        f"{100 * report['random']:.1f}% in random order, {100 * report['grouped']:.1f}% grouped "
+        f"by length; using {chosen}"
+    )
 
 
 def run_training(trainer, train_args: TrainArgs, output: Path) -> bool:
