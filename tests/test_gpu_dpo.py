@@ -1,0 +1,87 @@
+"""GPU tests (marker `gpu`): DPO on the unsloth backend. Skipped without CUDA.
+
+Run on the GPU machine:  python -m pytest -m gpu tests/test_gpu_dpo.py -s
+
+Vision DPO has silently dropped images before; these record what reaches the model's forward in
+the real training loop (a forward pre-hook inside the trainer's policy and reference passes).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+# What each family's forward must receive for the image to count: Qwen's patch grid; Mllama's
+# per-token cross-attention mask (pixel_values alone would be attended to by nothing).
+IMAGE_INPUTS = {
+    "tiny-qwen2-vl": ("pixel_values", "image_grid_thw"),
+    "tiny-llama-3.2-vision": ("pixel_values", "aspect_ratio_ids", "cross_attention_mask"),
+}
+
+
+def _recorder():
+    from transformers import TrainerCallback
+
+    class RecordForwardInputs(TrainerCallback):
+        """Records the tensor inputs (name -> shape) of every forward of the VLM inside PEFT."""
+
+        def __init__(self):
+            self.calls: list[dict[str, tuple]] = []
+            self.handle = None
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            # PeftModel -> LoraModel -> *ForConditionalGeneration calls its inner *Model with
+            # the batch's keyword arguments: hook that (PEFT calls the outer forward directly).
+            vlm = model.get_base_model().model
+
+            def record(module, args, kwargs):
+                self.calls.append(
+                    {k: tuple(v.shape) for k, v in kwargs.items() if isinstance(v, torch.Tensor)}
+                )
+
+            self.handle = vlm.register_forward_pre_hook(record, with_kwargs=True)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.handle.remove()
+
+    return RecordForwardInputs()
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-llama-3.2-vision"])
+def test_train_dpo_on_the_unsloth_backend_feeds_the_images(name, tmp_path):
+    from vlm_unsloth.config import DataArgs, ModelArgs
+    from vlm_unsloth.dpo import DpoArgs, DpoTrainArgs, train_dpo
+    from vlm_unsloth.lora import LoraArgs
+
+    recorder = _recorder()
+    result = train_dpo(
+        ModelArgs(model=name, backend="unsloth"),
+        LoraArgs(),
+        DataArgs(max_samples=8),  # the shipped demo preference set (data/demo/dpo_*.jsonl)
+        DpoTrainArgs(output_dir=str(tmp_path / "run"), max_steps=3, batch_size=2, grad_accum=1),
+        DpoArgs(accuracy_rows=8),
+        extra_callbacks=[recorder],
+    )
+    assert result.summary["global_step"] == 3
+    assert (result.adapter_dir / "adapter_config.json").is_file()
+    assert not (result.adapter_dir / "ref").exists()
+    assert result.summary["preference_rows_after"] == 8
+    # One policy and one reference forward a step, each over chosen + rejected rows.
+    assert len(recorder.calls) >= 6, recorder.calls
+    for index, call in enumerate(recorder.calls[:6]):
+        print(name, "forward", index, call)
+        for key in IMAGE_INPUTS[name]:
+            assert key in call, (key, call)
+        assert call["input_ids"][0] == 4  # 2 prompts x (chosen, rejected)
+        if "image_grid_thw" in call:
+            assert call["image_grid_thw"] == (4, 3)  # one image per row, both answers
+        if "cross_attention_mask" in call:
+            assert call["cross_attention_mask"][:2] == call["input_ids"]
+    metrics = (result.output_dir / "metrics.jsonl").read_text()
+    assert "rewards/accuracies" in metrics and "rewards/margins" in metrics
