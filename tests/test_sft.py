@@ -185,7 +185,9 @@ def test_save_merged_writes_a_model_that_answers_like_the_adapter(tmp_path):
     assert [m["step"] for m in metrics if "eval_loss" in m][:2] == [1, 2]  # eval during training
     merged = AutoModelForImageTextToText.from_pretrained(output / "merged")
     assert not any("lora" in name for name, _ in merged.named_parameters())
-    tuned = load_for_inference(ModelArgs(model="tiny-qwen2-vl", backend="hf"), str(output / "adapter"))
+    tuned = load_for_inference(
+        ModelArgs(model="tiny-qwen2-vl", backend="hf"), str(output / "adapter")
+    )
     from vlm_unsloth.data import DataSpec, load_sft_dataset
     from vlm_unsloth.pipeline import DEMO_DIR
 

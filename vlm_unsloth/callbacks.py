@@ -117,7 +117,11 @@ class RichProgressCallback(TrainerCallback):
         for key in self.SHOWN:
             if key in logs:
                 self.latest[key] = logs[key]
-        parts = [template.format(self.latest[key]) for key, template in self.SHOWN.items() if key in self.latest]
+        parts = [
+            template.format(self.latest[key])
+            for key, template in self.SHOWN.items()
+            if key in self.latest
+        ]
         self.progress.update(self.task, status=" · ".join(parts))
 
     def on_train_end(self, args, state, control, **kwargs):

@@ -140,10 +140,12 @@ class TrainArgs:
         default="none", metadata={"help": "Trainer loggers: none, tensorboard, wandb, ..."}
     )
     group_by_length: bool = field(
-        default=True,
+        default=False,
         metadata={
             "help": "Batch samples of similar token counts together (image tokens dominate) to "
-            "cut padding; the start banner shows the padding saved."
+            "cut padding; the start banner shows the padding it would save. Off by default: "
+            "when lengths follow the answers (same-size images, short labels), batches become "
+            "single-answer and training can collapse to one answer."
         },
     )
     dataloader_num_workers: int = field(
