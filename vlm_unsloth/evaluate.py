@@ -36,10 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from vlm_unsloth import pipeline, run_dir
-from vlm_unsloth.config import BACKENDS, DEMO_DATASET, QUANTIZATIONS, DataArgs, ModelArgs, TrainArgs
+from vlm_unsloth.config import DEMO_DATASET, DataArgs, ModelArgs, TrainArgs
 from vlm_unsloth.errors import ConfigError, OutputDirError
 from vlm_unsloth.infer import (
     GenerationArgs,
+    ModelChoiceArgs,
     PromptDataArgs,
     TrainedRun,
     generate_answers,
@@ -57,31 +58,9 @@ SHOWN_CHARS = 240
 
 
 @dataclass
-class EvalArgs:
-    """What to compare and where the report goes."""
+class EvalArgs(ModelChoiceArgs):
+    """What to compare and where the report goes (--adapter: the fine-tuned model)."""
 
-    adapter: str | None = field(
-        default=None,
-        metadata={
-            "help": "The fine-tuned model: a training output folder or a LoRA adapter folder."
-        },
-    )
-    model: str | None = field(
-        default=None,
-        metadata={"help": "Base model (default: the one the adapter was trained from)."},
-    )
-    backend: str = field(
-        default="auto",
-        metadata={
-            "help": "unsloth, hf, or auto (unsloth when CUDA is available).",
-            "choices": BACKENDS,
-        },
-    )
-    quantization: str = field(
-        default="auto",
-        metadata={"help": "Weights: 4bit, 8bit, 16bit; auto = 4bit on CUDA, 16bit on CPU.",
-                  "choices": QUANTIZATIONS},
-    )  # fmt: skip
     output_dir: str | None = field(
         default=None,
         metadata={"help": "Folder for report.html, report.md, predictions.jsonl, metrics.json "

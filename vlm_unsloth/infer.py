@@ -103,8 +103,8 @@ class PromptDataArgs(DataArgs):
 
 
 @dataclass
-class InferArgs:
-    """What to load and what to ask."""
+class ModelChoiceArgs:
+    """Which model answers: a base model and/or a fine-tuned adapter, and how it is loaded."""
 
     model: str | None = field(
         default=None,
@@ -130,6 +130,12 @@ class InferArgs:
         metadata={"help": "Weights: 4bit, 8bit, 16bit; auto = 4bit on CUDA, 16bit on CPU.",
                   "choices": QUANTIZATIONS},
     )  # fmt: skip
+
+
+@dataclass
+class InferArgs(ModelChoiceArgs):
+    """What to load and what to ask."""
+
     image: str | None = field(
         default=None, metadata={"help": "Image path or http(s) URL to ask about (with --prompt)."}
     )
