@@ -128,3 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     _, command = COMMANDS[argv[0]]
     return command(argv[1:])
+
+
+if __name__ == "__main__":  # python -m vlm_unsloth.cli COMMAND ... (what bench.py runs)
+    sys.exit(main())

@@ -335,6 +335,12 @@ def save_merged(loaded: LoadedModel, output: Path) -> Path:
     return merged_dir
 
 
+def device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
 def finish(
     console, job, trainer, loaded, data, train_args, output, started, interrupted, *, extra=None
 ):
@@ -362,6 +368,11 @@ def finish(
         "loss_curve": str(curve) if curve else None,
         "train_rows": len(data.train),
         "rejected_rows": data.report.rejected_count,
+        "parameters": dict(
+            zip(("trainable", "total"), count_parameters(loaded.model), strict=True)
+        ),
+        "backend": loaded.plan.backend,
+        "device_name": device_name(),
         **(extra or {}),
     }
     run_dir.write_summary(output, summary)

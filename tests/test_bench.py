@@ -1,0 +1,52 @@
+"""bench.py on CPU with the tiny model: real runs in their own processes, a JSON table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vlm_unsloth.bench import BenchArgs, peak_flops, run_benchmark
+from vlm_unsloth.errors import ConfigError
+
+
+@pytest.mark.slow
+def test_benchmark_runs_each_setting_and_writes_the_table(tmp_path):
+    args = BenchArgs(
+        model="tiny-qwen2-vl", backends=["hf"], settings=["1x1", "2x1"], baseline="hf:1x1",
+        steps=2, warmup_steps=1, work_dir=str(tmp_path / "work"), output=str(tmp_path / "b.json"),
+    )  # fmt: skip
+    rows = run_benchmark(args)
+    assert [(r.backend, r.setting, r.error) for r in rows] == [
+        ("hf", "1x1", None),
+        ("hf", "2x1", None),
+    ]
+    assert all(r.samples_per_second > 0 and r.tokens_per_second > 0 for r in rows)
+    assert rows[0].ratio_to_baseline == 1.0 and rows[1].ratio_to_baseline > 0
+    assert rows[0].peak_reserved_gib is None and rows[0].mfu is None  # CPU: no GPU numbers
+    saved = json.loads((tmp_path / "b.json").read_text())
+    assert len(saved["rows"]) == 2 and saved["args"]["settings"] == ["1x1", "2x1"]
+    metrics = (tmp_path / "work" / "hf-2x1" / "metrics.jsonl").read_text().splitlines()
+    assert len([line for line in metrics if '"loss"' in line]) == 3  # warm-up + measured steps
+
+
+def test_a_failing_run_becomes_a_row_not_a_crash(tmp_path):
+    args = BenchArgs(
+        model=str(tmp_path / "no-model"), backends=["hf"], settings=["1x1"], steps=1,
+        warmup_steps=0, work_dir=str(tmp_path / "work"), output=str(tmp_path / "b.json"),
+    )  # fmt: skip
+    (row,) = run_benchmark(args)
+    assert row.samples_per_second is None and "no-model" in row.error
+
+
+def test_bad_settings_are_reported_together():
+    with pytest.raises(ConfigError) as error:
+        run_benchmark(BenchArgs(settings=["2x4", "8", "0x2"], backends=["vllm"]))
+    assert "--settings 8" in str(error.value) and "--settings 0x2" in str(error.value)
+    assert "--backends vllm" in str(error.value)
+
+
+def test_peak_flops_by_device_name():
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops("Tesla T4") == 65e12
+    assert peak_flops("cpu") is None
