@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from vlm_unsloth import pipeline
 from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, to_dict
+from vlm_unsloth.console import make_console
 from vlm_unsloth.images import DEFAULT_MAX_SIDE
 from vlm_unsloth.lora import LoraArgs
 from vlm_unsloth.models import LoadedModel
@@ -147,7 +148,7 @@ def train_dpo(
     started = time.perf_counter()
     # Backend first: Unsloth must be imported before transformers/TRL/PEFT to patch them.
     plan = pipeline.resolve_plan(model_args, train_args)
-    console = console or pipeline.make_console()
+    console = console or make_console()
     config = to_dict(model_args, lora_args, data_args, train_args, dpo_args)
     output = pipeline.prepare_output(train_args, config, plan)
 

@@ -15,13 +15,11 @@ from vlm_unsloth import run_dir
 from vlm_unsloth.backend import DevicePlan, plan_device, resolve_backend
 from vlm_unsloth.batching import LENGTH_COLUMN, padding_report
 from vlm_unsloth.config import DEMO_DATASET, DataArgs, ModelArgs, TrainArgs
-from vlm_unsloth.console import format_count, key_value_table, make_console
+from vlm_unsloth.console import format_count, key_value_table
 from vlm_unsloth.errors import BackendError
 from vlm_unsloth.families import TINY_MODEL_NAMES
 from vlm_unsloth.lora import LoraArgs
 from vlm_unsloth.models import LoadedModel, count_parameters, load_model
-
-__all__ = ["make_console"]
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "data" / "demo"
 

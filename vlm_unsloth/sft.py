@@ -16,6 +16,7 @@ from typing import Any
 
 from vlm_unsloth import pipeline
 from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, to_dict
+from vlm_unsloth.console import make_console
 from vlm_unsloth.lora import LoraArgs
 
 
@@ -46,7 +47,7 @@ def train_sft(
         from vlm_unsloth.evaluate import check_eval_at_end
 
         check_eval_at_end(data_args, train_args)
-    console = console or pipeline.make_console()
+    console = console or make_console()
     output = pipeline.prepare_output(
         train_args, to_dict(model_args, lora_args, data_args, train_args), plan
     )
