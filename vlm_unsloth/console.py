@@ -7,9 +7,12 @@ from typing import Any
 
 
 def make_console():
+    """The run's console; silent in the non-main processes of a multi-GPU run."""
     from rich.console import Console
 
-    return Console(highlight=False)
+    from vlm_unsloth.distributed import is_main_process
+
+    return Console(highlight=False, quiet=not is_main_process())
 
 
 def key_value_table(title: str, rows: Iterable[tuple[str, Any]]):

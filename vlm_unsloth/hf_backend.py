@@ -26,7 +26,10 @@ def load(path: str, *, quantization: str, plan: DevicePlan, max_seq_length: int)
     elif quantization == "8bit":
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
     if plan.device == "cuda":
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
+        from vlm_unsloth.distributed import local_index
+
+        # One process per GPU under torchrun: each loads its copy onto its own device.
+        kwargs["device_map"] = {"": local_index()}
     model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     processor = AutoProcessor.from_pretrained(path)
     return model, processor

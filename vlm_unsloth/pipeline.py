@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlm_unsloth import run_dir
+from vlm_unsloth import distributed, run_dir
 from vlm_unsloth.backend import DevicePlan, plan_device, resolve_backend
 from vlm_unsloth.batching import LENGTH_COLUMN, padding_report
 from vlm_unsloth.config import DEMO_DATASET, DataArgs, ModelArgs, TrainArgs
@@ -56,12 +56,18 @@ def resolve_plan(model_args: ModelArgs, train_args: TrainArgs) -> DevicePlan:
 
 
 def prepare_output(train_args: TrainArgs, config: dict[str, Any], plan: DevicePlan) -> Path:
-    output = run_dir.prepare_output_dir(
-        train_args.output_dir, overwrite=train_args.overwrite, resume=train_args.resume
-    )
-    if not train_args.resume:  # a resumed run keeps the configuration it started with
-        resolved = {"backend": plan.backend, "device": plan.device, "dtype": plan.dtype}
-        run_dir.save_run_config(output, {**config, "resolved": resolved})
+    options = dict(overwrite=train_args.overwrite, resume=train_args.resume)
+    # Every process checks (so all stop with the same error); only the main one writes.
+    output = run_dir.prepare_output_dir(train_args.output_dir, check_only=True, **options)
+    if distributed.is_main_process():
+        run_dir.prepare_output_dir(output, **options)
+        if not train_args.resume:  # a resumed run keeps the configuration it started with
+            resolved = {
+                "backend": plan.backend, "device": plan.device, "dtype": plan.dtype,
+                "processes": distributed.world_size(),
+            }  # fmt: skip
+            run_dir.save_run_config(output, {**config, "resolved": resolved})
+    distributed.wait_for_everyone()
     return output
 
 
@@ -72,13 +78,14 @@ def load_model_for_training(
     train_args: TrainArgs,
     plan: DevicePlan,
 ) -> LoadedModel:
-    return load_model(
-        model_args,
-        lora_args,
-        plan,
-        seed=train_args.seed,
-        max_seq_length=data_args.max_seq_length,
-    )
+    with distributed.main_process_first():
+        return load_model(
+            model_args,
+            lora_args,
+            plan,
+            seed=train_args.seed,
+            max_seq_length=data_args.max_seq_length,
+        )
 
 
 def dataset_paths(data_args: DataArgs, *, preference: bool) -> tuple[str, str | None]:
@@ -97,9 +104,10 @@ def load_sft_data(
 ) -> TrainingData:
     from vlm_unsloth.data import load_sft_dataset
 
-    return _load_and_validate(
-        data_args, loaded, train_args, output, load_sft_dataset, preference=False
-    )
+    with distributed.main_process_first():
+        return _load_and_validate(
+            data_args, loaded, train_args, output, load_sft_dataset, preference=False
+        )
 
 
 def load_preference_data(
@@ -107,9 +115,10 @@ def load_preference_data(
 ) -> TrainingData:
     from vlm_unsloth.data import load_preference_dataset
 
-    return _load_and_validate(
-        data_args, loaded, train_args, output, load_preference_dataset, preference=True
-    )
+    with distributed.main_process_first():
+        return _load_and_validate(
+            data_args, loaded, train_args, output, load_preference_dataset, preference=True
+        )
 
 
 def _load_and_validate(data_args, loaded, train_args, output, loader, *, preference: bool):
@@ -144,7 +153,8 @@ def _load_and_validate(data_args, loaded, train_args, output, loader, *, prefere
         fit_images=data_args.fit_images,
     )
     report = validate_dataset(dataset, **check)
-    write_rejected(report, output / run_dir.REJECTED_FILE)
+    if distributed.is_main_process():
+        write_rejected(report, output / run_dir.REJECTED_FILE)
     eval_kept = validate_dataset(eval_dataset, **check).kept if eval_dataset is not None else None
     return TrainingData(train=report.kept, eval=eval_kept, report=report)
 
@@ -227,7 +237,7 @@ def callbacks(output: Path, train_args: TrainArgs, console) -> list:
     return [
         MetricsCallback(
             output / run_dir.METRICS_FILE,
-            samples_per_step=train_args.effective_batch_size(),
+            samples_per_step=train_args.effective_batch_size(distributed.world_size()),
         ),
         RichProgressCallback(console),
         GracefulInterruptCallback(console),
@@ -259,8 +269,9 @@ def print_banner(
         ("eval rows", len(data.eval) if data.eval is not None else "none"),
         (
             "batch",
-            f"{train_args.batch_size} x {train_args.grad_accum} accumulation = "
-            f"{train_args.effective_batch_size()} effective",
+            f"{train_args.batch_size} x {train_args.grad_accum} accumulation"
+            f" x {distributed.world_size()} process(es) = "
+            f"{train_args.effective_batch_size(distributed.world_size())} effective",
         ),
         ("padding", describe_padding(data.train, train_args)),
         ("output", output),
@@ -346,10 +357,15 @@ def finish(
     from vlm_unsloth.callbacks import peak_gpu_memory_gib
     from vlm_unsloth.sft import TrainResult
 
-    adapter_dir = save_adapter(trainer, loaded, output)
+    main = distributed.is_main_process()
+    adapter_dir = save_adapter(trainer, loaded, output) if main else output / run_dir.ADAPTER_DIR
+    # Evaluation is collective under DDP: every process takes part.
     eval_metrics = trainer.evaluate() if data.eval is not None and not interrupted else {}
-    merged_dir = save_merged(loaded, output) if train_args.save_merged and not interrupted else None
-    curve = run_dir.plot_loss_curve(output)
+    merged_dir = None
+    if main and train_args.save_merged and not interrupted:
+        merged_dir = save_merged(loaded, output)
+    distributed.wait_for_everyone()
+    curve = run_dir.plot_loss_curve(output) if main else None
     history = [r for r in run_dir.read_metrics(output) if "loss" in r]
     speeds = [r["samples_per_second"] for r in history[1:] if "samples_per_second" in r]
     summary = {
@@ -373,7 +389,8 @@ def finish(
         "device_name": device_name(),
         **(extra or {}),
     }
-    run_dir.write_summary(output, summary)
+    if main:
+        run_dir.write_summary(output, summary)
     rows = [
         ("status", "interrupted — resume with --resume" if interrupted else "done"),
         ("steps", summary["global_step"]),

@@ -41,9 +41,12 @@ _VERSIONED = (
 )
 
 
-def prepare_output_dir(path: str | Path, *, overwrite: bool, resume: bool) -> Path:
+def prepare_output_dir(
+    path: str | Path, *, overwrite: bool, resume: bool, check_only: bool = False
+) -> Path:
     """Create or check `path`. A previous run is never replaced unless asked, and a folder that
-    is not a vlm-unsloth run is never deleted, even with --overwrite."""
+    is not a vlm-unsloth run is never deleted, even with --overwrite. `check_only`: raise what
+    would be refused, change nothing (every process of a multi-GPU run checks; one writes)."""
     output = Path(path).expanduser().resolve()
     if output.exists() and not output.is_dir():
         raise OutputDirError(
@@ -73,8 +76,11 @@ def prepare_output_dir(path: str | Path, *, overwrite: bool, resume: bool) -> Pa
                 where="--output-dir",
                 fix="choose an empty or new folder",
             )
+        if check_only:
+            return output
         shutil.rmtree(output)
-    output.mkdir(parents=True, exist_ok=True)
+    if not check_only:
+        output.mkdir(parents=True, exist_ok=True)
     return output
 
 

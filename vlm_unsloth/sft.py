@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlm_unsloth import pipeline
+from vlm_unsloth import distributed, pipeline
 from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, to_dict
 from vlm_unsloth.console import make_console
 from vlm_unsloth.lora import LoraArgs
@@ -81,7 +81,7 @@ def train_sft(
     result = pipeline.finish(
         console, "SFT", trainer, loaded, data, train_args, output, started, interrupted
     )
-    if train_args.eval_at_end and not interrupted:
+    if train_args.eval_at_end and not interrupted and distributed.is_main_process():
         # The model just trained answers (no reload, no second copy); base answers come from
         # the same weights with the adapter switched off. Writes OUTPUT/eval/.
         from vlm_unsloth.evaluate import evaluate_run

@@ -97,6 +97,13 @@ def build_tiny_checkpoint(name: str, *, cache_dir: Path | None = None) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
     try:
         _write_checkpoint(family, staging)
+        if not (staging / "config.json").is_file() or not (staging / "model.safetensors").is_file():
+            # transformers writes weights only on rank 0 of an initialised process group.
+            raise ModelError(
+                f"building {name} wrote no weights in this process",
+                where="--model",
+                fix="build tiny checkpoints in the main process first (distributed runs do)",
+            )
         try:
             staging.rename(folder)
         except OSError:  # another process finished first: keep theirs

@@ -1,0 +1,55 @@
+"""One process per GPU under `torchrun` / `accelerate launch`: which process writes, who waits.
+
+Data parallelism itself is PyTorch DDP driven by the transformers Trainer (through accelerate);
+this module only answers the questions our own code asks around it. Outside a launcher there
+is one process, which is the main one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+def _state():
+    # accelerate's PartialState reads the launcher's environment (RANK, WORLD_SIZE, ...) and
+    # joins the process group; the Trainer later reuses this shared state, so it must be made
+    # as the Trainer would: on a machine without CUDA that is `cpu=True` (gloo), else NCCL.
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def is_distributed() -> bool:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def is_main_process() -> bool:
+    return not is_distributed() or _state().is_main_process
+
+
+def world_size() -> int:
+    return _state().num_processes if is_distributed() else 1
+
+
+def local_index() -> int:
+    return _state().local_process_index if is_distributed() else 0
+
+
+def wait_for_everyone() -> None:
+    if is_distributed():
+        _state().wait_for_everyone()
+
+
+@contextmanager
+def main_process_first() -> Iterator[None]:
+    """The main process runs the block first (building a tiny checkpoint, filling the datasets
+    cache), the others after it: no two processes write the same files at once."""
+    if not is_distributed():
+        yield
+        return
+    with _state().main_process_first():
+        yield
