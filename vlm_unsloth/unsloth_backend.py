@@ -24,6 +24,11 @@ def load(path: str, *, quantization: str, plan: DevicePlan, max_seq_length: int)
     import torch
     from unsloth import FastVisionModel
 
+    from vlm_unsloth import distributed
+
+    placement = {}
+    if distributed.is_distributed():  # one process per GPU: each loads onto its own device
+        placement["device_map"] = {"": distributed.local_index()}
     model, processor = FastVisionModel.from_pretrained(
         model_name=path,
         max_seq_length=max_seq_length,
@@ -33,6 +38,7 @@ def load(path: str, *, quantization: str, plan: DevicePlan, max_seq_length: int)
         # Unsloth's variant offloads checkpointed activations to CPU asynchronously: the memory
         # saving that makes long image-token sequences fit on 12 GB.
         use_gradient_checkpointing="unsloth",
+        **placement,
     )
     return model, processor
 
