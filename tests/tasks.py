@@ -41,10 +41,12 @@ class ColourTask:
     """The eval rows with every image replaced by a plain white one (chance = 1 / 4)."""
 
 
-def draw_square(colour: str, rng: random.Random, side: int = IMAGE_SIDE) -> Image.Image:
-    """A white `side` x `side` image with one square of `colour` (24-48 px) somewhere inside."""
+def draw_square(
+    colour: str, rng: random.Random, side: int = IMAGE_SIDE, sizes: tuple[int, int] = (24, 48)
+) -> Image.Image:
+    """A white `side` x `side` image with one square of `colour` (`sizes` px) somewhere inside."""
     image = Image.new("RGB", (side, side), "white")
-    size = rng.randint(24, 48)
+    size = rng.randint(*sizes)
     left, top = rng.randint(0, side - size), rng.randint(0, side - size)
     ImageDraw.Draw(image).rectangle(
         [left, top, left + size - 1, top + size - 1], fill=COLOURS[colour]

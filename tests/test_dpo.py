@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from tests.tasks import COLOURS, IMAGE_SIDE, QUESTION, draw_square
 from vlm_unsloth import pipeline
 from vlm_unsloth.backend import DevicePlan
 from vlm_unsloth.cli import dpo_main
@@ -36,29 +37,9 @@ from vlm_unsloth.lora import LoraArgs
 from vlm_unsloth.models import load_model
 
 CPU = DevicePlan(backend="hf", device="cpu", dtype="float32", why="test")
-COLOURS = {
-    "red": (220, 30, 30),
-    "green": (30, 180, 30),
-    "blue": (30, 60, 220),
-    "yellow": (230, 210, 20),
-}
-QUESTION = "What colour is the square?"
-SIDE = 84
-
-
-def _square(colour: str, rng: random.Random) -> Image.Image:
-    """A white 84 px image with one square of `colour`, 48-76 px, somewhere inside.
-
-    Squares of 24-48 px (the SFT colour task) make DPO's escape from its colour-prior plateau
-    seed-dependent within 60 steps; at 48-76 px six seeds out of six reached 100%.
-    """
-    image = Image.new("RGB", (SIDE, SIDE), "white")
-    size = rng.randint(48, 76)
-    left, top = rng.randint(0, SIDE - size), rng.randint(0, SIDE - size)
-    ImageDraw.Draw(image).rectangle(
-        [left, top, left + size - 1, top + size - 1], fill=COLOURS[colour]
-    )
-    return image
+# Squares of 24-48 px (the SFT colour task) make DPO's escape from its colour-prior plateau
+# seed-dependent within 60 steps; at 48-76 px six seeds out of six reached 100%.
+SQUARE_SIZES = (48, 76)
 
 
 def write_colour_preferences(folder: Path, *, train_rows=240, eval_rows=40, seed=0) -> dict:
@@ -73,11 +54,11 @@ def write_colour_preferences(folder: Path, *, train_rows=240, eval_rows=40, seed
             colour = rng.choice(sorted(COLOURS))
             wrong = rng.choice([other for other in sorted(COLOURS) if other != colour])
             name = f"images/{split}_{index:04d}.png"
-            _square(colour, rng).save(folder / name)
+            draw_square(colour, rng, sizes=SQUARE_SIZES).save(folder / name)
             rows[split].append(
                 {"image": name, "question": QUESTION, "chosen": colour, "rejected": wrong}
             )
-    Image.new("RGB", (SIDE, SIDE), "white").save(folder / "images" / "blank.png")
+    Image.new("RGB", (IMAGE_SIDE, IMAGE_SIDE), "white").save(folder / "images" / "blank.png")
     rows["blank_eval"] = [{**row, "image": "images/blank.png"} for row in rows["eval"]]
     paths = {}
     for split, lines in rows.items():
@@ -114,7 +95,10 @@ def _records(images: list[Image.Image]) -> list[dict]:
 
 def _coloured_images() -> list[Image.Image]:
     rng = random.Random(0)
-    return [_square(colour, rng) for colour in ("red", "green", "blue", "yellow")]
+    return [
+        draw_square(colour, rng, sizes=SQUARE_SIZES)
+        for colour in ("red", "green", "blue", "yellow")
+    ]
 
 
 def _trainer(name: str, output: Path, *, adapter: str | None = None):
@@ -147,7 +131,7 @@ def test_images_reach_the_dpo_loss(name, tmp_path):
     loaded, trainer, _ = _trainer(name, tmp_path)
     collator = trainer.data_collator
     coloured = collator(_records(_coloured_images()))
-    blank = collator(_records([Image.new("RGB", (SIDE, SIDE), "white")] * 4))
+    blank = collator(_records([Image.new("RGB", (IMAGE_SIDE, IMAGE_SIDE), "white")] * 4))
     assert torch.equal(coloured["input_ids"], blank["input_ids"])  # only the pixels differ
     assert coloured["input_ids"].shape[0] == 8  # 4 chosen rows, then 4 rejected rows
     if loaded.family.model_type == "mllama":
