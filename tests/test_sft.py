@@ -163,7 +163,7 @@ def test_default_command_without_a_gpu_says_how_to_run_the_demo():
 
 
 def test_every_script_has_help():
-    for script in ("train_sft.py", "inspect_data.py", "make_demo_data.py", "bench.py",
+    for script in ("train_sft.py", "inspect_data.py", "make_demo_data.py", "bench.py", "plan.py",
                    "make_random_checkpoint.py"):  # fmt: skip
         result = subprocess.run(
             [sys.executable, f"scripts/{script}", "--help"],

@@ -104,10 +104,26 @@ def inspect_data_main(argv: Sequence[str] | None = None) -> int:
     return run_reporting_errors(run)
 
 
+def plan_main(argv: Sequence[str] | None = None) -> int:
+    def run():
+        from vlm_unsloth.config import parse_args
+        from vlm_unsloth.console import make_console
+        from vlm_unsloth.memory_plan import PlanArgs, plan_memory, print_plan
+
+        (args,) = parse_args([PlanArgs], argv)
+        print_plan(plan_memory(args), args, make_console())
+
+    return run_reporting_errors(run)
+
+
 COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
     "train-sft": ("Supervised fine-tuning (QLoRA) of a VLM.", train_sft_main),
     "train-dpo": ("Preference optimisation (DPO) of a VLM's LoRA adapter.", dpo_main),
     "infer": ("Answer questions about images (streamed, or a dataset in batches).", infer_main),
+    "plan": (
+        "Predict peak GPU memory per batch size; recommend batch and accumulation.",
+        plan_main,
+    ),
     "inspect-data": (
         "Validate a dataset: rows kept/rejected, tokens per sample.",
         inspect_data_main,

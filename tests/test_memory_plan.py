@@ -1,0 +1,45 @@
+"""The memory planner: a fit through measured peaks, used only where it was measured."""
+
+from __future__ import annotations
+
+import pytest
+
+from vlm_unsloth.errors import ConfigError
+from vlm_unsloth.memory_plan import PlanArgs, calibration_points, fit_memory, plan_memory
+
+
+def test_every_calibration_point_is_predicted_within_15_percent():
+    for point in calibration_points():
+        fit = fit_memory(point["arch"], point["backend"])
+        predicted = fit.peak_gib(point["batch_size"], point["tokens"])
+        assert abs(predicted - point["peak_gib"]) <= 0.15 * point["peak_gib"], point
+        assert point["source"]  # every number says where it came from
+
+
+def test_plan_recommends_the_largest_batch_that_fits_and_keeps_the_effective_batch():
+    plan = plan_memory(PlanArgs(model="qwen2-vl-7b", backend="unsloth", gpu_memory_gib=12))
+    assert plan.tokens == 567 + 64  # a 4:3 image at 768 px is 567 Qwen2-VL tokens
+    assert plan.batch_size * plan.grad_accum == 16
+    peaks = dict(plan.rows)
+    assert peaks[plan.batch_size] <= plan.cap_gib
+    bigger = [b for b in peaks if b > plan.batch_size and 16 % b == 0]
+    assert all(peaks[b] > plan.cap_gib for b in bigger)
+    # The hf backend keeps more per token: a smaller batch fits the same card.
+    hf = plan_memory(PlanArgs(model="qwen2-vl-7b", backend="hf", gpu_memory_gib=12))
+    assert hf.batch_size is None or hf.batch_size < plan.batch_size
+    # A larger cap never recommends a smaller batch.
+    roomy = plan_memory(PlanArgs(model="qwen2-vl-7b", backend="unsloth", gpu_memory_gib=24))
+    assert roomy.batch_size >= plan.batch_size
+
+
+def test_unmeasured_models_are_refused_rather_than_guessed():
+    with pytest.raises(ConfigError, match="no memory calibration for llama-3.2-11b-vision"):
+        plan_memory(PlanArgs(model="llama-3.2-11b-vision", tokens_per_sample=100))
+
+
+def test_plan_script_prints_the_recommendation(capsys):
+    from vlm_unsloth.cli import plan_main
+
+    assert plan_main(["--model", "qwen2-vl-7b", "--gpu-memory-gib", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "recommended: --max-side 768 --batch-size" in out and "peak GiB" in out
