@@ -198,3 +198,17 @@ def test_save_merged_writes_a_model_that_answers_like_the_adapter(tmp_path):
         torch.testing.assert_close(
             merged(**batch).logits, tuned.model(**batch).logits, rtol=1e-4, atol=1e-4
         )
+
+
+def test_push_to_hub_is_checked_before_training(tmp_path, monkeypatch, capsys):
+    base = ["--model", "tiny-qwen2-vl", "--backend", "hf", "--output-dir", str(tmp_path / "o")]
+    assert train_sft_main([*base, "--push-to-hub", "me/charts"]) == 2  # tests run offline
+    assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err
+    assert train_sft_main([*base, "--push-to-hub", "charts"]) == 2
+    assert "use OWNER/NAME" in capsys.readouterr().err
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no stored token
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    assert train_sft_main([*base, "--push-to-hub", "me/charts"]) == 2
+    assert "not logged in" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before anything was written

@@ -136,6 +136,13 @@ class TrainArgs:
             "and write OUTPUT/eval/report.html (+ report.md, metrics.json, predictions.jsonl)."
         },
     )
+    push_to_hub: str | None = field(
+        default=None,
+        metadata={
+            "help": "Upload the adapter (and, with --save-merged, the merged model to "
+            "REPO-merged) to this Hugging Face Hub repo, e.g. me/qwen2-vl-charts."
+        },
+    )
     report_to: str = field(
         default="none", metadata={"help": "Trainer loggers: none, tensorboard, wandb, ..."}
     )

@@ -56,6 +56,9 @@ def resolve_plan(model_args: ModelArgs, train_args: TrainArgs) -> DevicePlan:
 
 
 def prepare_output(train_args: TrainArgs, config: dict[str, Any], plan: DevicePlan) -> Path:
+    from vlm_unsloth.hub import check_can_push
+
+    check_can_push(train_args.push_to_hub)
     options = dict(overwrite=train_args.overwrite, resume=train_args.resume)
     # Every process checks (so all stop with the same error); only the main one writes.
     output = run_dir.prepare_output_dir(train_args.output_dir, check_only=True, **options)
@@ -365,6 +368,11 @@ def finish(
     if main and train_args.save_merged and not interrupted:
         merged_dir = save_merged(loaded, output)
     distributed.wait_for_everyone()
+    pushed = []
+    if main and train_args.push_to_hub and not interrupted:
+        from vlm_unsloth.hub import push_folders
+
+        pushed = push_folders(train_args.push_to_hub, adapter_dir, merged_dir)
     curve = run_dir.plot_loss_curve(output) if main else None
     history = [r for r in run_dir.read_metrics(output) if "loss" in r]
     speeds = [r["samples_per_second"] for r in history[1:] if "samples_per_second" in r]
@@ -387,6 +395,7 @@ def finish(
         ),
         "backend": loaded.plan.backend,
         "device_name": device_name(),
+        "pushed_to": pushed,
         **(extra or {}),
     }
     if main:
