@@ -212,3 +212,10 @@ def test_push_to_hub_is_checked_before_training(tmp_path, monkeypatch, capsys):
     assert train_sft_main([*base, "--push-to-hub", "me/charts"]) == 2
     assert "not logged in" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_gpu_memory_cap_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
+    argv = ["--model", "tiny-qwen2-vl", "--backend", "hf", "--gpu-memory-gib", "12",
+            "--output-dir", str(tmp_path / "o")]  # fmt: skip
+    assert train_sft_main(argv) == 2
+    assert "--gpu-memory-gib: there is no GPU to cap" in capsys.readouterr().err

@@ -62,6 +62,9 @@ class BenchArgs:
         default="data/demo/train.jsonl", metadata={"help": "Training data (same for every run)."}
     )
     max_side: int = field(default=768, metadata={"help": "Image cap, as --max-side."})
+    gpu_memory_gib: float | None = field(
+        default=None, metadata={"help": "Cap every run's GPU memory, as --gpu-memory-gib."}
+    )
     steps: int = field(default=10, metadata={"help": "Optimizer steps measured per run."})
     warmup_steps: int = field(
         default=3, metadata={"help": "Optimizer steps run first and not measured."}
@@ -147,6 +150,8 @@ def _run_one(args: BenchArgs, model: str, backend: str, setting: str, work: Path
         "--max-steps", str(args.warmup_steps + args.steps), "--logging-steps", "1",
         "--save-steps", "1000000", "--output-dir", str(output), "--overwrite",
     ]  # fmt: skip
+    if args.gpu_memory_gib is not None:
+        command += ["--gpu-memory-gib", str(args.gpu_memory_gib)]
     row = BenchRow(backend=backend, setting=setting, command=" ".join(command[1:]))
     finished = subprocess.run(command, capture_output=True, text=True)
     if finished.returncode != 0:

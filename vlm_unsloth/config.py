@@ -108,6 +108,13 @@ class TrainArgs:
             "states, paged to CPU under pressure), adamw_torch elsewhere."
         },
     )
+    gpu_memory_gib: float | None = field(
+        default=None,
+        metadata={
+            "help": "Cap this process's GPU memory (torch.cuda.set_per_process_memory_fraction): "
+            "a run on a big GPU then behaves like one on a card of this size. Default: no cap."
+        },
+    )
     precision: str = field(
         default="auto",
         metadata={

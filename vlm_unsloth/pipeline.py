@@ -16,7 +16,7 @@ from vlm_unsloth.backend import DevicePlan, plan_device, resolve_backend
 from vlm_unsloth.batching import LENGTH_COLUMN, padding_report
 from vlm_unsloth.config import DEMO_DATASET, DataArgs, ModelArgs, TrainArgs
 from vlm_unsloth.console import format_count, key_value_table
-from vlm_unsloth.errors import BackendError
+from vlm_unsloth.errors import BackendError, ConfigError
 from vlm_unsloth.families import TINY_MODEL_NAMES
 from vlm_unsloth.lora import LoraArgs
 from vlm_unsloth.models import LoadedModel, count_parameters, load_model
@@ -52,7 +52,28 @@ def resolve_plan(model_args: ModelArgs, train_args: TrainArgs) -> DevicePlan:
         from vlm_unsloth.unsloth_backend import import_unsloth
 
         import_unsloth()
-    return plan_device(backend, why, train_args.precision)
+    plan = plan_device(backend, why, train_args.precision)
+    if train_args.gpu_memory_gib is not None:
+        cap_gpu_memory(train_args.gpu_memory_gib, plan)
+    return plan
+
+
+def cap_gpu_memory(gib: float, plan: DevicePlan) -> None:
+    """Make the allocator refuse more than `gib` on this process's GPU (OOM as on a small card)."""
+    if plan.device != "cuda":
+        raise ConfigError(
+            "there is no GPU to cap", where="--gpu-memory-gib", fix="drop it on a CPU machine"
+        )
+    import torch
+
+    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    if gib <= 0 or gib * 2**30 > total:
+        raise ConfigError(
+            f"{gib} GiB is not within this GPU's {total / 2**30:.1f} GiB",
+            where="--gpu-memory-gib",
+            fix="pass a positive size up to the card's memory",
+        )
+    torch.cuda.set_per_process_memory_fraction(gib * 2**30 / total)
 
 
 def prepare_output(train_args: TrainArgs, config: dict[str, Any], plan: DevicePlan) -> Path:
