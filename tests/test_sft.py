@@ -219,3 +219,32 @@ def test_gpu_memory_cap_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
             "--output-dir", str(tmp_path / "o")]  # fmt: skip
     assert train_sft_main(argv) == 2
     assert "--gpu-memory-gib: there is no GPU to cap" in capsys.readouterr().err
+
+
+def test_time_spent_waiting_for_images_is_reported(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    # Large noisy photos: decoding and capping them costs far more than the tiny model's step.
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    rows = []
+    for index in range(12):
+        pixels = rng.integers(0, 255, size=(1800, 2400, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "images" / f"{index}.png")
+        rows.append({"image": f"images/{index}.png", "question": "Colour?", "answer": "grey"})
+    data = tmp_path / "big.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = train_sft(
+        ModelArgs(model="tiny-qwen2-vl", backend="hf"),
+        LoraArgs(lora_r=8),
+        DataArgs(dataset=str(data), max_side=256),
+        TrainArgs(output_dir=str(tmp_path / "run"), max_steps=4, batch_size=2, grad_accum=1),
+    )
+    logged = [
+        json.loads(line)
+        for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+        if '"loss"' in line
+    ]
+    assert all(0.0 <= log["data_wait_fraction"] <= 1.0 for log in logged)
+    assert result.summary["data_wait_fraction"] > 0.5  # the loop mostly waited for images

@@ -60,6 +60,51 @@ class MetricsCallback(TrainerCallback):
             handle.write(json.dumps(record) + "\n")
 
 
+class DataWaitCallback(TrainerCallback):
+    """Adds `data_wait_fraction` to every training log: the share of wall time the loop spent
+    waiting for batches (image decoding, resizing, the processor) instead of computing.
+
+    The trainer fetches a step's micro-batches between the previous step's end (and its
+    logging/saving/evaluation) and this step's begin, so that gap is the wait. With
+    --dataloader-num-workers > 0 workers prepare batches ahead and the gap shrinks.
+    """
+
+    def __init__(self):
+        self._ready: float | None = None
+        self._step_start: float | None = None
+        self._waiting = 0.0
+        self._computing = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        now = time.perf_counter()
+        if self._ready is not None:
+            self._waiting += now - self._ready
+        self._step_start = now
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.perf_counter()
+        if self._step_start is not None:
+            self._computing += now - self._step_start
+        self._ready = now
+
+    def _after_bookkeeping(self):
+        # Logging, saving and evaluating happen in the gap too; they are not data waiting.
+        if self._ready is not None:
+            self._ready = time.perf_counter()
+
+    def on_save(self, args, state, control, **kwargs):
+        self._after_bookkeeping()
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._after_bookkeeping()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and "loss" in logs and self._waiting + self._computing > 0:
+            logs["data_wait_fraction"] = round(self._waiting / (self._waiting + self._computing), 4)
+            self._waiting = self._computing = 0.0
+        self._after_bookkeeping()
+
+
 class RichProgressCallback(TrainerCallback):
     """One live progress line: step, loss, samples/s, GPU memory, ETA."""
 

@@ -253,12 +253,14 @@ def trainer_arguments(
 
 def callbacks(output: Path, train_args: TrainArgs, console) -> list:
     from vlm_unsloth.callbacks import (
+        DataWaitCallback,
         GracefulInterruptCallback,
         MetricsCallback,
         RichProgressCallback,
     )
 
     return [
+        DataWaitCallback(),  # first: its log entry must exist when MetricsCallback writes
         MetricsCallback(
             output / run_dir.METRICS_FILE,
             samples_per_step=train_args.effective_batch_size(distributed.world_size()),
@@ -397,6 +399,7 @@ def finish(
     curve = run_dir.plot_loss_curve(output) if main else None
     history = [r for r in run_dir.read_metrics(output) if "loss" in r]
     speeds = [r["samples_per_second"] for r in history[1:] if "samples_per_second" in r]
+    waits = [r["data_wait_fraction"] for r in history[1:] if "data_wait_fraction" in r]
     summary = {
         "job": job,
         "interrupted": interrupted,
@@ -405,6 +408,7 @@ def finish(
         "final_loss": history[-1]["loss"] if history else None,
         "samples_per_second": round(sum(speeds) / len(speeds), 3) if speeds else None,
         "peak_gpu_memory_gib": peak_gpu_memory_gib(),
+        "data_wait_fraction": round(sum(waits) / len(waits), 4) if waits else None,
         "eval": eval_metrics,
         "adapter_dir": str(adapter_dir),
         "merged_dir": str(merged_dir) if merged_dir else None,
@@ -427,6 +431,10 @@ def finish(
         ("wall time", f"{summary['wall_time_s']} s"),
         ("final loss", summary["final_loss"]),
         ("samples/s", summary["samples_per_second"]),
+        (
+            "waiting for data",
+            f"{100 * summary['data_wait_fraction']:.1f}% of the time" if waits else "n/a",
+        ),
         (
             "peak GPU memory",
             f"{summary['peak_gpu_memory_gib']:.2f} GiB"
