@@ -97,6 +97,7 @@ class BenchRow:
     tokens_per_second: float | None = None
     peak_reserved_gib: float | None = None
     mfu: float | None = None
+    data_wait_fraction: float | None = None
     ratio_to_baseline: float | None = None
     error: str | None = None
     command: str = ""
@@ -170,6 +171,8 @@ def _run_one(args: BenchArgs, model: str, backend: str, setting: str, work: Path
     row.samples_per_second = sum(m["samples_per_second"] for m in measured) / len(measured)
     row.tokens_per_second = sum(m["tokens_per_second"] for m in measured) / len(measured)
     row.peak_reserved_gib = summary.get("peak_gpu_memory_gib")
+    waits = [m["data_wait_fraction"] for m in measured if "data_wait_fraction" in m]
+    row.data_wait_fraction = sum(waits) / len(waits) if waits else None
     flops = peak_flops(summary.get("device_name", ""))
     if flops:
         row.mfu = 6 * summary["parameters"]["total"] * row.tokens_per_second / flops
