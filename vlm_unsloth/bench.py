@@ -193,15 +193,8 @@ def results_table(rows: list[BenchRow], *, title: str):
     from rich.table import Table
 
     table = Table(title=title)
-    for column in (
-        "backend",
-        "batch x accum",
-        "samples/s",
-        "tokens/s",
-        "peak GiB",
-        "MFU",
-        "vs base",
-    ):
+    columns = ("backend", "batch x accum", "samples/s", "tokens/s", "peak GiB", "MFU")
+    for column in (*columns, "data wait", "vs base"):
         table.add_column(column, justify="right")
 
     def number(value, template):
@@ -215,6 +208,7 @@ def results_table(rows: list[BenchRow], *, title: str):
             number(row.tokens_per_second, "{:.0f}"),
             number(row.peak_reserved_gib, "{:.2f}"),
             number(row.mfu, "{:.1%}"),
+            number(row.data_wait_fraction, "{:.1%}"),
             number(row.ratio_to_baseline, "{:.2f}x"),
         )
     return table
