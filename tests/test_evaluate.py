@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tasks import write_colour_task
+from tests.tasks import colour_training_args, write_colour_task
 from vlm_unsloth.cli import evaluate_main, train_sft_main
 from vlm_unsloth.config import ModelArgs
 from vlm_unsloth.errors import ConfigError
@@ -38,13 +38,7 @@ def colour_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("colour")
     task = write_colour_task(root / "task")
     output = root / "run"
-    code = train_sft_main(
-        ["--model", "tiny-qwen2-vl", "--backend", "hf", "--dataset", str(task.train),
-         "--eval-dataset", str(task.eval), "--output-dir", str(output), "--max-steps", "60",
-         "--batch-size", "8", "--grad-accum", "1", "--learning-rate", "5e-3", "--lora-r", "16",
-         "--lora-alpha", "64", "--modules-to-save", "lm_head", "--warmup-ratio", "0.1",
-         "--save-steps", "1000", "--eval-at-end", "--save-merged"]
-    )  # fmt: skip
+    code = train_sft_main([*colour_training_args(task, output), "--eval-at-end", "--save-merged"])
     assert code == 0
     return task, output
 
@@ -281,13 +275,7 @@ def test_unsloth_backend_learns_streams_and_evaluates(tmp_path):
 
     task = write_colour_task(tmp_path / "task")
     run = tmp_path / "run"
-    code = train_sft_main(
-        ["--model", "tiny-qwen2-vl", "--backend", "unsloth", "--dataset", str(task.train),
-         "--eval-dataset", str(task.eval), "--output-dir", str(run), "--max-steps", "60",
-         "--batch-size", "8", "--grad-accum", "1", "--learning-rate", "5e-3", "--lora-r", "16",
-         "--lora-alpha", "64", "--modules-to-save", "lm_head", "--warmup-ratio", "0.1",
-         "--save-steps", "1000", "--eval-at-end"]
-    )  # fmt: skip
+    code = train_sft_main([*colour_training_args(task, run, backend="unsloth"), "--eval-at-end"])
     assert code == 0
     at_end = _metrics(run / "eval")
     fresh = evaluate_adapter(str(run), output_dir=tmp_path / "fresh", backend="unsloth").metrics

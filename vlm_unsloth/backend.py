@@ -54,6 +54,17 @@ def resolve_backend(choice: str) -> tuple[str, str]:
     return choice, f"--backend {choice}"
 
 
+def activate_backend(choice: str) -> tuple[str, str]:
+    """`resolve_backend`, then import Unsloth when it is the one that will run (it must come
+    before transformers/TRL/PEFT patch points are used). Every entry point calls this first."""
+    backend, why = resolve_backend(choice)
+    if backend == "unsloth":
+        from vlm_unsloth.unsloth_backend import import_unsloth
+
+        import_unsloth()
+    return backend, why
+
+
 def plan_device(backend: str, backend_reason: str, precision: str) -> DevicePlan:
     """Device and compute dtype for `backend` under the `--precision` choice."""
     import torch

@@ -224,13 +224,9 @@ def _import_unsloth_if_chosen(argv: list[str], yaml_values: dict[str, Any]) -> N
     peek = argparse.ArgumentParser(add_help=False)
     peek.add_argument("--backend")
     choice = peek.parse_known_args(argv)[0].backend or yaml_values.get("backend") or "auto"
-    from vlm_unsloth.backend import resolve_backend
+    from vlm_unsloth.backend import activate_backend
 
-    backend, _ = resolve_backend(choice)
-    if backend == "unsloth":
-        from vlm_unsloth.unsloth_backend import import_unsloth
-
-        import_unsloth()
+    activate_backend(choice)
 
 
 def _config_path(argv: list[str]) -> Path | None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vlm_unsloth import run_dir
-from vlm_unsloth.backend import plan_device, resolve_backend
+from vlm_unsloth.backend import activate_backend, plan_device
 from vlm_unsloth.config import BACKENDS, QUANTIZATIONS, DataArgs, ModelArgs
 from vlm_unsloth.errors import ConfigError, DataError
 from vlm_unsloth.images import DEFAULT_MAX_SIDE
@@ -221,11 +221,7 @@ def load_for_inference(model_args: ModelArgs, adapter_dir: str | None) -> Loaded
     With an adapter, the processor is the one training saved next to it: same chat template
     and image settings as training, even if the base model's files have changed since.
     """
-    backend, why = resolve_backend(model_args.backend)
-    if backend == "unsloth":
-        from vlm_unsloth.unsloth_backend import import_unsloth
-
-        import_unsloth()
+    backend, why = activate_backend(model_args.backend)
     plan = plan_device(backend, why, "auto")
     loaded = load_model(model_args, None, plan, seed=0)
     if adapter_dir:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vlm_unsloth import distributed, run_dir
-from vlm_unsloth.backend import DevicePlan, plan_device, resolve_backend
+from vlm_unsloth.backend import DevicePlan, activate_backend, plan_device
 from vlm_unsloth.batching import LENGTH_COLUMN, padding_report
 from vlm_unsloth.config import DEMO_DATASET, DataArgs, ModelArgs, TrainArgs
 from vlm_unsloth.console import format_count, key_value_table
@@ -34,7 +34,7 @@ class TrainingData:
 
 
 def resolve_plan(model_args: ModelArgs, train_args: TrainArgs) -> DevicePlan:
-    backend, why = resolve_backend(model_args.backend)
+    backend, why = activate_backend(model_args.backend)
     if (
         model_args.backend == "auto"
         and backend == "hf"
@@ -48,10 +48,6 @@ def resolve_plan(model_args: ModelArgs, train_args: TrainArgs) -> DevicePlan:
             fix="for the offline CPU demo run: python scripts/train_sft.py --model tiny-qwen2-vl "
             "--backend hf (or pass --backend hf to train this model on CPU anyway)",
         )
-    if backend == "unsloth":
-        from vlm_unsloth.unsloth_backend import import_unsloth
-
-        import_unsloth()
     plan = plan_device(backend, why, train_args.precision)
     if train_args.gpu_memory_gib is not None:
         cap_gpu_memory(train_args.gpu_memory_gib, plan)
