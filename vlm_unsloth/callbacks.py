@@ -28,14 +28,18 @@ class MetricsCallback(TrainerCallback):
     step (Unsloth compiles on it) does not hide the steady-state speed.
     """
 
-    def __init__(self, path: Path, *, samples_per_step: int):
+    def __init__(self, path: Path):
         self.path = path
-        self.samples_per_step = samples_per_step
+        self.samples_per_step = 0
         self._last_time: float | None = None
         self._last_step = 0
         self._last_tokens = 0
 
     def on_train_begin(self, args, state, control, **kwargs):
+        # Read here, not at construction: --batch-size auto settles the batch after that.
+        self.samples_per_step = (
+            args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        )
         self._last_time = time.perf_counter()
         self._last_step = state.global_step
         self._last_tokens = state.num_input_tokens_seen
@@ -207,3 +211,38 @@ class GracefulInterruptCallback(TrainerCallback):
         if self._previous_handler is not None:
             signal.signal(signal.SIGINT, self._previous_handler)
             self._previous_handler = None
+
+
+class ModelInputsCallback(TrainerCallback):
+    """Records the tensor inputs (name -> shape) of the first training forward of the VLM.
+
+    Vision training has silently lost images before (TRL's DPO once dropped Qwen2-VL's
+    image_grid_thw), so the summary shows what the model itself received: for Qwen
+    `pixel_values` and `image_grid_thw`, for Llama 3.2 Vision `pixel_values`, `aspect_ratio_ids`
+    and `cross_attention_mask`. The hook sits on the VLM inside PEFT, after every wrapper.
+    """
+
+    def __init__(self):
+        self.first_inputs: dict[str, list[int]] | None = None
+        self._handle = None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        import torch
+
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        vlm = getattr(base, "model", base)
+
+        def record(module, positional, keywords):
+            if self.first_inputs is None and module.training:
+                self.first_inputs = {
+                    name: list(value.shape)
+                    for name, value in keywords.items()
+                    if isinstance(value, torch.Tensor)
+                }
+
+        self._handle = vlm.register_forward_pre_hook(record, with_kwargs=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
