@@ -20,7 +20,7 @@ def test_defaults_are_the_product_defaults():
         True,
         True,
     )
-    assert train.effective_batch_size() == 8
+    assert train.samples_per_step() == 8
 
 
 def test_fixed_flag_names_and_both_spellings():
@@ -46,7 +46,7 @@ def test_fixed_flag_names_and_both_spellings():
     assert (train.batch_size, train.grad_accum, train.learning_rate, train.seed) == (3, 5, 1e-4, 11)
     assert (lora.lora_r, lora.lora_alpha, lora.finetune_vision_layers) == (8, 32, False)
     assert lora.target_modules == ["q_proj"]
-    assert train.effective_batch_size() == 15
+    assert train.samples_per_step() == 15
 
 
 def test_yaml_sets_values_and_flags_override_it(tmp_path):

@@ -28,6 +28,8 @@ from vlm_unsloth.families import FAMILIES
 BACKENDS = ("auto", "unsloth", "hf")
 QUANTIZATIONS = ("auto", "4bit", "8bit", "16bit")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+AUTO_BATCH_SIZE = "auto"
+DEFAULT_AUTO_EFFECTIVE_BATCH = 16
 
 
 @dataclass
@@ -88,9 +90,25 @@ class TrainArgs:
     max_steps: int = field(
         default=-1, metadata={"help": "Stop after this many optimizer steps (overrides --epochs)."}
     )
-    batch_size: int = field(default=2, metadata={"help": "Samples per device per forward pass."})
+    batch_size: str = field(
+        default="2",
+        metadata={
+            "help": "Samples per device per forward pass, or auto: the largest that fits the GPU "
+            "memory (--gpu-memory-gib) on the dataset's longest samples, measured before "
+            "training; gradient accumulation then keeps --effective-batch-size."
+        },
+    )
+    """An int once parsed ("8" -> 8), or "auto" until the run measures it."""
     grad_accum: int = field(
         default=4, metadata={"help": "Forward passes accumulated per optimizer step."}
+    )
+    effective_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Samples per optimizer step over all processes; --grad-accum is then derived "
+            "as N / (batch size x processes). Default: 16 with --batch-size auto, else "
+            "batch size x --grad-accum x processes."
+        },
     )
     learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate."})
     warmup_ratio: float = field(
@@ -162,17 +180,33 @@ class TrainArgs:
             "single-answer and training can collapse to one answer."
         },
     )
-    dataloader_num_workers: int = field(
-        default=0, metadata={"help": "Worker processes decoding and resizing images."}
+    dataloader_num_workers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Worker processes decoding and resizing images while the GPU computes "
+            "(default: up to 4 on a GPU, 0 on CPU)."
+        },
     )
 
-    def effective_batch_size(self, world_size: int = 1) -> int:
+    def __post_init__(self):
+        if isinstance(self.batch_size, str) and self.batch_size.strip().isdigit():
+            self.batch_size = int(self.batch_size)
+
+    @property
+    def auto_batch_size(self) -> bool:
+        return self.batch_size == AUTO_BATCH_SIZE
+
+    def samples_per_step(self, world_size: int = 1) -> int:
+        """Samples per optimizer step over all processes (a settled batch size only)."""
         return self.batch_size * self.grad_accum * world_size
 
     def problems(self) -> list[str]:
         found = []
-        if self.batch_size < 1:
-            found.append(f"--batch-size {self.batch_size}: must be >= 1")
+        settled = isinstance(self.batch_size, int) and self.batch_size >= 1
+        if not (self.auto_batch_size or settled):
+            found.append(f"--batch-size {self.batch_size}: must be a number >= 1 or auto")
+        if self.effective_batch_size is not None and self.effective_batch_size < 1:
+            found.append(f"--effective-batch-size {self.effective_batch_size}: must be >= 1")
         if self.grad_accum < 1:
             found.append(f"--grad-accum {self.grad_accum}: must be >= 1")
         if self.learning_rate <= 0:

@@ -53,3 +53,16 @@ def main_process_first() -> Iterator[None]:
         return
     with _state().main_process_first():
         yield
+
+
+def smallest_across_processes(value: int) -> int:
+    """The minimum of `value` over all processes (itself outside a launcher)."""
+    if not is_distributed():
+        return value
+    import torch
+    import torch.distributed as dist
+
+    device = _state().device
+    tensor = torch.tensor([value], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return int(tensor.item())

@@ -155,9 +155,10 @@ def train_dpo(
     loaded = pipeline.load_model_for_training(model_args, lora_args, data_args, train_args, plan)
     data = pipeline.load_preference_data(data_args, loaded, train_args, output)
     trainer = build_trainer(
-        loaded, data, data_args, train_args, dpo_args, output,
+        loaded, data, data_args, train_args, dpo_args, output, console=console,
         callbacks=pipeline.callbacks(output, train_args, console) + list(extra_callbacks or []),
     )  # fmt: skip
+    train_args = pipeline.settle_batch_size(trainer, train_args, data, loaded, output, console)
     from_adapter = model_args.adapter is not None
     reference = reference_is_the_starting_policy(trainer, started_from_adapter=from_adapter)
     pipeline.print_banner(console, "DPO", loaded, data, train_args, output)
@@ -191,6 +192,7 @@ def build_trainer(
     output: Path,
     *,
     callbacks: Sequence = (),
+    console=None,
 ) -> DPOTrainer:
     """TRL's DPOTrainer over our preference records, with our collator and no truncation."""
     from trl import DPOConfig, DPOTrainer
@@ -211,7 +213,11 @@ def build_trainer(
         # longer than --max-seq-length, and a cut would separate image tokens from their pixels.
         max_length=None,
     )
-    return DPOTrainer(
+    return pipeline.build_trainer(
+        DPOTrainer,
+        loss_is_mean_over_rows=True,  # the DPO loss is a mean over the batch's pairs
+        console=console or make_console(),
+        output=output,
         model=loaded.model,
         args=trainer_config,
         train_dataset=data.train,

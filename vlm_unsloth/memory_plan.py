@@ -143,3 +143,32 @@ def print_plan(plan: Plan, args: PlanArgs, console) -> None:
             f"recommended: --max-side {args.max_side} --batch-size {plan.batch_size} "
             f"--grad-accum {plan.grad_accum} (effective {args.effective_batch_size})"
         )
+
+
+def architecture_of(family_key: str, model_config) -> str | None:
+    """The real architecture (e.g. qwen2-vl-7b) a loaded model has, matched on its family and
+    language-model shape; None for any other size (e.g. the tiny test models)."""
+    from vlm_unsloth.random_weights import REAL_ARCHITECTURES
+
+    text = getattr(model_config, "text_config", model_config)
+    shape = (getattr(text, "hidden_size", None), getattr(text, "num_hidden_layers", None))
+    for arch, spec in REAL_ARCHITECTURES.items():
+        wanted = (spec["text_config"]["hidden_size"], spec["text_config"]["num_hidden_layers"])
+        if spec["family"] == family_key and shape == wanted:
+            return arch
+    return None
+
+
+def planned_batch_size(
+    arch: str | None, backend: str, cap_gib: float, tokens: int, candidates: list[int]
+) -> int | None:
+    """The largest of `candidates` predicted to fit `cap_gib` at `tokens` per sample; None when
+    `arch` has no calibration on `backend` (or nothing is predicted to fit)."""
+    if arch is None:
+        return None
+    try:
+        fit = fit_memory(arch, backend)
+    except ConfigError:
+        return None
+    fitting = [b for b in candidates if fit.peak_gib(b, tokens) <= cap_gib * SAFETY_MARGIN]
+    return max(fitting) if fitting else None

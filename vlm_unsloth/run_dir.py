@@ -109,6 +109,16 @@ def save_run_config(output: Path, config: dict[str, Any]) -> Path:
     return path
 
 
+def update_resolved(output: Path, **values: Any) -> None:
+    """Add settled values (e.g. the measured batch size) to the run's `resolved` section."""
+    import yaml
+
+    path = output / RUN_MARKER
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    document.setdefault("resolved", {}).update(values)
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+
+
 def load_run_config(output: str | Path) -> dict[str, Any]:
     """The configuration a run saved (inference and evaluation read it back)."""
     import yaml
@@ -119,6 +129,12 @@ def load_run_config(output: str | Path) -> dict[str, Any]:
             f"{path} not found", where="--adapter", fix="pass a training output folder"
         )
     return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def append_event(output: Path, record: dict[str, Any]) -> None:
+    """A non-training line in metrics.jsonl (e.g. an out-of-memory split)."""
+    with (output / METRICS_FILE).open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
 
 
 def read_metrics(output: Path) -> list[dict[str, Any]]:

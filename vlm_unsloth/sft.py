@@ -67,7 +67,12 @@ def train_sft(
         dataset_kwargs={"skip_prepare_dataset": True},
         max_length=None,
     )
-    trainer = SFTTrainer(
+    trainer = pipeline.build_trainer(
+        SFTTrainer,
+        # The loss sums the answer tokens over the step's token count: halves add up.
+        loss_is_mean_over_rows=False,
+        console=console,
+        output=output,
         model=loaded.model,
         args=trainer_config,
         train_dataset=data.train,
@@ -76,6 +81,7 @@ def train_sft(
         processing_class=loaded.processor,
         callbacks=pipeline.callbacks(output, train_args, console) + list(extra_callbacks or []),
     )
+    train_args = pipeline.settle_batch_size(trainer, train_args, data, loaded, output, console)
     pipeline.print_banner(console, "SFT", loaded, data, train_args, output)
     interrupted = pipeline.run_training(trainer, train_args, output)
     result = pipeline.finish(

@@ -1,0 +1,144 @@
+"""--batch-size auto, --effective-batch-size and out-of-memory recovery, on the tiny models (CPU).
+
+A CPU cannot run out of GPU memory, so these tests make the model's forward raise
+torch.OutOfMemoryError for batches above a size — the real search and split code paths then run
+exactly as on a GPU (where tests/test_gpu.py and scripts/bench.py measure them).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import Qwen2VLModel
+
+from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, parse_args
+from vlm_unsloth.dpo import DpoArgs, DpoTrainArgs, train_dpo
+from vlm_unsloth.errors import ConfigError
+from vlm_unsloth.lora import LoraArgs
+from vlm_unsloth.oom import split_evenly
+from vlm_unsloth.sft import train_sft
+
+
+@pytest.fixture
+def memory_limit(monkeypatch):
+    """limit(rows): from now on a training forward of the VLM (below the LM head, which TRL's
+    chunked loss bypasses) over more than `rows` sequences runs out of memory."""
+    calls = {"oom": 0}
+
+    def limit(rows: int):
+        forward = Qwen2VLModel.forward
+
+        def limited(self, *args, **kwargs):
+            input_ids = kwargs.get("input_ids", args[0] if args else None)
+            if self.training and input_ids is not None and input_ids.shape[0] > rows:
+                calls["oom"] += 1
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return forward(self, *args, **kwargs)
+
+        monkeypatch.setattr(Qwen2VLModel, "forward", limited)
+        return calls
+
+    return limit
+
+
+def _sft(output, **train):
+    return train_sft(
+        ModelArgs(model="tiny-qwen2-vl", backend="hf"),
+        LoraArgs(lora_r=8, lora_alpha=16, lora_dropout=0.0),
+        DataArgs(max_samples=32),
+        TrainArgs(output_dir=str(output), **{"max_steps": 3, "learning_rate": 1e-3, **train}),
+    )
+
+
+def _adapter(result) -> dict[str, torch.Tensor]:
+    return load_file(result.adapter_dir / "adapter_model.safetensors")
+
+
+def test_batch_size_flag_takes_a_number_or_auto():
+    (train,) = parse_args([TrainArgs], ["--batch-size", "auto", "--effective-batch-size", "32"])
+    assert train.auto_batch_size and train.effective_batch_size == 32
+    (train,) = parse_args([TrainArgs], ["--batch-size", "8"])
+    assert train.batch_size == 8 and train.samples_per_step() == 32
+    with pytest.raises(ConfigError, match="--batch-size many: must be a number >= 1 or auto"):
+        parse_args([TrainArgs], ["--batch-size", "many"])
+
+
+def test_auto_batch_size_takes_the_largest_batch_that_fits(tmp_path, memory_limit):
+    calls = memory_limit(rows=2)
+    result = _sft(tmp_path / "run", batch_size="auto", effective_batch_size=8)
+    # Candidates 1, 2, 4, 8 (divisors of 8): 4 runs out of memory, so 2 x 4 keeps 8 per step.
+    assert (result.summary["batch_size"], result.summary["grad_accum"]) == (2, 4)
+    assert calls["oom"] == 1  # only the probe of 4: training itself never ran out
+    resolved = (tmp_path / "run" / "run_config.yaml").read_text()
+    assert "batch_size: 2" in resolved and "grad_accum: 4" in resolved
+    assert result.summary["global_step"] == 3
+
+
+def test_resumed_auto_run_keeps_the_batch_it_measured(tmp_path, memory_limit, monkeypatch):
+    memory_limit(rows=2)
+    _sft(tmp_path / "run", batch_size="auto", effective_batch_size=8, max_steps=2, save_steps=2)
+    monkeypatch.undo()  # more memory now: a fresh probe would pick 8, the resumed run must not
+    resumed = _sft(
+        tmp_path / "run", batch_size="auto", effective_batch_size=8, max_steps=4, resume=True
+    )
+    assert (resumed.summary["batch_size"], resumed.summary["grad_accum"]) == (2, 4)
+    assert resumed.summary["global_step"] == 4
+
+
+def test_effective_batch_size_sets_the_accumulation(tmp_path):
+    result = _sft(tmp_path / "run", batch_size=2, effective_batch_size=6, max_steps=1)
+    assert (result.summary["batch_size"], result.summary["grad_accum"]) == (2, 3)
+    with pytest.raises(ConfigError, match="not a multiple of batch size 4"):
+        _sft(tmp_path / "bad", batch_size=4, effective_batch_size=6, max_steps=1)
+
+
+def test_out_of_memory_mid_training_splits_the_batch_and_loses_nothing(tmp_path, memory_limit):
+    plain = _sft(tmp_path / "plain", batch_size=4, grad_accum=2)
+
+    calls = memory_limit(rows=2)
+    split = _sft(tmp_path / "split", batch_size=4, grad_accum=2)
+    assert calls["oom"] == 1  # once; every later micro-batch runs as two halves of 2
+    assert split.summary["global_step"] == plain.summary["global_step"] == 3
+    events = [
+        json.loads(line)
+        for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+        if '"event"' in line
+    ]
+    assert events == [{"step": 0, "event": "oom_split", "pieces": 2}]
+    # Same samples, same optimizer steps: the adapter is the one the run without the error made.
+    expected, got = _adapter(plain), _adapter(split)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.allclose(expected[name], got[name], rtol=1e-4, atol=1e-6), name
+    assert any(not torch.equal(t, torch.zeros_like(t)) for t in got.values())
+
+
+def test_dpo_splits_its_batch_with_each_half_weighted_by_its_pairs(tmp_path, memory_limit):
+    def run(output):
+        return train_dpo(
+            ModelArgs(model="tiny-qwen2-vl", backend="hf"),
+            LoraArgs(lora_r=8, lora_alpha=16, lora_dropout=0.0),
+            DataArgs(max_samples=12),
+            DpoTrainArgs(
+                output_dir=str(output), max_steps=2, batch_size=3, grad_accum=1,
+                learning_rate=1e-3, warmup_ratio=0.0,
+            ),
+            DpoArgs(accuracy_rows=4),
+        )  # fmt: skip
+
+    plain = run(tmp_path / "plain")
+    # DPO's forward holds chosen and rejected rows: 3 pairs are 6 rows, so 2 pairs (4) fit.
+    calls = memory_limit(rows=4)
+    split = run(tmp_path / "split")
+    assert calls["oom"] >= 1
+    expected, got = _adapter(plain), _adapter(split)
+    for name in expected:  # halves of 2 and 1 pairs, weighted 2/3 and 1/3
+        assert torch.allclose(expected[name], got[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_split_evenly_keeps_order_and_sizes_within_one():
+    assert split_evenly([1, 2, 3, 4, 5], 2) == [[1, 2, 3], [4, 5]]
+    assert split_evenly([1, 2, 3], 4) == [[1], [2], [3]]
