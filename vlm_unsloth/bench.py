@@ -1,6 +1,8 @@
 """Benchmark: backends x batch settings on the same data, each run in its own process.
 
     python scripts/bench.py --model qwen2-vl-7b --backends unsloth hf --settings 2x4 8x1 16x1
+    python scripts/bench.py --model qwen2-vl-7b --settings hf:2x4 unsloth:auto \
+        --gpu-memory-gib 12 --image-side 1280 --max-side 1024
 
 Every run is the real `train-sft` command (a fresh process, so one backend's patches or memory
 never leak into the next) for `--warmup-steps + --steps` optimizer steps; only the steps after
@@ -8,9 +10,15 @@ the warm-up are measured (Unsloth compiles on the first). `--model` may name a r
 architecture (qwen2-vl-7b, qwen2.5-vl-7b, llama-3.2-11b-vision): a random-weight checkpoint of
 that size is built once, since speed and memory do not depend on trained values.
 
-Writes a JSON file and prints a table: samples/s, tokens/s, peak reserved GiB, MFU
-(6 x parameters x tokens/s over the GPU's dense bf16 peak) and the ratio to the baseline row.
-A benchmark script, not a timed test.
+A setting is BATCHxACCUM or `auto` (`--batch-size auto --effective-batch-size
+--auto-effective-batch`), optionally for one backend only (`hf:2x4`). `--image-side` upscales a
+copy of the dataset's images to that longest side first, so that --max-side 768 and 1024 differ
+(the demo charts are at most 480 px).
+
+Writes a JSON file and prints a table: the batch used, samples/s, tokens/s, peak reserved GiB,
+the memory planner's prediction for that batch (where the model is calibrated), MFU (6 x
+parameters x tokens/s over the GPU's dense bf16 peak), the share of step time spent waiting for
+data, and the ratio to the baseline row. A benchmark script, not a timed test.
 """
 
 from __future__ import annotations
@@ -53,7 +61,17 @@ class BenchArgs:
     )
     settings: list[str] = field(
         default_factory=lambda: ["2x4", "8x1", "16x1"],
-        metadata={"help": "Per-device batch x gradient accumulation, e.g. 2x4 16x1."},
+        metadata={
+            "help": "Per-device batch x gradient accumulation (2x4), or auto; prefix a backend "
+            "to run it on that one only (hf:2x4 unsloth:auto)."
+        },
+    )
+    auto_effective_batch: int = field(
+        default=16, metadata={"help": "Effective batch of the auto settings."}
+    )
+    image_side: int | None = field(
+        default=None,
+        metadata={"help": "Upscale a copy of the dataset's images to this longest side first."},
     )
     baseline: str = field(
         default="hf:2x4", metadata={"help": "The row other rows' speed is compared with."}
@@ -75,7 +93,11 @@ class BenchArgs:
     output: str = field(default="outputs/bench.json", metadata={"help": "The results file."})
 
     def problems(self) -> list[str]:
-        found = [f"--settings {s}: use BATCHxACCUM, e.g. 2x4" for s in self.settings if _bad(s)]
+        found = [
+            f"--settings {s}: use BATCHxACCUM (e.g. 2x4) or auto, optionally backend:setting"
+            for s in self.settings
+            if _bad(s)
+        ]
         if self.steps < 1 or self.warmup_steps < 0:
             found.append("--steps must be >= 1 and --warmup-steps >= 0")
         unknown = [b for b in self.backends if b not in ("unsloth", "hf")]
@@ -85,17 +107,37 @@ class BenchArgs:
 
 
 def _bad(setting: str) -> bool:
+    backend, _, setting = setting.rpartition(":")
+    if backend not in ("", "unsloth", "hf"):
+        return True
+    if setting == "auto":
+        return False
     parts = setting.split("x")
     return len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts)
+
+
+def runs(args: BenchArgs) -> list[tuple[str, str]]:
+    """(backend, setting) pairs in order: each setting for every backend unless prefixed."""
+    pairs = []
+    for backend in args.backends:
+        for entry in args.settings:
+            only, _, setting = entry.rpartition(":")
+            if only in ("", backend):
+                pairs.append((backend, setting))
+    return pairs
 
 
 @dataclass
 class BenchRow:
     backend: str
     setting: str
+    batch: str | None = None
+    """The batch x accumulation the run used (what auto settled on)."""
     samples_per_second: float | None = None
     tokens_per_second: float | None = None
     peak_reserved_gib: float | None = None
+    planned_gib: float | None = None
+    """The memory planner's prediction for this batch at the data's longest sample."""
     mfu: float | None = None
     data_wait_fraction: float | None = None
     ratio_to_baseline: float | None = None
@@ -117,10 +159,11 @@ def run_benchmark(args: BenchArgs, *, console=None) -> list[BenchRow]:
         raise ConfigError("; ".join(problems), where="bench options")
     work = Path(args.work_dir)
     model = _model_path(args.model, work)
+    dataset = args.dataset
+    if args.image_side:
+        dataset = str(upscaled_copy(Path(args.dataset), args.image_side, work))
     rows = [
-        _run_one(args, model, backend, setting, work)
-        for backend in args.backends
-        for setting in args.settings
+        _run_one(args, model, dataset, backend, setting, work) for backend, setting in runs(args)
     ]
     _add_ratios(rows, args.baseline)
     output = Path(args.output)
@@ -141,13 +184,42 @@ def _model_path(model: str, work: Path) -> str:
     return model
 
 
-def _run_one(args: BenchArgs, model: str, backend: str, setting: str, work: Path) -> BenchRow:
-    batch, accum = setting.split("x")
+def upscaled_copy(dataset: Path, side: int, work: Path) -> Path:
+    """A copy of a JSONL dataset whose images are upscaled (aspect kept) to `side` px on their
+    longest side, as JPEG (photo-like decode cost); returns the new JSONL file."""
+    from PIL import Image
+
+    folder = work / f"data-{side}px"
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(line) for line in dataset.read_text().splitlines() if line.strip()]
+    for row in rows:
+        source = dataset.parent / row["image"]
+        target = folder / "images" / f"{Path(row['image']).stem}.jpg"
+        if not target.exists():
+            with Image.open(source) as image:
+                scale = side / max(image.size)
+                size = (round(image.width * scale), round(image.height * scale))
+                image.convert("RGB").resize(size, Image.Resampling.BICUBIC).save(target, quality=90)
+        row["image"] = f"images/{target.name}"
+    output = folder / dataset.name
+    output.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return output
+
+
+def _run_one(
+    args: BenchArgs, model: str, dataset: str, backend: str, setting: str, work: Path
+) -> BenchRow:
+    if setting == "auto":
+        batch_flags = ["--batch-size", "auto", "--effective-batch-size"]
+        batch_flags.append(str(args.auto_effective_batch))
+    else:
+        batch, accum = setting.split("x")
+        batch_flags = ["--batch-size", batch, "--grad-accum", accum]
     output = work / f"{backend}-{setting}"
     command = [
         sys.executable, "-m", "vlm_unsloth.cli", "train-sft", "--model", model,
-        "--backend", backend, "--dataset", args.dataset, "--max-side", str(args.max_side),
-        "--batch-size", batch, "--grad-accum", accum,
+        "--backend", backend, "--dataset", dataset, "--max-side", str(args.max_side),
+        *batch_flags,
         "--max-steps", str(args.warmup_steps + args.steps), "--logging-steps", "1",
         "--save-steps", "1000000", "--output-dir", str(output), "--overwrite",
     ]  # fmt: skip
@@ -155,6 +227,8 @@ def _run_one(args: BenchArgs, model: str, backend: str, setting: str, work: Path
         command += ["--gpu-memory-gib", str(args.gpu_memory_gib)]
     row = BenchRow(backend=backend, setting=setting, command=" ".join(command[1:]))
     finished = subprocess.run(command, capture_output=True, text=True)
+    work.mkdir(parents=True, exist_ok=True)  # the run's own output, kept for a failed row
+    (work / f"{backend}-{setting}.log").write_text(finished.stdout + finished.stderr)
     if finished.returncode != 0:
         tail = (finished.stderr or finished.stdout).strip().splitlines()[-1:] or ["failed"]
         row.error = "out of memory" if "out of memory" in finished.stderr.lower() else tail[0]
@@ -168,6 +242,8 @@ def _run_one(args: BenchArgs, model: str, backend: str, setting: str, work: Path
         log for log in logs if log["step"] > args.warmup_steps and "samples_per_second" in log
     ]
     summary = json.loads((output / "summary.json").read_text())
+    row.batch = f"{summary['batch_size']}x{summary['grad_accum']}"
+    row.planned_gib = summary.get("planned_peak_gib")
     row.samples_per_second = sum(m["samples_per_second"] for m in measured) / len(measured)
     row.tokens_per_second = sum(m["tokens_per_second"] for m in measured) / len(measured)
     row.peak_reserved_gib = summary.get("peak_gpu_memory_gib")
@@ -193,7 +269,8 @@ def results_table(rows: list[BenchRow], *, title: str):
     from rich.table import Table
 
     table = Table(title=title)
-    columns = ("backend", "batch x accum", "samples/s", "tokens/s", "peak GiB", "MFU")
+    columns = ("backend", "setting", "batch", "samples/s", "tokens/s", "peak GiB", "planned")
+    columns = (*columns, "MFU")
     for column in (*columns, "data wait", "vs base"):
         table.add_column(column, justify="right")
 
@@ -204,9 +281,11 @@ def results_table(rows: list[BenchRow], *, title: str):
         table.add_row(
             row.backend,
             row.setting,
+            row.batch or "-",
             row.error or number(row.samples_per_second, "{:.2f}"),
             number(row.tokens_per_second, "{:.0f}"),
             number(row.peak_reserved_gib, "{:.2f}"),
+            number(row.planned_gib, "{:.2f}"),
             number(row.mfu, "{:.1%}"),
             number(row.data_wait_fraction, "{:.1%}"),
             number(row.ratio_to_baseline, "{:.2f}x"),
