@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -248,3 +249,38 @@ def test_time_spent_waiting_for_images_is_reported(tmp_path):
     ]
     assert all(0.0 <= log["data_wait_fraction"] <= 1.0 for log in logged)
     assert result.summary["data_wait_fraction"] > 0.5  # the loop mostly waited for images
+
+
+def test_push_to_hub_uploads_the_adapter_and_the_merged_model(tmp_path, monkeypatch):
+    """The upload at the end of training, against a stand-in for the Hub's API (tests are
+    offline): the adapter goes to the repo, the merged model to REPO-merged."""
+    import huggingface_hub
+
+    calls = []
+
+    class RecordingApi:
+        def create_repo(self, repo_id, **options):
+            calls.append(("create", repo_id, options))
+
+        def upload_folder(self, *, repo_id, folder_path):
+            calls.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    output = tmp_path / "run"
+    code = train_sft_main(
+        ["--model", "tiny-qwen2-vl", "--backend", "hf", "--output-dir", str(output),
+         "--max-steps", "1", "--max-samples", "4", "--save-merged", "--push-to-hub", "me/charts"]
+    )  # fmt: skip
+    assert code == 0
+    assert [c[:2] for c in calls] == [
+        ("create", "me/charts"), ("upload", "me/charts"),
+        ("create", "me/charts-merged"), ("upload", "me/charts-merged"),
+    ]  # fmt: skip
+    assert calls[0][2] == {"exist_ok": True, "private": True}
+    assert "adapter_model.safetensors" in calls[1][2] and "model.safetensors" in calls[3][2]
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["pushed_to"] == [
+        "https://huggingface.co/me/charts", "https://huggingface.co/me/charts-merged"
+    ]  # fmt: skip
