@@ -65,6 +65,17 @@ def activate_backend(choice: str) -> tuple[str, str]:
     return backend, why
 
 
+def backend_module(backend: str):
+    """The module implementing `backend` (load, add_lora, for_training, for_inference, ...)."""
+    if backend == "unsloth":
+        from vlm_unsloth import unsloth_backend
+
+        return unsloth_backend
+    from vlm_unsloth import hf_backend
+
+    return hf_backend
+
+
 def plan_device(backend: str, backend_reason: str, precision: str) -> DevicePlan:
     """Device and compute dtype for `backend` under the `--precision` choice."""
     import torch

@@ -193,11 +193,9 @@ def evaluate_run(
         )
     run = resolve_adapter(str(folder), None)
     output = _check_eval_dir(folder / EVAL_DIR, run, overwrite=True)
-    if loaded.plan.backend == "unsloth":
-        from vlm_unsloth.unsloth_backend import for_inference
-    else:
-        from vlm_unsloth.hf_backend import for_inference
-    loaded.model = for_inference(loaded.model)
+    from vlm_unsloth.backend import backend_module
+
+    loaded.model = backend_module(loaded.plan.backend).for_inference(loaded.model)
     saved = run_dir.load_run_config(folder)["DataArgs"]
     return _evaluate(
         loaded,

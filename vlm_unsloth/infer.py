@@ -231,11 +231,9 @@ def load_for_inference(model_args: ModelArgs, adapter_dir: str | None) -> Loaded
         loaded.model = PeftModel.from_pretrained(loaded.model, adapter_dir)
         if (Path(adapter_dir) / "processor_config.json").is_file():
             loaded.processor = AutoProcessor.from_pretrained(adapter_dir)
-    if backend == "unsloth":
-        from vlm_unsloth.unsloth_backend import for_inference
-    else:
-        from vlm_unsloth.hf_backend import for_inference
-    loaded.model = for_inference(loaded.model)
+    from vlm_unsloth.backend import backend_module
+
+    loaded.model = backend_module(backend).for_inference(loaded.model)
     return loaded
 
 

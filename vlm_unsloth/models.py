@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlm_unsloth.backend import DevicePlan
+from vlm_unsloth.backend import DevicePlan, backend_module
 from vlm_unsloth.config import ModelArgs
 from vlm_unsloth.errors import ModelError
 from vlm_unsloth.families import TINY_MODEL_NAMES, Family, family_for_model_type
@@ -103,18 +103,15 @@ def load_model(
     """Load the model and processor on `plan.backend`; with `lora_args`, add trainable LoRA."""
     ref = resolve_model(model_args.model)
     quantization = resolve_quantization(model_args.quantization, plan.device)
-    if plan.backend == "unsloth":
-        from vlm_unsloth import unsloth_backend as backend_module
-    else:
-        from vlm_unsloth import hf_backend as backend_module
-    model, processor = backend_module.load(
+    implementation = backend_module(plan.backend)
+    model, processor = implementation.load(
         ref.path,
         quantization=quantization,
         plan=plan,
         max_seq_length=max_seq_length,
     )
     if lora_args is not None:
-        model = backend_module.add_lora(
+        model = implementation.add_lora(
             model,
             lora_args,
             seed=seed,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vlm_unsloth import distributed, run_dir
-from vlm_unsloth.backend import DevicePlan, activate_backend, plan_device
+from vlm_unsloth.backend import DevicePlan, activate_backend, backend_module, plan_device
 from vlm_unsloth.batching import LENGTH_COLUMN, padding_report
 from vlm_unsloth.config import (
     DEFAULT_AUTO_EFFECTIVE_BATCH,
@@ -265,6 +265,12 @@ def settle_batch_size(
         settled = dataclasses.replace(train_args, grad_accum=per_process // train_args.batch_size)
     elif train_args.resume:
         resolved = run_dir.load_run_config(output).get("resolved", {})
+        if "batch_size" not in resolved:
+            raise ConfigError(
+                "the run being resumed did not measure its batch size",
+                where="--batch-size auto --resume",
+                fix="resume with the batch size it started with (see its run_config.yaml)",
+            )
         settled = dataclasses.replace(
             train_args, batch_size=resolved["batch_size"], grad_accum=resolved["grad_accum"]
         )
@@ -305,7 +311,7 @@ def _measure_batch_size(trainer, train_args, data, loaded, per_process, console)
         )
     choice = choose_batch_size(
         trainer, data.train, samples_per_process=per_process, cap_gib=cap, planned=planned,
-        report=console.print, training_mode=_backend_module(loaded.plan.backend).for_training,
+        report=console.print, training_mode=backend_module(loaded.plan.backend).for_training,
     )  # fmt: skip
     # Every process must train with the same batch: the smallest any of them measured.
     agreed = distributed.smallest_across_processes(choice.batch_size)
@@ -608,13 +614,3 @@ def _planned_peak_gib(job: str, loaded: LoadedModel, data: TrainingData, train_a
     except ConfigError:
         return None
     return round(fit.peak_gib(train_args.batch_size, max(data.train[LENGTH_COLUMN])), 2)
-
-
-def _backend_module(backend: str):
-    if backend == "unsloth":
-        from vlm_unsloth import unsloth_backend
-
-        return unsloth_backend
-    from vlm_unsloth import hf_backend
-
-    return hf_backend
