@@ -118,7 +118,9 @@ class OomRecoveringTrainer:
 
     @staticmethod
     def _gradients(model) -> list | None:
-        """The gradients accumulated so far in this optimizer step (None before the first)."""
+        """A copy of the gradients accumulated so far in this optimizer step ([] before the
+        first micro-batch). The price of recovery: one copy of the LoRA gradients (about 200 MB
+        for a 7B model at r16) held while accumulating; nothing at accumulation 1."""
         grads = [p.grad for p in model.parameters() if p.requires_grad]
         if all(g is None for g in grads):
             return []
