@@ -156,9 +156,7 @@ def probe_peak_gib(
     model = trainer.model
     (training_mode or (lambda m: m.train()))(model)
     if cuda:
-        gc.collect()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+        _release_cached_memory()
     dtype = torch.bfloat16 if trainer.args.bf16 else torch.float16 if trainer.args.fp16 else None
     peaks = inputs = loss = out_of_memory = None
     try:
@@ -180,7 +178,14 @@ def probe_peak_gib(
     for metrics in getattr(trainer, "_metrics", {}).values():
         metrics.clear()  # TRL logs per-step metrics inside compute_loss
     if cuda:
-        gc.collect()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+        _release_cached_memory()
     return peaks or (None, out_of_memory)
+
+
+def _release_cached_memory() -> None:
+    """Hand cached blocks back and restart the peak counters, so a probe's peak is its own."""
+    import torch
+
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()

@@ -462,10 +462,12 @@ def run_training(trainer, train_args: TrainArgs, output: Path) -> bool:
     trainer.remove_callback(PrinterCallback)
     resume_from = run_dir.last_checkpoint(output) if train_args.resume else None
     trainer.train(resume_from_checkpoint=resume_from)
-    interrupt = next(
-        c for c in trainer.callback_handler.callbacks if isinstance(c, GracefulInterruptCallback)
-    )
-    return interrupt.interrupted
+    return installed_callback(trainer, GracefulInterruptCallback).interrupted
+
+
+def installed_callback(trainer, kind: type):
+    """The trainer's instance of one of our callbacks (`callbacks()` installs each once)."""
+    return next(c for c in trainer.callback_handler.callbacks if isinstance(c, kind))
 
 
 def save_adapter(trainer, loaded: LoadedModel, output: Path) -> Path:
@@ -589,10 +591,7 @@ def finish(
 def _first_model_inputs(trainer) -> dict[str, list[int]] | None:
     from vlm_unsloth.callbacks import ModelInputsCallback
 
-    recorder = next(
-        (c for c in trainer.callback_handler.callbacks if isinstance(c, ModelInputsCallback)), None
-    )
-    return recorder.first_inputs if recorder else None
+    return installed_callback(trainer, ModelInputsCallback).first_inputs
 
 
 def _describe_inputs(inputs: dict[str, list[int]] | None) -> str:
