@@ -15,6 +15,7 @@ def test_benchmark_runs_each_setting_and_writes_the_table(tmp_path):
     args = BenchArgs(
         model="tiny-qwen2-vl", backends=["hf"], settings=["1x1", "2x1"], baseline="hf:1x1",
         steps=2, warmup_steps=1, work_dir=str(tmp_path / "work"), output=str(tmp_path / "b.json"),
+        train_flags="--group-by-length --lora-r 4",
     )  # fmt: skip
     rows = run_benchmark(args)
     assert [(r.backend, r.setting, r.error) for r in rows] == [
@@ -28,6 +29,8 @@ def test_benchmark_runs_each_setting_and_writes_the_table(tmp_path):
     assert len(saved["rows"]) == 2 and saved["args"]["settings"] == ["1x1", "2x1"]
     metrics = (tmp_path / "work" / "hf-2x1" / "metrics.jsonl").read_text().splitlines()
     assert len([line for line in metrics if '"loss"' in line]) == 3  # warm-up + measured steps
+    config = (tmp_path / "work" / "hf-2x1" / "run_config.yaml").read_text()
+    assert "group_by_length: true" in config and "lora_r: 4" in config  # --train-flags reached it
 
 
 def test_a_failing_run_becomes_a_row_not_a_crash(tmp_path):

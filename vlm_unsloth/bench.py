@@ -24,6 +24,7 @@ data, and the ratio to the baseline row. A benchmark script, not a timed test.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
@@ -82,6 +83,13 @@ class BenchArgs:
     max_side: int = field(default=768, metadata={"help": "Image cap, as --max-side."})
     gpu_memory_gib: float | None = field(
         default=None, metadata={"help": "Cap every run's GPU memory, as --gpu-memory-gib."}
+    )
+    train_flags: str = field(
+        default="",
+        metadata={
+            "help": "More train-sft flags for every run, as one string after '=': "
+            "--train-flags='--group-by-length --dataloader-num-workers 0'."
+        },
     )
     steps: int = field(default=10, metadata={"help": "Optimizer steps measured per run."})
     warmup_steps: int = field(
@@ -225,6 +233,7 @@ def _run_one(
     ]  # fmt: skip
     if args.gpu_memory_gib is not None:
         command += ["--gpu-memory-gib", str(args.gpu_memory_gib)]
+    command += shlex.split(args.train_flags)
     row = BenchRow(backend=backend, setting=setting, command=" ".join(command[1:]))
     finished = subprocess.run(command, capture_output=True, text=True)
     work.mkdir(parents=True, exist_ok=True)  # the run's own output, kept for a failed row
