@@ -9,26 +9,34 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _train(output: Path, *launcher: str) -> subprocess.CompletedProcess:
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+
+
+def _train(output: Path, *launcher: str, job="train-sft", dataset="train.jsonl", more=()):
     command = [
-        *launcher, "-m", "vlm_unsloth.cli", "train-sft", "--model", "tiny-qwen2-vl",
-        "--backend", "hf", "--dataset", str(REPO / "data" / "demo" / "train.jsonl"),
+        *launcher, "-m", "vlm_unsloth.cli", job, "--model", "tiny-qwen2-vl",
+        "--backend", "hf", "--dataset", str(REPO / "data" / "demo" / dataset),
         "--max-samples", "24", "--max-steps", "3", "--batch-size", "2", "--grad-accum", "1",
-        "--lora-r", "8", "--output-dir", str(output),
+        "--lora-r", "8", "--output-dir", str(output), *more,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
 
 
+def _logged_steps(folder: Path) -> list[int]:
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["step"] for line in lines if '"loss"' in line]
+
+
 @pytest.mark.slow
 def test_two_process_ddp_trains_one_adapter_like_the_single_process_one(tmp_path):
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    ddp = _train(tmp_path / "ddp", *torchrun)
+    ddp = _train(tmp_path / "ddp", *TORCHRUN)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     single = _train(tmp_path / "single", sys.executable)
     assert single.returncode == 0, single.stderr[-3000:]
@@ -40,12 +48,7 @@ def test_two_process_ddp_trains_one_adapter_like_the_single_process_one(tmp_path
     }
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in ddp_weights.items())
     # The main process alone logs and summarises: one metrics line per step, not two.
-    steps = [
-        json.loads(line)["step"]
-        for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
-        if '"loss"' in line
-    ]
-    assert steps == [1, 2, 3]
+    assert _logged_steps(tmp_path / "ddp") == [1, 2, 3]
 
     # Real data parallelism: each step consumed 2 processes x 2 samples, so 3 steps covered
     # twice the share of the epoch that the single process covered.
@@ -59,3 +62,33 @@ def test_two_process_ddp_trains_one_adapter_like_the_single_process_one(tmp_path
     assert ddp.stdout.count("SFT summary") == 1
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["global_step"] == 3
+
+
+@pytest.mark.slow
+def test_a_ddp_run_resumes_under_the_launcher(tmp_path):
+    run = tmp_path / "run"
+    first = _train(run, *TORCHRUN, more=["--max-steps", "2", "--save-steps", "2"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    at_2 = load_file(run / "checkpoint-2" / "adapter_model.safetensors")
+    resumed = _train(run, *TORCHRUN, more=["--max-steps", "4", "--save-steps", "2", "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    assert json.loads((run / "summary.json").read_text())["global_step"] == 4
+    assert _logged_steps(run) == [1, 2, 3, 4]  # steps 3-4 continued the log, once
+    at_4 = load_file(run / "checkpoint-4" / "adapter_model.safetensors")
+    assert at_4.keys() == at_2.keys()
+    assert any(not torch.equal(at_4[key], at_2[key]) for key in at_2)  # it trained on
+
+
+@pytest.mark.slow
+def test_dpo_runs_data_parallel_too(tmp_path):
+    ddp = _train(
+        tmp_path / "dpo", *TORCHRUN, job="train-dpo", dataset="dpo_train.jsonl",
+        more=["--max-steps", "2", "--batch-size", "1", "--accuracy-rows", "0"],
+    )  # fmt: skip
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    weights = load_file(tmp_path / "dpo" / "adapter" / "adapter_model.safetensors")
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())
+    assert _logged_steps(tmp_path / "dpo") == [1, 2]
+    assert "processes: 2" in (tmp_path / "dpo" / "run_config.yaml").read_text()
+    assert ddp.stdout.count("DPO summary") == 1

@@ -66,3 +66,26 @@ def smallest_across_processes(value: int) -> int:
     tensor = torch.tensor([value], device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
     return int(tensor.item())
+
+
+def let_cpu_processes_load_checkpoints() -> None:
+    """Resuming with several CPU processes (gloo): accelerate names each process's device
+    `cpu:0`, the Trainer reloads the optimizer with `map_location=` that device, and torch.load
+    knows no `cpu:0` location ("don't know how to restore data location ... cpu:0"). Teach it
+    that `cpu:N` is the CPU. GPUs (`cuda:N`) and single processes never need this."""
+    global _cpu_index_locations_known
+    import torch
+
+    if _cpu_index_locations_known or not is_distributed() or torch.cuda.is_available():
+        return
+
+    def restore(storage, location: str):
+        return storage if location.startswith("cpu:") else None
+
+    # Priority after torch's own cpu (10) and cuda (20) entries; the tagger never claims a
+    # storage, so saving is unchanged.
+    torch.serialization.register_package(30, lambda storage: None, restore)
+    _cpu_index_locations_known = True
+
+
+_cpu_index_locations_known = False

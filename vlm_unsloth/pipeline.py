@@ -461,6 +461,8 @@ def run_training(trainer, train_args: TrainArgs, output: Path) -> bool:
     # The rich progress line and metrics.jsonl replace the trainer's raw dict printing.
     trainer.remove_callback(PrinterCallback)
     resume_from = run_dir.last_checkpoint(output) if train_args.resume else None
+    if resume_from is not None:
+        distributed.let_cpu_processes_load_checkpoints()
     trainer.train(resume_from_checkpoint=resume_from)
     return installed_callback(trainer, GracefulInterruptCallback).interrupted
 
