@@ -37,6 +37,7 @@ class LoadedModel:
     ref: ModelRef
     plan: DevicePlan
     quantization: str
+    gradient_checkpointing: bool
 
     @property
     def family(self) -> Family:
@@ -119,7 +120,12 @@ def load_model(
             gradient_checkpointing=model_args.gradient_checkpointing,
         )
     return LoadedModel(
-        model=model, processor=processor, ref=ref, plan=plan, quantization=quantization
+        model=model,
+        processor=processor,
+        ref=ref,
+        plan=plan,
+        quantization=quantization,
+        gradient_checkpointing=model_args.gradient_checkpointing,
     )
 
 

@@ -294,7 +294,7 @@ def settle_batch_size(
 
 def _measure_batch_size(trainer, train_args, data, loaded, per_process, console):
     from vlm_unsloth.auto_batch import batch_candidates, choose_batch_size
-    from vlm_unsloth.memory_plan import architecture_of, planned_batch_size
+    from vlm_unsloth.memory_plan import architecture_of, covers, planned_batch_size
 
     cap = None
     if loaded.plan.device == "cuda":
@@ -303,7 +303,11 @@ def _measure_batch_size(trainer, train_args, data, loaded, per_process, console)
         total = torch.cuda.get_device_properties(distributed.local_index()).total_memory
         cap = train_args.gpu_memory_gib or total / 2**30
     planned = None
-    if cap is not None and len(data.train):
+    if (
+        cap is not None
+        and len(data.train)
+        and covers(loaded.quantization, loaded.gradient_checkpointing)
+    ):
         arch = architecture_of(loaded.family.key, loaded.model.config)
         longest = max(data.train[LENGTH_COLUMN])
         planned = planned_batch_size(
@@ -605,10 +609,12 @@ def _describe_inputs(inputs: dict[str, list[int]] | None) -> str:
 
 def _planned_peak_gib(job: str, loaded: LoadedModel, data: TrainingData, train_args: TrainArgs):
     """The memory planner's prediction for this SFT run (None where it has no calibration)."""
-    from vlm_unsloth.memory_plan import architecture_of, fit_memory
+    from vlm_unsloth.memory_plan import architecture_of, covers, fit_memory
 
     arch = architecture_of(loaded.family.key, loaded.model.config)
     if job != "SFT" or arch is None or loaded.plan.device != "cuda" or not len(data.train):
+        return None
+    if not covers(loaded.quantization, loaded.gradient_checkpointing):
         return None
     try:
         fit = fit_memory(arch, loaded.plan.backend)
