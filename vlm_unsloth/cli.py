@@ -15,11 +15,15 @@ from vlm_unsloth.errors import VlmUnslothError
 
 
 def run_reporting_errors(run: Callable[[], object]) -> int:
+    from vlm_unsloth import distributed
+
     try:
         run()
     except VlmUnslothError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        distributed.leave_process_group()
     return 0
 
 

@@ -68,6 +68,17 @@ def smallest_across_processes(value: int) -> int:
     return int(tensor.item())
 
 
+def leave_process_group() -> None:
+    """Close the launcher's process group at the end of a command: PyTorch warns (and may leak
+    NCCL resources) when a process exits with it still open. Nothing to do outside a launcher."""
+    if not is_distributed():
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def let_cpu_processes_load_checkpoints() -> None:
     """Resuming with several CPU processes (gloo): accelerate names each process's device
     `cpu:0`, the Trainer reloads the optimizer with `map_location=` that device, and torch.load
