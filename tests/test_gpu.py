@@ -179,3 +179,28 @@ def test_train_sft_on_the_unsloth_backend(name, tmp_path):
     model, processor = FastVisionModel.from_pretrained(str(result.adapter_dir), load_in_4bit=True)
     assert any("lora_A" in name for name, _ in model.named_parameters())
     print(name, "adapter reloaded by FastVisionModel:", type(model).__name__)
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-llama-3.2-vision"])
+def test_streamed_answer_equals_the_greedy_answer_on_the_unsloth_backend(name):
+    """Streaming runs generation in a thread with Unsloth's inference mode; the pieces must join
+    to what `generate_answers` returns for the same record."""
+    from pathlib import Path
+
+    from vlm_unsloth.config import ModelArgs
+    from vlm_unsloth.infer import (
+        GenerationArgs,
+        generate_answers,
+        image_record,
+        load_for_inference,
+        stream_answer,
+    )
+
+    loaded = load_for_inference(ModelArgs(model=name, backend="unsloth"), None)
+    assert loaded.plan.backend == "unsloth"
+    image = Path(__file__).resolve().parent.parent / "data" / "demo" / "images"
+    record = image_record(str(sorted(image.iterdir())[0]), "What is the title of this chart?")
+    greedy = GenerationArgs(max_new_tokens=12)
+    pieces = list(stream_answer(loaded, record, greedy, max_side=768))
+    assert len(pieces) >= 1
+    assert "".join(pieces).strip() == generate_answers(loaded, [record], greedy, max_side=768)[0]
