@@ -167,16 +167,24 @@ def covers(quantization: str, gradient_checkpointing: bool) -> bool:
     return quantization == "4bit" and gradient_checkpointing
 
 
+def calibrated_fit(arch: str | None, backend: str) -> MemoryFit | None:
+    """`fit_memory`, or None where `arch` (None: no planner name) has no calibration on
+    `backend`: for callers that plan when they can and carry on when they cannot."""
+    if arch is None:
+        return None
+    try:
+        return fit_memory(arch, backend)
+    except ConfigError:
+        return None
+
+
 def planned_batch_size(
     arch: str | None, backend: str, cap_gib: float, tokens: int, candidates: list[int]
 ) -> int | None:
     """The largest of `candidates` predicted to fit `cap_gib` at `tokens` per sample; None when
     `arch` has no calibration on `backend` (or nothing is predicted to fit)."""
-    if arch is None:
-        return None
-    try:
-        fit = fit_memory(arch, backend)
-    except ConfigError:
+    fit = calibrated_fit(arch, backend)
+    if fit is None:
         return None
     fitting = [b for b in candidates if fit.peak_gib(b, tokens) <= cap_gib * SAFETY_MARGIN]
     return max(fitting) if fitting else None

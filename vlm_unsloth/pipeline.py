@@ -294,7 +294,7 @@ def settle_batch_size(
 
 def _measure_batch_size(trainer, train_args, data, loaded, per_process, console):
     from vlm_unsloth.auto_batch import batch_candidates, choose_batch_size
-    from vlm_unsloth.memory_plan import architecture_of, covers, planned_batch_size
+    from vlm_unsloth.memory_plan import planned_batch_size
 
     cap = None
     if loaded.plan.device == "cuda":
@@ -303,15 +303,14 @@ def _measure_batch_size(trainer, train_args, data, loaded, per_process, console)
         total = torch.cuda.get_device_properties(distributed.local_index()).total_memory
         cap = train_args.gpu_memory_gib or total / 2**30
     planned = None
-    if (
-        cap is not None
-        and len(data.train)
-        and covers(loaded.quantization, loaded.gradient_checkpointing)
-    ):
-        arch = architecture_of(loaded.family.key, loaded.model.config)
+    if cap is not None and len(data.train):
         longest = max(data.train[LENGTH_COLUMN])
         planned = planned_batch_size(
-            arch, loaded.plan.backend, cap, longest, batch_candidates(per_process)
+            _calibrated_arch(loaded),
+            loaded.plan.backend,
+            cap,
+            longest,
+            batch_candidates(per_process),
         )
     choice = choose_batch_size(
         trainer, data.train, samples_per_process=per_process, cap_gib=cap, planned=planned,
@@ -609,15 +608,21 @@ def _describe_inputs(inputs: dict[str, list[int]] | None) -> str:
 
 def _planned_peak_gib(job: str, loaded: LoadedModel, data: TrainingData, train_args: TrainArgs):
     """The memory planner's prediction for this SFT run (None where it has no calibration)."""
-    from vlm_unsloth.memory_plan import architecture_of, covers, fit_memory
+    from vlm_unsloth.memory_plan import calibrated_fit
 
-    arch = architecture_of(loaded.family.key, loaded.model.config)
-    if job != "SFT" or arch is None or loaded.plan.device != "cuda" or not len(data.train):
+    if job != "SFT" or loaded.plan.device != "cuda" or not len(data.train):
         return None
-    if not covers(loaded.quantization, loaded.gradient_checkpointing):
-        return None
-    try:
-        fit = fit_memory(arch, loaded.plan.backend)
-    except ConfigError:
+    fit = calibrated_fit(_calibrated_arch(loaded), loaded.plan.backend)
+    if fit is None:
         return None
     return round(fit.peak_gib(train_args.batch_size, max(data.train[LENGTH_COLUMN])), 2)
+
+
+def _calibrated_arch(loaded: LoadedModel) -> str | None:
+    """The planner's name for this model, or None where its calibration does not speak for the
+    setup (memory_plan.covers: 4-bit weights with gradient checkpointing)."""
+    from vlm_unsloth.memory_plan import architecture_of, covers
+
+    if not covers(loaded.quantization, loaded.gradient_checkpointing):
+        return None
+    return architecture_of(loaded.family.key, loaded.model.config)
