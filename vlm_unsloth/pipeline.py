@@ -216,11 +216,15 @@ def make_sft_collator(loaded: LoadedModel, data_args: DataArgs, train_args: Trai
 
 def build_trainer(trainer_class: type, *, loss_is_mean_over_rows: bool, console, output, **kwargs):
     """`trainer_class` (TRL's SFTTrainer/DPOTrainer, as Unsloth patched them) with out-of-memory
-    recovery (oom.py): its collator keeps each batch's records so a batch can be split."""
+    recovery (oom.py): its collator keeps each batch's records so a batch can be split; and the
+    optimizer of optimizer.py."""
     from vlm_unsloth.oom import RecordKeepingCollator, with_oom_recovery
+    from vlm_unsloth.optimizer import optimizer_cls_and_kwargs
 
     recovering = with_oom_recovery(trainer_class, loss_is_mean_over_rows=loss_is_mean_over_rows)
     trainer = recovering(data_collator=RecordKeepingCollator(kwargs.pop("data_collator")), **kwargs)
+    # --optim as transformers resolves it, without bitsandbytes' per-parameter GPU stalls.
+    trainer.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs(trainer.args, trainer.model)
 
     def on_split(step: int, rows: int, pieces: int) -> None:
         line = (
