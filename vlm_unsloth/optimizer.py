@@ -3,10 +3,11 @@
 bitsandbytes' 8-bit optimizers (`paged_adamw_8bit`, our CUDA default, and `adamw_8bit`) call
 `torch.cuda.synchronize()` after every parameter's update (bitsandbytes 0.50; upstream PR #2050,
 open, removes it for non-paged states). LoRA on both towers of Qwen2-VL-7B has ~650 small
-tensors, so each optimizer step waits for the GPU ~650 times with nothing queued behind: the
-profiler showed ~80 ms of a 1.9 s step on an H100. The update kernels run on the default stream,
-after the backward that made the gradients, so those waits protect nothing; the subclass below
-runs the same updates and synchronizes once at the end of a paged step, as bitsandbytes does.
+tensors, so each optimizer step waited for the GPU ~650 times. The update kernels run on the
+default stream, after the backward that made the gradients, so those waits protect nothing; the
+subclass below runs the same updates and synchronizes once at the end of a paged step, as
+bitsandbytes does. Measured on an H200 (Qwen2-VL-7B, batch 16, 12 GiB cap): 8.17 -> 8.25
+samples/s. The Python loop itself, one update call per tensor, still takes ~60 ms a step.
 
     trainer.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs(trainer.args, trainer.model)
 """
