@@ -19,9 +19,9 @@ def _params(seed: int = 0) -> list[torch.nn.Parameter]:
     return [torch.nn.Parameter(torch.randn(shape, generator=generator)) for shape in shapes]
 
 
-def _train(optimizer_cls, steps: int = 3, **kwargs) -> list[torch.Tensor]:
+def _train(optimizer_cls, steps: int = 3) -> list[torch.Tensor]:
     params = _params()
-    optimizer = optimizer_cls(params, lr=1e-2, **kwargs)
+    optimizer = optimizer_cls(params, lr=1e-2)
     generator = torch.Generator().manual_seed(1)
     for _ in range(steps):
         for param in params:
@@ -90,7 +90,7 @@ def test_training_steps_with_the_unsynced_paged_optimizer(tmp_path):
             grad_accum=1,
             optim="paged_adamw_8bit",
             learning_rate=1e-2,
-        ),  # fmt: skip
+        ),
         extra_callbacks=[recorder],
     )
     assert result.summary["global_step"] == 2
