@@ -30,6 +30,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from vlm_unsloth import run_dir
 from vlm_unsloth.errors import ConfigError
 
 # Dense bf16 (fp16 for T4) tensor-core peaks from the vendors' data sheets, FLOP/s.
@@ -242,15 +243,12 @@ def _run_one(
         tail = (finished.stderr or finished.stdout).strip().splitlines()[-1:] or ["failed"]
         row.error = "out of memory" if "out of memory" in finished.stderr.lower() else tail[0]
         return row
-    logs = [
-        json.loads(line)
-        for line in (output / "metrics.jsonl").read_text().splitlines()
-        if line and "loss" in json.loads(line)
-    ]
     measured = [
-        log for log in logs if log["step"] > args.warmup_steps and "samples_per_second" in log
+        log
+        for log in run_dir.read_metrics(output)
+        if "loss" in log and log["step"] > args.warmup_steps and "samples_per_second" in log
     ]
-    summary = json.loads((output / "summary.json").read_text())
+    summary = json.loads((output / run_dir.SUMMARY_FILE).read_text())
     row.batch = f"{summary['batch_size']}x{summary['grad_accum']}"
     row.planned_gib = summary.get("planned_peak_gib")
     row.samples_per_second = sum(m["samples_per_second"] for m in measured) / len(measured)
@@ -278,9 +276,11 @@ def results_table(rows: list[BenchRow], *, title: str):
     from rich.table import Table
 
     table = Table(title=title)
-    columns = ("backend", "setting", "batch", "samples/s", "tokens/s", "peak GiB", "planned")
-    columns = (*columns, "MFU")
-    for column in (*columns, "data wait", "vs base"):
+    columns = (
+        "backend", "setting", "batch", "samples/s", "tokens/s", "peak GiB", "planned", "MFU",
+        "data wait", "vs base",
+    )  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="right")
 
     def number(value, template):

@@ -5,12 +5,13 @@ All three are plain `transformers.TrainerCallback`s, so SFT and DPO (and both ba
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+from vlm_unsloth import run_dir
 
 
 def peak_gpu_memory_gib() -> float | None:
@@ -28,8 +29,8 @@ class MetricsCallback(TrainerCallback):
     step (Unsloth compiles on it) does not hide the steady-state speed.
     """
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, output: Path):
+        self.output = output
         self.samples_per_step = 0
         self._last_time: float | None = None
         self._last_step = 0
@@ -59,9 +60,9 @@ class MetricsCallback(TrainerCallback):
         peak = peak_gpu_memory_gib()
         if peak is not None:
             logs["peak_gpu_memory_gib"] = round(peak, 3)
-        record = {"step": state.global_step, "epoch": state.epoch, **logs}
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        run_dir.append_metrics(
+            self.output, {"step": state.global_step, "epoch": state.epoch, **logs}
+        )
 
 
 class DataWaitCallback(TrainerCallback):

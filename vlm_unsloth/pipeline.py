@@ -233,7 +233,7 @@ def build_trainer(trainer_class: type, *, loss_is_mean_over_rows: bool, console,
         )
         console.print(f"[yellow]{line}[/]")
         if distributed.is_main_process():
-            run_dir.append_event(output, {"step": step, "event": "oom_split", "pieces": pieces})
+            run_dir.append_metrics(output, {"step": step, "event": "oom_split", "pieces": pieces})
 
     trainer.on_split = on_split
     return trainer
@@ -399,7 +399,7 @@ def callbacks(output: Path, train_args: TrainArgs, console) -> list:
 
     return [
         DataWaitCallback(),  # first: its log entry must exist when MetricsCallback writes
-        MetricsCallback(output / run_dir.METRICS_FILE),
+        MetricsCallback(output),
         RichProgressCallback(console),
         GracefulInterruptCallback(console),
         ModelInputsCallback(),

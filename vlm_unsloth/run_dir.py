@@ -131,8 +131,8 @@ def load_run_config(output: str | Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-def append_event(output: Path, record: dict[str, Any]) -> None:
-    """A non-training line in metrics.jsonl (e.g. an out-of-memory split)."""
+def append_metrics(output: Path, record: dict[str, Any]) -> None:
+    """One line of metrics.jsonl: a training log, or an event such as an out-of-memory split."""
     with (output / METRICS_FILE).open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
 
