@@ -156,7 +156,7 @@ def train_dpo(
     data = pipeline.load_preference_data(data_args, loaded, train_args, output)
     trainer = build_trainer(
         loaded, data, data_args, train_args, dpo_args, output, console=console,
-        callbacks=pipeline.callbacks(output, train_args, console) + list(extra_callbacks or []),
+        callbacks=pipeline.callbacks(output, console) + list(extra_callbacks or []),
     )  # fmt: skip
     train_args = pipeline.settle_batch_size(trainer, train_args, data, loaded, output, console)
     from_adapter = model_args.adapter is not None

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from vlm_unsloth import pipeline, run_dir
+from vlm_unsloth.backend import backend_module
 from vlm_unsloth.config import DEMO_DATASET, DataArgs, ModelArgs, TrainArgs
 from vlm_unsloth.errors import ConfigError, OutputDirError
 from vlm_unsloth.infer import (
@@ -193,8 +194,6 @@ def evaluate_run(
         )
     run = resolve_adapter(str(folder), None)
     output = _check_eval_dir(folder / EVAL_DIR, run, overwrite=True)
-    from vlm_unsloth.backend import backend_module
-
     loaded.model = backend_module(loaded.plan.backend).for_inference(loaded.model)
     saved = run_dir.load_run_config(folder)["DataArgs"]
     return _evaluate(

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vlm_unsloth import run_dir
-from vlm_unsloth.backend import activate_backend, plan_device
+from vlm_unsloth.backend import activate_backend, backend_module, plan_device
 from vlm_unsloth.config import BACKENDS, QUANTIZATIONS, DataArgs, ModelArgs
 from vlm_unsloth.errors import ConfigError, DataError
 from vlm_unsloth.images import DEFAULT_MAX_SIDE
@@ -231,8 +231,6 @@ def load_for_inference(model_args: ModelArgs, adapter_dir: str | None) -> Loaded
         loaded.model = PeftModel.from_pretrained(loaded.model, adapter_dir)
         if (Path(adapter_dir) / "processor_config.json").is_file():
             loaded.processor = AutoProcessor.from_pretrained(adapter_dir)
-    from vlm_unsloth.backend import backend_module
-
     loaded.model = backend_module(backend).for_inference(loaded.model)
     return loaded
 

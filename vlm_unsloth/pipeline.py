@@ -350,13 +350,14 @@ def trainer_arguments(
         # 8-bit AdamW states, paged to CPU under memory pressure: the QLoRA recipe on CUDA.
         optim = "paged_adamw_8bit" if plan.device == "cuda" else "adamw_torch"
     evaluate_during = has_eval and train_args.eval_steps > 0
+    # With --batch-size auto, 1 until settle_batch_size measures it.
+    batch_size = 1 if train_args.auto_batch_size else train_args.batch_size
     return dict(
         output_dir=str(output),
         num_train_epochs=train_args.epochs,
         max_steps=train_args.max_steps,
-        # With --batch-size auto, 1 until settle_batch_size measures it.
-        per_device_train_batch_size=1 if train_args.auto_batch_size else train_args.batch_size,
-        per_device_eval_batch_size=1 if train_args.auto_batch_size else train_args.batch_size,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
         gradient_accumulation_steps=train_args.grad_accum,
         learning_rate=train_args.learning_rate,
         warmup_steps=train_args.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
@@ -388,7 +389,7 @@ def trainer_arguments(
     )
 
 
-def callbacks(output: Path, train_args: TrainArgs, console) -> list:
+def callbacks(output: Path, console) -> list:
     from vlm_unsloth.callbacks import (
         DataWaitCallback,
         GracefulInterruptCallback,

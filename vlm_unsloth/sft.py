@@ -79,7 +79,7 @@ def train_sft(
         eval_dataset=data.eval,
         data_collator=collator,
         processing_class=loaded.processor,
-        callbacks=pipeline.callbacks(output, train_args, console) + list(extra_callbacks or []),
+        callbacks=pipeline.callbacks(output, console) + list(extra_callbacks or []),
     )
     train_args = pipeline.settle_batch_size(trainer, train_args, data, loaded, output, console)
     pipeline.print_banner(console, "SFT", loaded, data, train_args, output)
