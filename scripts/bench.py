@@ -10,10 +10,10 @@ import sys
 
 
 def main(argv=None) -> int:
-    from vlm_unsloth.bench import BenchArgs, run_benchmark
     from vlm_unsloth.cli import run_reporting_errors
     from vlm_unsloth.config import parse_args
     from vlm_unsloth.console import make_console
+    from vlm_unsloth.perf.bench import BenchArgs, run_benchmark
 
     def run():
         (args,) = parse_args([BenchArgs], argv)

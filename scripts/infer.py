@@ -1,7 +1,7 @@
 """Ask a (fine-tuned) vision-language model about images.
 
     python scripts/infer.py --adapter outputs/sft --image chart.png --prompt "Which bar is highest?"
-    python scripts/infer.py --adapter outputs/sft --input data/demo/eval.jsonl --output pred.jsonl
+    python scripts/infer.py --adapter outputs/sft --input eval.jsonl --output pred.jsonl
     python scripts/infer.py --model tiny-qwen2-vl --backend hf --image x.png --prompt "Colour?"
 
 --image/--prompt streams one answer to the terminal; --input/--output answers every row (the

@@ -1,9 +1,9 @@
 """Write the synthetic chart QA demo set (images, SFT and DPO JSONL, README).
 
-    python scripts/make_demo_data.py --output-dir data/demo
+    python scripts/make_demo_data.py --output-dir vlm_unsloth/data/demo
     python scripts/make_demo_data.py --output-dir /tmp/demo --train-count 20 --eval-count 5
 
-The same seed gives byte-identical files; see vlm_unsloth/demo_data.py for what is drawn.
+The same seed gives byte-identical files; see vlm_unsloth/data/demo_charts.py for what is drawn.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     from transformers import HfArgumentParser
 
-    from vlm_unsloth.demo_data import DemoDataConfig, write_demo_dataset
+    from vlm_unsloth.data.demo_charts import DemoDataConfig, write_demo_dataset
     from vlm_unsloth.errors import VlmUnslothError
 
     parser = HfArgumentParser(DemoDataConfig, description=__doc__.splitlines()[0])

@@ -27,7 +27,7 @@ class RandomCheckpointArgs:
 def main(argv=None) -> int:
     from vlm_unsloth.cli import run_reporting_errors
     from vlm_unsloth.config import parse_args
-    from vlm_unsloth.random_weights import build_random_checkpoint
+    from vlm_unsloth.models.random_weights import build_random_checkpoint
 
     def run():
         (args,) = parse_args([RandomCheckpointArgs], argv)

@@ -22,7 +22,7 @@ TINY_MODELS = ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-llama-3.2-vision"]
 @pytest.fixture(scope="session")
 def tiny_ref():
     """tiny_ref(name) -> ModelRef of a built tiny checkpoint (cached for the session)."""
-    from vlm_unsloth.models import resolve_model
+    from vlm_unsloth.models.loading import resolve_model
 
     cache = {}
 

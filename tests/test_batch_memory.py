@@ -15,11 +15,11 @@ from safetensors.torch import load_file
 from transformers import Qwen2VLModel
 
 from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, parse_args
-from vlm_unsloth.dpo import DpoArgs, DpoTrainArgs, train_dpo
 from vlm_unsloth.errors import ConfigError
-from vlm_unsloth.lora import LoraArgs
-from vlm_unsloth.oom import split_evenly
-from vlm_unsloth.sft import train_sft
+from vlm_unsloth.models.lora import LoraArgs
+from vlm_unsloth.perf.oom import split_evenly
+from vlm_unsloth.train.dpo import DpoArgs, DpoTrainArgs, train_dpo
+from vlm_unsloth.train.sft import train_sft
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from vlm_unsloth.batching import batch_orders, padding_fraction, padding_report
+from vlm_unsloth.perf.batching import batch_orders, padding_fraction, padding_report
 
 
 def test_padding_fraction_by_hand():

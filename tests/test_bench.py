@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from vlm_unsloth.bench import BenchArgs, peak_flops, run_benchmark
 from vlm_unsloth.errors import ConfigError
+from vlm_unsloth.perf.bench import BenchArgs, peak_flops, run_benchmark
 
 
 @pytest.mark.slow

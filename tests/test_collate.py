@@ -6,7 +6,8 @@ import pytest
 
 from tests.conftest import TINY_MODELS
 from tests.test_tiny import _record
-from vlm_unsloth.collate import IGNORE_INDEX, SftCollator
+from vlm_unsloth.data.collate import IGNORE_INDEX, SftCollator
+from vlm_unsloth.data.image_tokens import count_image_tokens
 from vlm_unsloth.errors import DataError
 
 
@@ -94,8 +95,8 @@ def test_images_are_capped_before_the_processor_sees_them(tiny_ref, tiny_process
     batch = SftCollator(
         tiny_processor("tiny-qwen2-vl"), ref.family, max_side=768, train_on_prompt=False
     )([big])
-    expected = ref.family.count_image_tokens(
-        768, 576, tiny_processor("tiny-qwen2-vl").image_processor
+    expected = count_image_tokens(
+        ref.family, 768, 576, tiny_processor("tiny-qwen2-vl").image_processor
     )
     assert int(batch["image_grid_thw"][0].prod()) // 4 == expected.text_tokens == 567
     big["max_side"] = 384  # per-row override written by --fit-images

@@ -6,7 +6,7 @@ import pytest
 
 from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, parse_args
 from vlm_unsloth.errors import ConfigError
-from vlm_unsloth.lora import LoraArgs
+from vlm_unsloth.models.lora import LoraArgs
 
 ALL = [ModelArgs, LoraArgs, DataArgs, TrainArgs]
 
@@ -104,7 +104,8 @@ def test_every_shipped_preset_parses_and_validates():
 
 
 def test_unsloth_backend_without_cuda_is_refused_before_anything_loads():
+    from vlm_unsloth.cli import parse
     from vlm_unsloth.errors import BackendError
 
     with pytest.raises(BackendError, match="needs an NVIDIA GPU"):
-        parse_args(ALL, ["--backend", "unsloth"])
+        parse(ALL, ["--backend", "unsloth"])

@@ -17,24 +17,27 @@ import pytest
 from PIL import Image
 
 from vlm_unsloth.config import DataArgs
-from vlm_unsloth.data import (
-    ADAPTERS,
-    PREFERENCE_FEATURES,
-    SFT_FEATURES,
+from vlm_unsloth.data.images import load_image
+from vlm_unsloth.data.loaders import (
+    COLUMN_LAYOUTS,
     DataSpec,
-    adapter_for,
-    check_record,
+    column_layout_for,
     data_spec,
     load_preference_dataset,
     load_sft_dataset,
-    record_problem,
     split_dataset,
+)
+from vlm_unsloth.data.records import (
+    PREFERENCE_FEATURES,
+    SFT_FEATURES,
+    check_record,
+    record_problem,
     split_image_placeholders,
 )
+from vlm_unsloth.data.splits import DEMO_DIR
 from vlm_unsloth.errors import ConfigError, DataError
-from vlm_unsloth.images import load_image
 
-DEMO_TRAIN = Path(__file__).resolve().parent.parent / "data" / "demo" / "train.jsonl"
+DEMO_TRAIN = DEMO_DIR / "train.jsonl"
 
 
 def _image(path: Path, colour=(255, 0, 0), size=(32, 24)) -> Path:
@@ -311,12 +314,14 @@ def test_instruction_and_question_column_contradict(chart_dir):
 
 
 def test_adapters_are_chosen_by_dataset_name():
-    assert adapter_for(DataSpec(dataset="HuggingFaceM4/ChartQA")) is ADAPTERS["chartqa"]
-    assert adapter_for(DataSpec(dataset="unsloth/LaTeX_OCR")) is ADAPTERS["latex_ocr"]
-    assert adapter_for(DataSpec(dataset="openbmb/RLAIF-V-Dataset")) is ADAPTERS["rlaif_v"]
-    assert adapter_for(DataSpec(dataset="/data/copies/ChartQA/")) is ADAPTERS["chartqa"]
-    assert adapter_for(DataSpec(dataset="someone/vqa")) is ADAPTERS["none"]
-    assert adapter_for(DataSpec(dataset="ChartQA", adapter="none")) is ADAPTERS["none"]
+    assert column_layout_for(DataSpec(dataset="HuggingFaceM4/ChartQA")) is COLUMN_LAYOUTS["chartqa"]
+    assert column_layout_for(DataSpec(dataset="unsloth/LaTeX_OCR")) is COLUMN_LAYOUTS["latex_ocr"]
+    assert (
+        column_layout_for(DataSpec(dataset="openbmb/RLAIF-V-Dataset")) is COLUMN_LAYOUTS["rlaif_v"]
+    )
+    assert column_layout_for(DataSpec(dataset="/data/copies/ChartQA/")) is COLUMN_LAYOUTS["chartqa"]
+    assert column_layout_for(DataSpec(dataset="someone/vqa")) is COLUMN_LAYOUTS["none"]
+    assert column_layout_for(DataSpec(dataset="ChartQA", layout="none")) is COLUMN_LAYOUTS["none"]
 
 
 def test_chartqa_layout_takes_the_first_label(tmp_path):
@@ -336,7 +341,7 @@ def test_chartqa_layout_takes_the_first_label(tmp_path):
 
 def test_chartqa_adapter_named_explicitly_on_a_file(chart_dir):
     rows = [{"image": "images/red.png", "query": "Peak?", "label": ["7", "seven"]}]
-    spec = DataSpec(dataset=str(_jsonl(chart_dir / "charts.jsonl", rows)), adapter="chartqa")
+    spec = DataSpec(dataset=str(_jsonl(chart_dir / "charts.jsonl", rows)), layout="chartqa")
     assert load_sft_dataset(spec)[0]["messages"] == [_user(IMAGE, _text("Peak?")), _assistant("7")]
 
 

@@ -1,4 +1,5 @@
-"""The shipped demo set (data/demo) and its generator: reproducible, readable, answers true.
+"""The shipped demo set (vlm_unsloth/data/demo) and its generator: reproducible, readable,
+answers true.
 
 python3 -m pytest tests/test_demo_data.py -q
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vlm_unsloth.demo_data import (
+from vlm_unsloth.data.demo_charts import (
     COLOURS,
     QUESTION_TYPES,
     ChartSpec,
@@ -22,11 +23,12 @@ from vlm_unsloth.demo_data import (
     chart_layout,
     write_demo_dataset,
 )
+from vlm_unsloth.data.splits import DEMO_DIR
 from vlm_unsloth.errors import ConfigError, OutputDirError
-from vlm_unsloth.metrics import normalize_answer
+from vlm_unsloth.infer.metrics import normalize_answer
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "data" / "demo"
+DEMO = DEMO_DIR
 SCRIPT = ROOT / "scripts" / "make_demo_data.py"
 SPLITS = ("train", "eval")
 
@@ -236,7 +238,7 @@ def test_no_answer_vanishes_under_normalisation(charts):
 @pytest.fixture(scope="module")
 def fresh_set(tmp_path_factory) -> Path:
     # The pixel checks run on the shipped images AND on images drawn now, so a drawing change
-    # made after data/demo was generated cannot slip past them.
+    # made after the demo set was generated cannot slip past them.
     folder = tmp_path_factory.mktemp("fresh") / "demo"
     write_demo_dataset(DemoDataConfig(output_dir=str(folder), train_count=40, eval_count=10))
     return folder

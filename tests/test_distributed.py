@@ -12,6 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from vlm_unsloth.data.splits import DEMO_DIR
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -21,7 +23,7 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "
 def _train(output: Path, *launcher: str, job="train-sft", dataset="train.jsonl", more=()):
     command = [
         *launcher, "-m", "vlm_unsloth.cli", job, "--model", "tiny-qwen2-vl",
-        "--backend", "hf", "--dataset", str(REPO / "data" / "demo" / dataset),
+        "--backend", "hf", "--dataset", str(DEMO_DIR / dataset),
         "--max-samples", "24", "--max-steps", "3", "--batch-size", "2", "--grad-accum", "1",
         "--lora-r", "8", "--output-dir", str(output), *more,
     ]  # fmt: skip

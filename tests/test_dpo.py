@@ -18,12 +18,14 @@ from datasets import Dataset
 from PIL import Image
 
 from tests.tasks import COLOURS, IMAGE_SIDE, QUESTION, draw_square
-from vlm_unsloth import pipeline
-from vlm_unsloth.backend import DevicePlan
 from vlm_unsloth.cli import dpo_main
 from vlm_unsloth.config import DataArgs, ModelArgs, parse_args
-from vlm_unsloth.data import PREFERENCE_FEATURES
-from vlm_unsloth.dpo import (
+from vlm_unsloth.data.records import PREFERENCE_FEATURES
+from vlm_unsloth.errors import ConfigError
+from vlm_unsloth.models.device import DeviceSetup
+from vlm_unsloth.models.loading import load_model
+from vlm_unsloth.models.lora import LoraArgs
+from vlm_unsloth.train.dpo import (
     DpoArgs,
     DpoTrainArgs,
     answer_log_probs,
@@ -32,11 +34,9 @@ from vlm_unsloth.dpo import (
     preference_accuracy,
     reference_is_the_starting_policy,
 )
-from vlm_unsloth.errors import ConfigError
-from vlm_unsloth.lora import LoraArgs
-from vlm_unsloth.models import load_model
+from vlm_unsloth.train.steps import TrainingData
 
-CPU = DevicePlan(backend="hf", device="cpu", dtype="float32", why="test")
+CPU = DeviceSetup(backend="hf", device="cpu", dtype="float32", why="test")
 # Squares of 24-48 px (the SFT colour task) make DPO's escape from its colour-prior plateau
 # seed-dependent within 60 steps; at 48-76 px six seeds out of six reached 100%.
 SQUARE_SIZES = (48, 76)
@@ -106,7 +106,7 @@ def _trainer(name: str, output: Path, *, adapter: str | None = None):
     lora = LoraArgs(lora_r=8, lora_alpha=16, modules_to_save=["lm_head"])
     loaded = load_model(ModelArgs(model=name, backend="hf", adapter=adapter), lora, CPU, seed=0)
     records = Dataset.from_list(_records(_coloured_images()), features=PREFERENCE_FEATURES)
-    data = pipeline.TrainingData(train=records, eval=None, report=None)
+    data = TrainingData(train=records, eval=None, report=None)
     train_args = DpoTrainArgs(output_dir=str(output))
     trainer = build_trainer(loaded, data, DataArgs(), train_args, DpoArgs(), output)
     reference = reference_is_the_starting_policy(trainer, started_from_adapter=adapter is not None)
@@ -277,8 +277,8 @@ def test_resuming_an_sft_adapter_run_continues_from_the_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_dpo_learns_a_preference_that_needs_the_image(tmp_path):
-    from vlm_unsloth.data import DataSpec, load_preference_dataset
-    from vlm_unsloth.infer import load_for_inference
+    from vlm_unsloth.data.loaders import DataSpec, load_preference_dataset
+    from vlm_unsloth.infer.generation import load_for_inference
 
     paths = write_colour_preferences(tmp_path / "task")
     output = tmp_path / "run"

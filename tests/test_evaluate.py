@@ -19,13 +19,9 @@ from tests.tasks import colour_training_args, write_colour_task
 from vlm_unsloth.cli import evaluate_main, train_sft_main
 from vlm_unsloth.config import ModelArgs
 from vlm_unsloth.errors import ConfigError
-from vlm_unsloth.infer import (
-    GenerationArgs,
-    PromptDataArgs,
-    generate_answers,
-    load_for_inference,
-    resolve_adapter,
-)
+from vlm_unsloth.infer.args import GenerationArgs, PromptDataArgs
+from vlm_unsloth.infer.generation import generate_answers, load_for_inference
+from vlm_unsloth.infer.trained_run import resolve_adapter
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +77,7 @@ def test_fine_tuning_learns_the_colours_and_the_base_model_does_not(evaluated):
 
 
 def test_the_fine_tuned_model_needs_the_image(colour_run, tmp_path):
-    from vlm_unsloth.evaluate import evaluate_adapter
+    from vlm_unsloth.infer.evaluate import evaluate_adapter
 
     task, run = colour_run
     blank = evaluate_adapter(
@@ -115,7 +111,7 @@ def test_eval_at_end_uses_the_trained_model_and_matches_a_fresh_evaluation(colou
 
 def test_base_answers_come_from_the_true_base_model(colour_run, evaluated):
     """disable_adapter() also bypasses the saved lm_head copy: answers equal a plain base load."""
-    from vlm_unsloth.data import DataSpec, load_sft_dataset
+    from vlm_unsloth.data.loaders import DataSpec, load_sft_dataset
 
     task, _ = colour_run
     records = load_sft_dataset(DataSpec(dataset=str(task.eval))).select(range(6))
@@ -133,7 +129,7 @@ def test_merged_model_and_run_folder_resolve_to_the_same_model(colour_run):
     assert merged.adapter_dir is None and merged.run_folder == run.resolve()
     assert resolve_adapter(str(run / "adapter"), None) == from_run
 
-    from vlm_unsloth.data import DataSpec, load_sft_dataset
+    from vlm_unsloth.data.loaders import DataSpec, load_sft_dataset
 
     records = load_sft_dataset(DataSpec(dataset=str(task.eval))).select(range(8))
     tuned = load_for_inference(
@@ -270,8 +266,8 @@ def test_unsloth_backend_learns_streams_and_evaluates(tmp_path):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    from vlm_unsloth.evaluate import evaluate_adapter
-    from vlm_unsloth.infer import image_record, stream_answer
+    from vlm_unsloth.infer.evaluate import evaluate_adapter
+    from vlm_unsloth.infer.generation import image_record, stream_answer
 
     task = write_colour_task(tmp_path / "task")
     run = tmp_path / "run"

@@ -9,6 +9,8 @@ import itertools
 
 import pytest
 
+from vlm_unsloth.data.splits import DEMO_DIR
+
 torch = pytest.importorskip("torch")
 
 pytestmark = [
@@ -34,12 +36,12 @@ def _lora_module_names(model) -> set[str]:
 
 @pytest.mark.parametrize("name", TINY)
 def test_tiny_checkpoint_loads_through_fast_vision_model(name):
-    from vlm_unsloth.unsloth_backend import import_unsloth
+    from vlm_unsloth.models.unsloth_backend import import_unsloth
 
     import_unsloth()
     from unsloth import FastVisionModel
 
-    from vlm_unsloth.models import resolve_model
+    from vlm_unsloth.models.loading import resolve_model
 
     ref = resolve_model(name)
     model, processor = FastVisionModel.from_pretrained(ref.path, load_in_4bit=True)
@@ -50,18 +52,18 @@ def test_tiny_checkpoint_loads_through_fast_vision_model(name):
 
 @pytest.mark.parametrize("name", TINY)
 def test_both_backends_adapt_the_same_modules(name):
-    from vlm_unsloth.unsloth_backend import import_unsloth
+    from vlm_unsloth.models.unsloth_backend import import_unsloth
 
     import_unsloth()
     from unsloth import FastVisionModel
 
-    from vlm_unsloth import hf_backend
-    from vlm_unsloth.backend import DevicePlan
-    from vlm_unsloth.lora import LoraArgs
-    from vlm_unsloth.models import count_parameters, resolve_model
+    from vlm_unsloth.models import hf_backend
+    from vlm_unsloth.models.device import DeviceSetup
+    from vlm_unsloth.models.loading import count_parameters, resolve_model
+    from vlm_unsloth.models.lora import LoraArgs
 
     ref = resolve_model(name)
-    plan = DevicePlan(backend="hf", device="cpu", dtype="float32", why="test")
+    setup = DeviceSetup(backend="hf", device="cpu", dtype="float32", why="test")
     for vision, language, attention, mlp in FLAG_MIXES:
         args = LoraArgs(
             finetune_vision_layers=vision,
@@ -79,7 +81,9 @@ def test_both_backends_adapt_the_same_modules(name):
             r=args.lora_r,
             lora_alpha=args.lora_alpha,
         )
-        hf_base, _ = hf_backend.load(ref.path, quantization="16bit", plan=plan, max_seq_length=512)
+        hf_base, _ = hf_backend.load(
+            ref.path, quantization="16bit", setup=setup, max_seq_length=512
+        )
         hf_model = hf_backend.add_lora(
             hf_base, args, seed=0, adapter=None, gradient_checkpointing=False
         )
@@ -123,22 +127,21 @@ def _records(count: int = 4) -> list[dict]:
 
 @pytest.mark.parametrize("name", TINY)
 def test_unsloth_collator_supervises_the_same_tokens_as_ours(name):
-    from vlm_unsloth.unsloth_backend import import_unsloth, make_collator
+    from vlm_unsloth.models.unsloth_backend import import_unsloth, make_sft_collator
 
     import_unsloth()
     from unsloth import FastVisionModel
 
-    from vlm_unsloth.collate import IGNORE_INDEX, SftCollator, UnslothRecordCollator
-    from vlm_unsloth.models import resolve_model
+    from vlm_unsloth.data.collate import IGNORE_INDEX, SftCollator, UnslothRecordCollator
+    from vlm_unsloth.models.loading import resolve_model
 
     ref = resolve_model(name)
     model, processor = FastVisionModel.from_pretrained(ref.path, load_in_4bit=False)
     ours = SftCollator(processor, ref.family, max_side=768, train_on_prompt=False)
-    theirs = UnslothRecordCollator(
-        make_collator(model, processor, ref.family, train_on_prompt=False, max_seq_length=2048),
-        ref.family,
-        max_side=768,
+    theirs = make_sft_collator(
+        model, processor, ref.family, max_side=768, train_on_prompt=False, max_seq_length=2048
     )
+    assert isinstance(theirs, UnslothRecordCollator)
     records = _records()
     our_batch, their_batch = ours(records), theirs(records)
     tokenizer = processor.tokenizer
@@ -156,8 +159,8 @@ def test_unsloth_collator_supervises_the_same_tokens_as_ours(name):
 @pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-llama-3.2-vision"])
 def test_train_sft_on_the_unsloth_backend(name, tmp_path):
     from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs
-    from vlm_unsloth.lora import LoraArgs
-    from vlm_unsloth.sft import train_sft
+    from vlm_unsloth.models.lora import LoraArgs
+    from vlm_unsloth.train.sft import train_sft
 
     result = train_sft(
         ModelArgs(model=name, backend="unsloth"),
@@ -185,11 +188,10 @@ def test_train_sft_on_the_unsloth_backend(name, tmp_path):
 def test_streamed_answer_equals_the_greedy_answer_on_the_unsloth_backend(name):
     """Streaming runs generation in a thread with Unsloth's inference mode; the pieces must join
     to what `generate_answers` returns for the same record."""
-    from pathlib import Path
 
     from vlm_unsloth.config import ModelArgs
-    from vlm_unsloth.infer import (
-        GenerationArgs,
+    from vlm_unsloth.infer.args import GenerationArgs
+    from vlm_unsloth.infer.generation import (
         generate_answers,
         image_record,
         load_for_inference,
@@ -197,8 +199,8 @@ def test_streamed_answer_equals_the_greedy_answer_on_the_unsloth_backend(name):
     )
 
     loaded = load_for_inference(ModelArgs(model=name, backend="unsloth"), None)
-    assert loaded.plan.backend == "unsloth"
-    image = Path(__file__).resolve().parent.parent / "data" / "demo" / "images"
+    assert loaded.setup.backend == "unsloth"
+    image = DEMO_DIR / "images"
     record = image_record(str(sorted(image.iterdir())[0]), "What is the title of this chart?")
     greedy = GenerationArgs(max_new_tokens=12)
     pieces = list(stream_answer(loaded, record, greedy, max_side=768))

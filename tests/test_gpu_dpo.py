@@ -56,14 +56,16 @@ def _recorder():
 @pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-llama-3.2-vision"])
 def test_train_dpo_on_the_unsloth_backend_feeds_the_images(name, tmp_path):
     from vlm_unsloth.config import DataArgs, ModelArgs
-    from vlm_unsloth.dpo import DpoArgs, DpoTrainArgs, train_dpo
-    from vlm_unsloth.lora import LoraArgs
+    from vlm_unsloth.models.lora import LoraArgs
+    from vlm_unsloth.train.dpo import DpoArgs, DpoTrainArgs, train_dpo
 
     recorder = _recorder()
     result = train_dpo(
         ModelArgs(model=name, backend="unsloth"),
         LoraArgs(),
-        DataArgs(max_samples=8),  # the shipped demo preference set (data/demo/dpo_*.jsonl)
+        DataArgs(
+            max_samples=8
+        ),  # the shipped demo preference set (vlm_unsloth/data/demo/dpo_*.jsonl)
         DpoTrainArgs(output_dir=str(tmp_path / "run"), max_steps=3, batch_size=2, grad_accum=1),
         DpoArgs(accuracy_rows=8),
         extra_callbacks=[recorder],

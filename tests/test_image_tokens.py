@@ -14,9 +14,9 @@ import transformers
 from PIL import Image
 from transformers.models.mllama.image_processing_mllama import get_all_supported_aspect_ratios
 
+from vlm_unsloth.data.image_tokens import count_image_tokens, mllama_image_tokens, qwen_image_tokens
+from vlm_unsloth.data.images import cap_longest_side
 from vlm_unsloth.families import FAMILIES
-from vlm_unsloth.image_tokens import mllama_image_tokens, qwen_image_tokens
-from vlm_unsloth.images import cap_longest_side
 
 QWEN_MAX_PIXELS = 12845056  # Qwen2-VL-7B-Instruct's preprocessor_config.json
 QWEN_MIN_PIXELS = 3136
@@ -68,7 +68,7 @@ QWEN_SIZES = [
 def test_qwen_tokens_match_the_real_processor(qwen_processor, width, height):
     real = _qwen_real_tokens(qwen_processor, width, height)
     for key in ("qwen2-vl", "qwen2.5-vl"):
-        counted = FAMILIES[key].count_image_tokens(width, height, qwen_processor)
+        counted = count_image_tokens(FAMILIES[key], width, height, qwen_processor)
         assert counted.text_tokens == counted.vision_tokens == real
     estimate = qwen_image_tokens(
         width, height, min_pixels=QWEN_MIN_PIXELS, max_pixels=QWEN_MAX_PIXELS
@@ -78,7 +78,9 @@ def test_qwen_tokens_match_the_real_processor(qwen_processor, width, height):
 
 
 def test_qwen_phone_photo_numbers(qwen_processor):
-    count = FAMILIES["qwen2-vl"].count_image_tokens
+    def count(width, height, processor):
+        return count_image_tokens(FAMILIES["qwen2-vl"], width, height, processor)
+
     assert count(4032, 3024, qwen_processor).text_tokens == 15_552
     assert count(*cap_longest_side(4032, 3024, 1024), qwen_processor).text_tokens == 999
     assert count(*cap_longest_side(4032, 3024, 768), qwen_processor).text_tokens == 567
@@ -91,14 +93,14 @@ def test_qwen_default_max_pixels_caps_the_tokens():
     assert processor.size["longest_edge"] == 28 * 28 * 1280  # not changed by the fixture above
     real = _qwen_real_tokens(processor, 4032, 3024)
     assert real <= 1280
-    assert FAMILIES["qwen2-vl"].count_image_tokens(4032, 3024, processor).text_tokens == real
+    assert count_image_tokens(FAMILIES["qwen2-vl"], 4032, 3024, processor).text_tokens == real
 
 
 def test_qwen_refuses_over_200_to_1_like_the_processor(qwen_processor):
     with pytest.raises(ValueError, match="aspect ratio"):
         _qwen_real_tokens(qwen_processor, 3000, 10)
     with pytest.raises(ValueError, match="aspect ratio"):
-        FAMILIES["qwen2-vl"].count_image_tokens(3000, 10, qwen_processor)
+        count_image_tokens(FAMILIES["qwen2-vl"], 3000, 10, qwen_processor)
     assert FAMILIES["qwen2-vl"].max_aspect_ratio == 200
 
 
@@ -127,7 +129,7 @@ def _mllama_real(processor, width: int, height: int) -> tuple[int, tuple[int, in
 def test_mllama_tiles_match_the_real_processor_at_560(width, height, tiles):
     processor = _mllama_processor(560)
     real_tiles, (rows, columns) = _mllama_real(processor, width, height)
-    counted = FAMILIES["llama-3.2-vision"].count_image_tokens(width, height, processor)
+    counted = count_image_tokens(FAMILIES["llama-3.2-vision"], width, height, processor)
     assert counted.tiles == real_tiles == tiles
     assert counted.resized == (columns * 560, rows * 560)
     assert counted.vision_tokens == tiles * 1_601  # (560 / 14)^2 + 1 class token per tile
@@ -142,7 +144,7 @@ def test_mllama_tiles_match_the_real_processor_at_560(width, height, tiles):
 def test_mllama_tiles_match_the_real_processor_at_the_tiny_tile(width, height):
     processor = _mllama_processor(112)  # the tiny checkpoint's tile: same code, 65 tokens a tile
     real_tiles, (rows, columns) = _mllama_real(processor, width, height)
-    counted = FAMILIES["llama-3.2-vision"].count_image_tokens(width, height, processor)
+    counted = count_image_tokens(FAMILIES["llama-3.2-vision"], width, height, processor)
     assert counted.tiles == real_tiles
     assert counted.resized == (columns * 112, rows * 112)
     assert counted.vision_tokens == real_tiles * 65

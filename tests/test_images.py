@@ -16,9 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlm_unsloth.errors import ConfigError, ImageError
-from vlm_unsloth.families import FAMILIES
-from vlm_unsloth.images import (
+from vlm_unsloth.data.images import (
     cap_longest_side,
     check_image_size,
     download,
@@ -27,6 +25,8 @@ from vlm_unsloth.images import (
     resize_to_max_side,
     to_rgb,
 )
+from vlm_unsloth.errors import ConfigError, ImageError
+from vlm_unsloth.families import FAMILIES
 
 QWEN = FAMILIES["qwen2-vl"]
 MLLAMA = FAMILIES["llama-3.2-vision"]

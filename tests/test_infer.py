@@ -13,15 +13,15 @@ import pytest
 from tests.conftest import TINY_MODELS
 from vlm_unsloth.cli import infer_main
 from vlm_unsloth.config import ModelArgs
-from vlm_unsloth.infer import (
-    GenerationArgs,
+from vlm_unsloth.data.splits import DEMO_DIR
+from vlm_unsloth.infer.args import GenerationArgs
+from vlm_unsloth.infer.generation import (
     _inputs,
     generate_answers,
     image_record,
     load_for_inference,
     stream_answer,
 )
-from vlm_unsloth.pipeline import DEMO_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 GREEDY = GenerationArgs(max_new_tokens=12, batch_size=4)
@@ -43,7 +43,7 @@ def loaded():
 @pytest.fixture(scope="module")
 def demo_records():
     """Four demo eval rows: charts of different sizes, questions of different lengths."""
-    from vlm_unsloth.data import DataSpec, load_sft_dataset
+    from vlm_unsloth.data.loaders import DataSpec, load_sft_dataset
 
     dataset = load_sft_dataset(DataSpec(dataset=str(DEMO_DIR / "eval.jsonl")))
     return [dataset[i] for i in range(4)]
@@ -93,8 +93,8 @@ def test_infer_cli_streams_one_answer_to_stdout(name, loaded, capsys):
 
 
 def test_infer_cli_writes_each_input_row_with_its_prediction(tmp_path, loaded):
-    from vlm_unsloth.data import DataSpec
-    from vlm_unsloth.infer import load_prompt_records
+    from vlm_unsloth.data.loaders import DataSpec
+    from vlm_unsloth.infer.predict import load_prompt_records
 
     image = str(DEMO_DIR / "images" / "bar_0301.png")
     rows = [

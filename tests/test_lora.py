@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import TINY_MODELS
 from vlm_unsloth.errors import ConfigError
-from vlm_unsloth.lora import LoraArgs, select_lora_targets
+from vlm_unsloth.models.lora import LoraArgs, select_lora_targets
 
 # Runs in its own process: importing unsloth patches transformers and must stay out of this one.
 # On CPU `import unsloth` enters its CPU mode, where unsloth_zoo's regex builder still works.
@@ -20,8 +20,8 @@ import itertools, json, re, sys
 import unsloth
 from unsloth_zoo.peft_utils import get_peft_regex
 from transformers import AutoModelForImageTextToText
-from vlm_unsloth.lora import linear_leaf_names
-from vlm_unsloth.models import resolve_model
+from vlm_unsloth.models.lora import linear_leaf_names
+from vlm_unsloth.models.loading import resolve_model
 result = {}
 for name in sys.argv[1:]:
     model = AutoModelForImageTextToText.from_pretrained(resolve_model(name).path)

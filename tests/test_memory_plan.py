@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vlm_unsloth.errors import ConfigError
-from vlm_unsloth.memory_plan import (
+from vlm_unsloth.perf.memory_plan import (
     PlanArgs,
     calibration_points,
     covers,

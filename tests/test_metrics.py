@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from vlm_unsloth.errors import ConfigError
-from vlm_unsloth.metrics import (
+from vlm_unsloth.infer.metrics import (
     anls,
     character_error_rate,
     exact_match,

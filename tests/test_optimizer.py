@@ -7,9 +7,9 @@ import torch
 from transformers import TrainerCallback, TrainingArguments
 
 from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs
-from vlm_unsloth.lora import LoraArgs
-from vlm_unsloth.optimizer import optimizer_cls_and_kwargs, without_per_parameter_syncs
-from vlm_unsloth.sft import train_sft
+from vlm_unsloth.models.lora import LoraArgs
+from vlm_unsloth.perf.optimizer import optimizer_cls_and_kwargs, without_per_parameter_syncs
+from vlm_unsloth.train.sft import train_sft
 
 
 def _params(seed: int = 0) -> list[torch.nn.Parameter]:

@@ -36,12 +36,12 @@ def test_public_api_names_resolve():
 def test_hf_backend_model_load_never_imports_unsloth():
     result = _run_python(
         "import sys\n"
-        "from vlm_unsloth.backend import DevicePlan\n"
         "from vlm_unsloth.config import ModelArgs\n"
-        "from vlm_unsloth.lora import LoraArgs\n"
-        "from vlm_unsloth.models import load_model\n"
-        "plan = DevicePlan(backend='hf', device='cpu', dtype='float32', why='test')\n"
-        "load_model(ModelArgs(model='tiny-qwen2-vl', backend='hf'), LoraArgs(), plan, seed=0)\n"
+        "from vlm_unsloth.models.device import DeviceSetup\n"
+        "from vlm_unsloth.models.loading import load_model\n"
+        "from vlm_unsloth.models.lora import LoraArgs\n"
+        "setup = DeviceSetup(backend='hf', device='cpu', dtype='float32', why='test')\n"
+        "load_model(ModelArgs(model='tiny-qwen2-vl', backend='hf'), LoraArgs(), setup, seed=0)\n"
         "print('UNSLOTH', [m for m in sys.modules if m.startswith('unsloth')])"
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -18,8 +18,8 @@ from tests.conftest import TINY_MODELS
 from vlm_unsloth.cli import train_sft_main
 from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs
 from vlm_unsloth.errors import OutputDirError
-from vlm_unsloth.lora import LoraArgs
-from vlm_unsloth.sft import train_sft
+from vlm_unsloth.models.lora import LoraArgs
+from vlm_unsloth.train.sft import train_sft
 
 
 def _args(output, **train):
@@ -35,12 +35,9 @@ def _args(output, **train):
 
 @pytest.mark.parametrize("name", TINY_MODELS)
 def test_train_save_reload_generate(name, tmp_path):
-    from vlm_unsloth.infer import (
-        GenerationArgs,
-        generate_answers,
-        load_for_inference,
-        resolve_adapter,
-    )
+    from vlm_unsloth.infer.args import GenerationArgs
+    from vlm_unsloth.infer.generation import generate_answers, load_for_inference
+    from vlm_unsloth.infer.trained_run import resolve_adapter
 
     output = tmp_path / "run"
     result = train_sft(
@@ -72,8 +69,8 @@ def test_train_save_reload_generate(name, tmp_path):
     assert run.base_model == name and run.max_side == 768
     tuned = load_for_inference(ModelArgs(model=name, backend="hf"), run.adapter_dir)
     base = load_for_inference(ModelArgs(model=name, backend="hf"), None)
-    from vlm_unsloth.data import DataSpec, load_sft_dataset
-    from vlm_unsloth.pipeline import DEMO_DIR
+    from vlm_unsloth.data.loaders import DataSpec, load_sft_dataset
+    from vlm_unsloth.data.splits import DEMO_DIR
 
     records = list(
         load_sft_dataset(DataSpec(dataset=str(DEMO_DIR / "eval.jsonl"))).select(range(2))
@@ -81,7 +78,7 @@ def test_train_save_reload_generate(name, tmp_path):
     answers = generate_answers(tuned, records, GenerationArgs(max_new_tokens=4), max_side=768)
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
     # The reloaded adapter really changes the model: its logits differ from the base model's.
-    from vlm_unsloth.infer import _inputs
+    from vlm_unsloth.infer.generation import _inputs
 
     batch = _inputs(tuned, records[:1], 768, None)
     with torch.no_grad():
@@ -179,7 +176,7 @@ def test_every_script_has_help():
 def test_save_merged_writes_a_model_that_answers_like_the_adapter(tmp_path):
     from transformers import AutoModelForImageTextToText
 
-    from vlm_unsloth.infer import _inputs, load_for_inference
+    from vlm_unsloth.infer.generation import _inputs, load_for_inference
 
     output = tmp_path / "run"
     train_sft(*_args(output, max_steps=2, save_merged=True, eval_steps=1, learning_rate=1e-2))
@@ -190,8 +187,8 @@ def test_save_merged_writes_a_model_that_answers_like_the_adapter(tmp_path):
     tuned = load_for_inference(
         ModelArgs(model="tiny-qwen2-vl", backend="hf"), str(output / "adapter")
     )
-    from vlm_unsloth.data import DataSpec, load_sft_dataset
-    from vlm_unsloth.pipeline import DEMO_DIR
+    from vlm_unsloth.data.loaders import DataSpec, load_sft_dataset
+    from vlm_unsloth.data.splits import DEMO_DIR
 
     record = load_sft_dataset(DataSpec(dataset=str(DEMO_DIR / "eval.jsonl")))[0]
     batch = _inputs(tuned, [record], 768, None)

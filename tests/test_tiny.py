@@ -9,9 +9,10 @@ import torch
 from PIL import Image
 
 from tests.conftest import TINY_MODELS
-from vlm_unsloth.collate import IGNORE_INDEX, SftCollator
+from vlm_unsloth.data.collate import IGNORE_INDEX, SftCollator
+from vlm_unsloth.data.image_tokens import count_image_tokens
 from vlm_unsloth.errors import ModelError
-from vlm_unsloth.tiny import build_tiny_checkpoint
+from vlm_unsloth.models.tiny import build_tiny_checkpoint
 
 EXPECTED = {
     "tiny-qwen2-vl": ("qwen2_vl", "Qwen2VLProcessor", "Qwen2VLForConditionalGeneration"),
@@ -89,7 +90,7 @@ def test_image_placeholders_expand_to_the_family_formula(name, count, tiny_ref, 
     batch = processor(text=[text], images=batch_images, return_tensors="pt")
     image_id = processor.tokenizer.convert_tokens_to_ids(family.image_token)
     placeholders = int((batch["input_ids"][0] == image_id).sum())
-    counts = [family.count_image_tokens(w, h, processor.image_processor) for w, h in sizes]
+    counts = [count_image_tokens(family, w, h, processor.image_processor) for w, h in sizes]
     assert placeholders == sum(c.text_tokens for c in counts)
     if family.model_type == "mllama":
         assert placeholders == count
@@ -120,7 +121,7 @@ def test_cache_is_reused_and_keyed_by_the_builder(tmp_path, monkeypatch):
     stamp = (first / "model.safetensors").stat().st_mtime_ns
     assert build_tiny_checkpoint("tiny-qwen2-vl", cache_dir=tmp_path) == first
     assert (first / "model.safetensors").stat().st_mtime_ns == stamp
-    monkeypatch.setattr("vlm_unsloth.tiny.builder_fingerprint", lambda: "changedbuilder")
+    monkeypatch.setattr("vlm_unsloth.models.tiny.builder_fingerprint", lambda: "changedbuilder")
     second = build_tiny_checkpoint("tiny-qwen2-vl", cache_dir=tmp_path)
     assert second != first and second.name.endswith("changedbuilder")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left
@@ -133,14 +134,14 @@ def test_unknown_tiny_name_is_a_one_line_error():
 
 @pytest.mark.parametrize("name", TINY_MODELS)
 def test_hf_backend_lora_training_lowers_the_loss(name, tiny_ref):
-    from vlm_unsloth.backend import DevicePlan
     from vlm_unsloth.config import ModelArgs
-    from vlm_unsloth.lora import LoraArgs
-    from vlm_unsloth.models import count_parameters, load_model
+    from vlm_unsloth.models.device import DeviceSetup
+    from vlm_unsloth.models.loading import count_parameters, load_model
+    from vlm_unsloth.models.lora import LoraArgs
 
-    plan = DevicePlan(backend="hf", device="cpu", dtype="float32", why="test")
+    setup = DeviceSetup(backend="hf", device="cpu", dtype="float32", why="test")
     loaded = load_model(
-        ModelArgs(model=name, backend="hf"), LoraArgs(lora_r=8, lora_alpha=16), plan, seed=0
+        ModelArgs(model=name, backend="hf"), LoraArgs(lora_r=8, lora_alpha=16), setup, seed=0
     )
     trainable, total = count_parameters(loaded.model)
     assert 0 < trainable < total

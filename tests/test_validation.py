@@ -14,17 +14,17 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from vlm_unsloth.data import DataSpec, load_preference_dataset, load_sft_dataset
-from vlm_unsloth.errors import DataError
-from vlm_unsloth.families import TINY_MODEL_NAMES
-from vlm_unsloth.images import cap_longest_side, load_image
-from vlm_unsloth.validation import (
+from vlm_unsloth.data.images import cap_longest_side, load_image
+from vlm_unsloth.data.loaders import DataSpec, load_preference_dataset, load_sft_dataset
+from vlm_unsloth.data.validation import (
     count_tokens,
     print_report,
     print_token_histogram,
     validate_dataset,
     write_rejected,
 )
+from vlm_unsloth.errors import DataError
+from vlm_unsloth.families import TINY_MODEL_NAMES
 
 TINY_NAMES = ("tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-llama-3.2-vision")
 QWEN = TINY_MODEL_NAMES["tiny-qwen2-vl"]
@@ -45,7 +45,7 @@ def _image(path: Path, size=(64, 48), colour=(200, 40, 40), mode="RGB", **save) 
 
 
 def _processor_length(processor, messages, images) -> int:
-    from vlm_unsloth.data import to_chat_template_messages
+    from vlm_unsloth.data.records import to_chat_template_messages
 
     text = processor.apply_chat_template(to_chat_template_messages(messages), tokenize=False)
     return len(processor(text=text, images=images or None)["input_ids"][0])

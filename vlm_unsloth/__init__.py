@@ -24,52 +24,49 @@ _EXPORTS = {
     "ModelArgs": "vlm_unsloth.config",
     "DataArgs": "vlm_unsloth.config",
     "TrainArgs": "vlm_unsloth.config",
-    "LoraArgs": "vlm_unsloth.lora",
-    "GenerationArgs": "vlm_unsloth.infer",
-    # data
-    "DataSpec": "vlm_unsloth.data",
-    "load_sft_dataset": "vlm_unsloth.data",
-    "load_preference_dataset": "vlm_unsloth.data",
-    "validate_dataset": "vlm_unsloth.validation",
-    "inspect_dataset": "vlm_unsloth.validation",
-    "load_image": "vlm_unsloth.images",
-    # models
-    "load_model": "vlm_unsloth.models",
-    "resolve_model": "vlm_unsloth.models",
-    "build_tiny_checkpoint": "vlm_unsloth.tiny",
+    "LoraArgs": "vlm_unsloth.models.lora",
+    "GenerationArgs": "vlm_unsloth.infer.args",
     "FAMILIES": "vlm_unsloth.families",
-    # training
-    "train_sft": "vlm_unsloth.sft",
-    "train_dpo": "vlm_unsloth.dpo",
-    # inference and evaluation
-    "load_for_inference": "vlm_unsloth.infer",
-    "generate_answers": "vlm_unsloth.infer",
-    "stream_answer": "vlm_unsloth.infer",
-    "evaluate_adapter": "vlm_unsloth.evaluate",
     "VlmUnslothError": "vlm_unsloth.errors",
+    # data
+    "DataSpec": "vlm_unsloth.data.loaders",
+    "load_sft_dataset": "vlm_unsloth.data.loaders",
+    "load_preference_dataset": "vlm_unsloth.data.loaders",
+    "validate_dataset": "vlm_unsloth.data.validation",
+    "load_image": "vlm_unsloth.data.images",
+    # models
+    "load_model": "vlm_unsloth.models.loading",
+    "resolve_model": "vlm_unsloth.models.loading",
+    "build_tiny_checkpoint": "vlm_unsloth.models.tiny",
+    # inference and evaluation
+    "load_for_inference": "vlm_unsloth.infer.generation",
+    "generate_answers": "vlm_unsloth.infer.generation",
+    "stream_answer": "vlm_unsloth.infer.generation",
+    "evaluate_adapter": "vlm_unsloth.infer.evaluate",
+    # training
+    "train_sft": "vlm_unsloth.train.sft",
+    "train_dpo": "vlm_unsloth.train.dpo",
+    "inspect_dataset": "vlm_unsloth.train.inspect",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs
-    from vlm_unsloth.data import DataSpec, load_preference_dataset, load_sft_dataset
-    from vlm_unsloth.dpo import train_dpo
+    from vlm_unsloth.data.images import load_image
+    from vlm_unsloth.data.loaders import DataSpec, load_preference_dataset, load_sft_dataset
+    from vlm_unsloth.data.validation import validate_dataset
     from vlm_unsloth.errors import VlmUnslothError
-    from vlm_unsloth.evaluate import evaluate_adapter
     from vlm_unsloth.families import FAMILIES
-    from vlm_unsloth.images import load_image
-    from vlm_unsloth.infer import (
-        GenerationArgs,
-        generate_answers,
-        load_for_inference,
-        stream_answer,
-    )
-    from vlm_unsloth.lora import LoraArgs
-    from vlm_unsloth.models import load_model, resolve_model
-    from vlm_unsloth.sft import train_sft
-    from vlm_unsloth.tiny import build_tiny_checkpoint
-    from vlm_unsloth.validation import inspect_dataset, validate_dataset
+    from vlm_unsloth.infer.args import GenerationArgs
+    from vlm_unsloth.infer.evaluate import evaluate_adapter
+    from vlm_unsloth.infer.generation import generate_answers, load_for_inference, stream_answer
+    from vlm_unsloth.models.loading import load_model, resolve_model
+    from vlm_unsloth.models.lora import LoraArgs
+    from vlm_unsloth.models.tiny import build_tiny_checkpoint
+    from vlm_unsloth.train.dpo import train_dpo
+    from vlm_unsloth.train.inspect import inspect_dataset
+    from vlm_unsloth.train.sft import train_sft
 
 
 def __getattr__(name: str):

@@ -4,6 +4,7 @@
     python scripts/train_sft.py ...   (the same function)
 
 A problem the user can fix prints one line (`error: ...`) and exits 2; nothing else is caught.
+Heavy modules are imported inside each command: `--help` and a bad flag answer at once.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
+from vlm_unsloth import distributed
+from vlm_unsloth.config import chosen_backend, parse_args
 from vlm_unsloth.errors import VlmUnslothError
 
 
 def run_reporting_errors(run: Callable[[], object]) -> int:
-    from vlm_unsloth import distributed
-
+    """Run a command; a VlmUnslothError becomes one `error:` line and exit status 2."""
     try:
         run()
     except VlmUnslothError as error:
@@ -27,39 +29,73 @@ def run_reporting_errors(run: Callable[[], object]) -> int:
     return 0
 
 
-def train_sft_main(argv: Sequence[str] | None = None) -> int:
-    def run():
-        from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, parse_args
-        from vlm_unsloth.lora import LoraArgs
+def parse(dataclass_types: Sequence[type], argv: Sequence[str] | None) -> tuple:
+    """`config.parse_args`, with Unsloth imported first when the arguments choose it."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    backend = chosen_backend(dataclass_types, argv)
+    if backend is not None:
+        from vlm_unsloth.models.backend import activate_backend
 
-        model_args, lora_args, data_args, train_args = parse_args(
+        activate_backend(backend)
+    return parse_args(dataclass_types, argv)
+
+
+def train_sft_main(argv: Sequence[str] | None = None) -> int:
+    """`vlm-unsloth train-sft` / scripts/train_sft.py."""
+
+    def run():
+        from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs
+        from vlm_unsloth.models.lora import LoraArgs
+
+        model_args, lora_args, data_args, train_args = parse(
             [ModelArgs, LoraArgs, DataArgs, TrainArgs], argv
         )
-        from vlm_unsloth.sft import train_sft
+        from vlm_unsloth.train.sft import train_sft
 
         train_sft(model_args, lora_args, data_args, train_args)
 
     return run_reporting_errors(run)
 
 
-def infer_main(argv: Sequence[str] | None = None) -> int:
-    def run():
-        from vlm_unsloth.config import parse_args
-        from vlm_unsloth.infer import GenerationArgs, InferArgs, PromptDataArgs, run_inference
+def dpo_main(argv: Sequence[str] | None = None) -> int:
+    """`vlm-unsloth train-dpo` / scripts/train_dpo.py."""
 
-        args, data_args, generation = parse_args([InferArgs, PromptDataArgs, GenerationArgs], argv)
+    def run():
+        from vlm_unsloth.config import DataArgs, ModelArgs
+        from vlm_unsloth.models.lora import LoraArgs
+        from vlm_unsloth.train.dpo import DpoArgs, DpoTrainArgs
+
+        model_args, lora_args, data_args, train_args, dpo_args = parse(
+            [ModelArgs, LoraArgs, DataArgs, DpoTrainArgs, DpoArgs], argv
+        )
+        from vlm_unsloth.train.dpo import train_dpo
+
+        train_dpo(model_args, lora_args, data_args, train_args, dpo_args)
+
+    return run_reporting_errors(run)
+
+
+def infer_main(argv: Sequence[str] | None = None) -> int:
+    """`vlm-unsloth infer` / scripts/infer.py."""
+
+    def run():
+        from vlm_unsloth.infer.args import GenerationArgs, InferArgs, PromptDataArgs
+        from vlm_unsloth.infer.predict import run_inference
+
+        args, data_args, generation = parse([InferArgs, PromptDataArgs, GenerationArgs], argv)
         run_inference(args, data_args, generation)
 
     return run_reporting_errors(run)
 
 
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
-    def run():
-        from vlm_unsloth.config import parse_args
-        from vlm_unsloth.evaluate import EvalArgs, evaluate_adapter
-        from vlm_unsloth.infer import GenerationArgs, PromptDataArgs
+    """`vlm-unsloth evaluate` / scripts/evaluate.py."""
 
-        args, data_args, generation = parse_args([EvalArgs, PromptDataArgs, GenerationArgs], argv)
+    def run():
+        from vlm_unsloth.infer.args import EvalArgs, GenerationArgs, PromptDataArgs
+        from vlm_unsloth.infer.evaluate import evaluate_adapter
+
+        args, data_args, generation = parse([EvalArgs, PromptDataArgs, GenerationArgs], argv)
         evaluate_adapter(
             args.adapter,
             model=args.model,
@@ -75,28 +111,14 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     return run_reporting_errors(run)
 
 
-def dpo_main(argv: Sequence[str] | None = None) -> int:
-    def run():
-        from vlm_unsloth.config import DataArgs, ModelArgs, parse_args
-        from vlm_unsloth.dpo import DpoArgs, DpoTrainArgs
-        from vlm_unsloth.lora import LoraArgs
-
-        model_args, lora_args, data_args, train_args, dpo_args = parse_args(
-            [ModelArgs, LoraArgs, DataArgs, DpoTrainArgs, DpoArgs], argv
-        )
-        from vlm_unsloth.dpo import train_dpo
-
-        train_dpo(model_args, lora_args, data_args, train_args, dpo_args)
-
-    return run_reporting_errors(run)
-
-
 def inspect_data_main(argv: Sequence[str] | None = None) -> int:
-    def run():
-        from vlm_unsloth.config import DataArgs, parse_args
-        from vlm_unsloth.validation import InspectArgs, inspect_dataset
+    """`vlm-unsloth inspect-data` / scripts/inspect_data.py."""
 
-        data_args, args = parse_args([DataArgs, InspectArgs], argv)
+    def run():
+        from vlm_unsloth.config import DataArgs
+        from vlm_unsloth.train.inspect import InspectArgs, inspect_dataset
+
+        data_args, args = parse([DataArgs, InspectArgs], argv)
         inspect_dataset(
             data_args,
             model=args.model,
@@ -109,12 +131,13 @@ def inspect_data_main(argv: Sequence[str] | None = None) -> int:
 
 
 def plan_main(argv: Sequence[str] | None = None) -> int:
-    def run():
-        from vlm_unsloth.config import parse_args
-        from vlm_unsloth.console import make_console
-        from vlm_unsloth.memory_plan import PlanArgs, plan_memory, print_plan
+    """`vlm-unsloth plan` / scripts/plan.py."""
 
-        (args,) = parse_args([PlanArgs], argv)
+    def run():
+        from vlm_unsloth.console import make_console
+        from vlm_unsloth.perf.memory_plan import PlanArgs, plan_memory, print_plan
+
+        (args,) = parse([PlanArgs], argv)
         print_plan(plan_memory(args), args, make_console())
 
     return run_reporting_errors(run)
@@ -137,6 +160,7 @@ COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`vlm-unsloth COMMAND [options]`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print("usage: vlm-unsloth COMMAND [options]   (COMMAND --help for its options)\n")

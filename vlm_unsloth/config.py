@@ -230,9 +230,8 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path = _config_path(argv)
-    yaml_values = _check_yaml_keys(config_path, dataclass_types) if config_path else {}
-    if any(f.name == "backend" for cls in dataclass_types for f in dataclasses.fields(cls)):
-        _import_unsloth_if_chosen(argv, yaml_values)
+    if config_path:
+        _check_yaml_keys(config_path, dataclass_types)
 
     from trl import TrlParser
 
@@ -247,20 +246,22 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     return tuple(parsed)
 
 
-def _import_unsloth_if_chosen(argv: list[str], yaml_values: dict[str, Any]) -> None:
-    """Unsloth patches transformers, TRL and PEFT on import and must come before them — and the
-    flag parser itself imports TRL. So the backend is read first with the standard library
-    (flag, else YAML, else auto) and Unsloth imported when it is the one that will run."""
+def chosen_backend(dataclass_types: Sequence[type], argv: Sequence[str]) -> str | None:
+    """The --backend these arguments choose (flag, else YAML, else auto), read with the standard
+    library before `parse_args`: Unsloth patches transformers, TRL and PEFT on import and must
+    come before them, and the flag parser itself imports TRL. None when the options have no
+    backend, or for --help."""
     import argparse
 
-    if "-h" in argv or "--help" in argv:
-        return
+    argv = list(argv)
+    has_backend = any(f.name == "backend" for c in dataclass_types for f in dataclasses.fields(c))
+    if not has_backend or "-h" in argv or "--help" in argv:
+        return None
+    config_path = _config_path(argv)
+    yaml_values = _check_yaml_keys(config_path, dataclass_types) if config_path else {}
     peek = argparse.ArgumentParser(add_help=False)
     peek.add_argument("--backend")
-    choice = peek.parse_known_args(argv)[0].backend or yaml_values.get("backend") or "auto"
-    from vlm_unsloth.backend import activate_backend
-
-    activate_backend(choice)
+    return peek.parse_known_args(argv)[0].backend or yaml_values.get("backend") or "auto"
 
 
 def _config_path(argv: list[str]) -> Path | None:
@@ -311,7 +312,7 @@ class DataArgs:
         default=DEMO_DATASET,
         metadata={
             "help": "JSONL/JSON/CSV/Parquet file, image folder, dataset saved with save_to_disk, "
-            "or hub name. 'demo' = the shipped synthetic chart set (data/demo)."
+            "or hub name. 'demo' = the shipped synthetic chart set (vlm_unsloth/data/demo)."
         },
     )
     split: str = field(default="train", metadata={"help": "Split to train on."})

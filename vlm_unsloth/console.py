@@ -16,6 +16,7 @@ def make_console():
 
 
 def key_value_table(title: str, rows: Iterable[tuple[str, Any]]):
+    """A two-column rich table of (name, value) rows, for banners and summaries."""
     from rich.table import Table
 
     table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
@@ -27,6 +28,7 @@ def key_value_table(title: str, rows: Iterable[tuple[str, Any]]):
 
 
 def format_count(number: int) -> str:
+    """1234567 -> "1.23M"."""
     for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if number >= size:
             return f"{number / size:.2f}{unit}"

@@ -22,24 +22,29 @@ def _state():
 
 
 def is_distributed() -> bool:
+    """Whether this process is one of several (launched by torchrun or accelerate)."""
     import os
 
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def is_main_process() -> bool:
+    """Whether this process prints, logs and saves (rank 0, or the only one)."""
     return not is_distributed() or _state().is_main_process
 
 
 def world_size() -> int:
+    """How many processes train together (1 without a launcher)."""
     return _state().num_processes if is_distributed() else 1
 
 
 def local_index() -> int:
+    """This process's GPU index on its machine (0 without a launcher)."""
     return _state().local_process_index if is_distributed() else 0
 
 
 def wait_for_everyone() -> None:
+    """A barrier across the processes (nothing without a launcher)."""
     if is_distributed():
         _state().wait_for_everyone()
 

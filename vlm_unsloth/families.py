@@ -1,14 +1,13 @@
 """Per-family facts in one table: chat markers, image tokens, default checkpoints, tiny names.
 
-Adding a model family is one `Family` entry here (plus its tiny config in `tiny.py` for tests).
+Adding a model family is one `Family` entry here, plus its tiny checkpoint in `models/tiny.py`
+(and, for a new way of turning images into tokens, its formula in `data/image_tokens.py`).
 Code elsewhere asks `family_for_model_type(config.model_type)` instead of sniffing model names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from vlm_unsloth.errors import ModelError
 
@@ -35,32 +34,9 @@ class Family:
     """Longest/shortest side beyond which the processor refuses an image (None: no limit)."""
     min_image_side: int
     """Smallest side in pixels the processor can take."""
-    count_image_tokens: Callable[[int, int, Any], Any]
-    """(width, height, image_processor) -> ImageTokenCount, using the processor's parameters."""
-
-
-def _qwen_tokens(width: int, height: int, image_processor: Any):
-    from vlm_unsloth.image_tokens import qwen_image_tokens
-
-    return qwen_image_tokens(
-        width,
-        height,
-        patch_size=image_processor.patch_size,
-        merge_size=image_processor.merge_size,
-        min_pixels=image_processor.size["shortest_edge"],
-        max_pixels=image_processor.size["longest_edge"],
-    )
-
-
-def _mllama_tokens(width: int, height: int, image_processor: Any):
-    from vlm_unsloth.image_tokens import mllama_image_tokens
-
-    return mllama_image_tokens(
-        width,
-        height,
-        tile_size=image_processor.size["height"],
-        max_image_tiles=image_processor.max_image_tiles,
-    )
+    image_tokens: str
+    """How the processor turns an image into tokens: the scheme `data.image_tokens` counts with
+    ("qwen": merged patches; "mllama": tiles behind one <|image|> token)."""
 
 
 _QWEN_CHAT = dict(
@@ -72,7 +48,7 @@ _QWEN_CHAT = dict(
     # an extreme upscale of the other side.
     max_aspect_ratio=200.0,
     min_image_side=28,
-    count_image_tokens=_qwen_tokens,
+    image_tokens="qwen",
 )
 
 FAMILIES: dict[str, Family] = {
@@ -103,7 +79,7 @@ FAMILIES: dict[str, Family] = {
             image_token="<|image|>",
             max_aspect_ratio=None,  # tiles any aspect ratio onto a canvas of up to 4 tiles
             min_image_side=1,
-            count_image_tokens=_mllama_tokens,
+            image_tokens="mllama",
         ),
     )
 }

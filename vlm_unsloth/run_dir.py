@@ -85,12 +85,14 @@ def prepare_output_dir(
 
 
 def last_checkpoint(output: Path) -> str | None:
+    """The newest checkpoint-N folder of a run, or None."""
     from transformers.trainer_utils import get_last_checkpoint
 
     return get_last_checkpoint(str(output)) if output.is_dir() else None
 
 
 def package_versions() -> dict[str, str]:
+    """Installed versions of the packages a run depends on (saved with its config)."""
     found = {}
     for name in _VERSIONED:
         try:
@@ -101,6 +103,7 @@ def package_versions() -> dict[str, str]:
 
 
 def save_run_config(output: Path, config: dict[str, Any]) -> Path:
+    """Write run_config.yaml: the resolved options and the package versions."""
     import yaml
 
     path = output / RUN_MARKER
@@ -138,6 +141,7 @@ def append_metrics(output: Path, record: dict[str, Any]) -> None:
 
 
 def read_metrics(output: Path) -> list[dict[str, Any]]:
+    """The rows of metrics.jsonl (empty before the first log)."""
     path = output / METRICS_FILE
     if not path.is_file():
         return []
@@ -171,6 +175,7 @@ def plot_loss_curve(output: Path) -> Path | None:
 
 
 def write_summary(output: Path, summary: dict[str, Any]) -> Path:
+    """Write summary.json."""
     path = output / SUMMARY_FILE
     path.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     return path

@@ -1,0 +1,192 @@
+"""Reading a dataset as it is stored: every input kind becomes a `RawTable` of undecoded rows.
+
+A local JSONL / JSON / CSV / Parquet file (image paths relative to the file), an image folder with
+metadata.jsonl (`file_name` column), a folder written by `Dataset.save_to_disk`, a folder of data
+files, or a Hugging Face dataset name. Image features stay undecoded ({"bytes", "path"}).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+from datasets import Dataset, DatasetDict, Features, List, Value
+
+from vlm_unsloth.errors import DataError
+
+_FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+_METADATA_FILES = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
+
+
+@dataclass(frozen=True)
+class RawTable:
+    """Rows as read, before conversion, and how to name and resolve them."""
+
+    rows: Dataset
+    name: str
+    """File name or dataset name, the left part of each record's `source`."""
+    base_dir: Path | None
+    """Folder relative image paths are resolved from (None: the current folder)."""
+    first_row: int
+    """1 for files (row numbers as in an editor), 0 for datasets (as in `dataset[i]`)."""
+
+
+def read_table(dataset: str, split: str) -> RawTable:
+    """The rows of `dataset` / `split` as read, image features left undecoded."""
+    path = Path(dataset).expanduser()
+    if path.is_file():
+        _check_single_split(path, split)
+        return _read_file(path, base_dir=path.parent, name=path.name)
+    if path.is_dir():
+        return _read_folder(path, split)
+    if _looks_like_path(dataset):
+        raise DataError(
+            f"no such file or folder {dataset}",
+            where="--dataset",
+            fix="check the path (a JSONL/JSON/CSV/Parquet file, an image folder or a saved "
+            "dataset), or pass a Hugging Face dataset name",
+        )
+    return _read_hub(dataset, split)
+
+
+def _read_file(path: Path, *, base_dir: Path, name: str) -> RawTable:
+    builder = _FILE_BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise DataError(
+            f"cannot read {path.name}: unknown file type {path.suffix!r}",
+            where="--dataset",
+            fix=f"use one of {', '.join(_FILE_BUILDERS)}",
+        )
+    options: dict[str, Any] = {}
+    if builder == "csv":
+        # Every CSV cell as text: "3.10" must not become 3.1, nor an answer "NA" a null.
+        options = {"features": _all_text_features(path), "keep_default_na": False}
+    try:
+        rows = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+    except (datasets.exceptions.DatasetGenerationError, ValueError, TypeError) as error:
+        cause = str(error.__cause__ or error).strip() or type(error).__name__
+        raise DataError(
+            f"cannot read {path.name}: {cause.splitlines()[0]}",
+            where=str(path),
+            fix="check it is valid "
+            + ("JSON Lines (one object a line)" if path.suffix == ".jsonl" else builder.upper())
+            + " and that each column holds one type in every row",
+        ) from error
+    _check_not_empty(rows, str(path))
+    return RawTable(rows=_undecoded(rows), name=name, base_dir=base_dir, first_row=1)
+
+
+def _read_folder(folder: Path, split: str) -> RawTable:
+    if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
+        return _read_saved(folder, split)
+    for candidate in (folder, folder / split):
+        for metadata_name in _METADATA_FILES:
+            metadata = candidate / metadata_name
+            if metadata.is_file():
+                if candidate == folder:
+                    _check_single_split(metadata, split)
+                return _read_file(
+                    metadata, base_dir=candidate, name=f"{candidate.name}/{metadata_name}"
+                )
+    # A folder of data files (e.g. a hub dataset downloaded with `hf download --local-dir`).
+    return _load_with_datasets(str(folder), split, where=str(folder))
+
+
+def _read_saved(folder: Path, split: str) -> RawTable:
+    saved = datasets.load_from_disk(str(folder))
+    if isinstance(saved, DatasetDict):
+        if split not in saved:
+            raise DataError(
+                f"no split {split!r}; {folder.name} has: {', '.join(saved)}",
+                where="--split",
+                fix="pass one of the splits listed",
+            )
+        saved = saved[split]
+    _check_not_empty(saved, str(folder))
+    return RawTable(rows=_undecoded(saved), name=folder.name, base_dir=folder, first_row=0)
+
+
+def _read_hub(name: str, split: str) -> RawTable:
+    return _load_with_datasets(name, split, where="--dataset")
+
+
+def _load_with_datasets(name: str, split: str, *, where: str) -> RawTable:
+    local = Path(name).is_dir()
+    try:
+        rows = datasets.load_dataset(name, split=split)
+    except ConnectionError as error:
+        raise DataError(
+            f"cannot load dataset {name!r}: the Hugging Face Hub is unreachable (offline?) "
+            "and it is not in the local cache",
+            where=where,
+            fix="pass a local file (JSONL/JSON/CSV/Parquet), an image folder with "
+            "metadata.jsonl, or a folder written by Dataset.save_to_disk",
+        ) from error
+    except datasets.exceptions.DatasetNotFoundError as error:
+        raise DataError(
+            f"dataset {name!r} is neither a local path nor a dataset on the Hugging Face Hub",
+            where=where,
+            fix="check the name or the path",
+        ) from error
+    except FileNotFoundError as error:
+        raise DataError(
+            f"no data files in {name!r}", where=where, fix="pass a data file or a saved dataset"
+        ) from error
+    except ValueError as error:  # unknown split: "Unknown split "x". Should be one of [...]"
+        raise DataError(f"cannot load {name!r}: {error}", where=where) from error
+    _check_not_empty(rows, name)
+    return RawTable(
+        rows=_undecoded(rows),
+        name=Path(name).name if local else name,
+        base_dir=Path(name) if local else None,
+        first_row=0,
+    )
+
+
+def _undecoded(rows: Dataset) -> Dataset:
+    """Image features cast to decode=False: {"bytes", "path"} references, no PIL decoding."""
+    for column, feature in rows.features.items():
+        if isinstance(feature, datasets.Image) and feature.decode:
+            rows = rows.cast_column(column, datasets.Image(decode=False))
+        elif (
+            isinstance(feature, List)
+            and isinstance(feature.feature, datasets.Image)
+            and feature.feature.decode
+        ):
+            rows = rows.cast_column(column, List(datasets.Image(decode=False)))
+    return rows
+
+
+def _all_text_features(path: Path) -> Features:
+    with path.open(newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle), None)
+    if not header:
+        raise DataError(f"{path.name} is empty", where=str(path), fix="add a header and rows")
+    return Features({name: Value("string") for name in header})
+
+
+def _check_single_split(path: Path, split: str) -> None:
+    if split != "train":
+        raise DataError(
+            f"{path.name} is a single file, so it has no split {split!r}",
+            where="--split",
+            fix="leave --split at train; hold out rows with --eval-fraction, or pass an eval "
+            "file with --eval-dataset",
+        )
+
+
+def _check_not_empty(rows: Dataset, where: str) -> None:
+    if len(rows) == 0:
+        raise DataError("dataset has no rows", where=where, fix="check the file or the split")
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name no hub id has: a data-file suffix, ./ ../ / ~ or more than one slash."""
+    return (
+        Path(name).suffix.lower() in _FILE_BUILDERS
+        or name.startswith((".", "/", "~", "\\"))
+        or name.count("/") > 1
+    )

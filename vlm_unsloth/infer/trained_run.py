@@ -1,0 +1,79 @@
+"""What inference needs to know about a fine-tuned model: its base, its adapter, and the
+training run's settings (image cap, system prompt), read from the run folder.
+
+    run = resolve_adapter("outputs/sft", None)   # a run folder, its adapter/, or any LoRA folder
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlm_unsloth import run_dir
+from vlm_unsloth.data.images import DEFAULT_MAX_SIDE
+from vlm_unsloth.errors import ConfigError
+
+
+@dataclass
+class TrainedRun:
+    """What inference needs to know about the model: its base, adapter and training settings."""
+
+    base_model: str
+    adapter_dir: str | None
+    max_side: int
+    """The run's --max-side (768 when the model is not from a training run)."""
+    system_prompt: str | None
+    run_folder: Path | None = None
+    """The training output folder, when the model comes from one (its run_config.yaml)."""
+
+
+def resolve_adapter(adapter: str | None, model: str | None) -> TrainedRun:
+    """`--adapter` (a training output folder or an adapter folder) and/or `--model`.
+
+    An explicit `--model` always wins as the base; settings come from the training run the
+    adapter (or the merged `--model` folder) belongs to, if any.
+    """
+    if adapter is None:
+        if model is None:
+            raise ConfigError(
+                "nothing to load", where="--model/--adapter", fix="pass --model, --adapter or both"
+            )
+        parent = Path(model).expanduser().resolve().parent
+        if Path(model).expanduser().is_dir() and (parent / run_dir.RUN_MARKER).is_file():
+            return _from_run(parent, base_model=model, adapter_dir=None)  # OUTPUT/merged
+        return TrainedRun(model, None, DEFAULT_MAX_SIDE, None)
+    folder = Path(adapter).expanduser().resolve()
+    if (folder / run_dir.RUN_MARKER).is_file():
+        if not (folder / run_dir.ADAPTER_DIR / "adapter_config.json").is_file():
+            raise ConfigError(
+                f"{folder} has a {run_dir.RUN_MARKER} but no {run_dir.ADAPTER_DIR}/ adapter "
+                "(a run saves it when training ends; an evaluation folder has none)",
+                where="--adapter",
+                fix="finish the run (train_sft.py --resume) or pass a finished run's folder",
+            )
+        return _from_run(folder, base_model=model, adapter_dir=folder / run_dir.ADAPTER_DIR)
+    if not (folder / "adapter_config.json").is_file():
+        raise ConfigError(
+            f"{folder} is neither a training output folder nor a LoRA adapter",
+            where="--adapter",
+            fix="pass the --output-dir of a training run or its adapter/ folder",
+        )
+    if (folder.parent / run_dir.RUN_MARKER).is_file():  # OUTPUT/adapter: the run's settings apply
+        return _from_run(folder.parent, base_model=model, adapter_dir=folder)
+    saved = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    base = model or saved["base_model_name_or_path"]
+    return TrainedRun(base, str(folder), DEFAULT_MAX_SIDE, None)
+
+
+def _from_run(folder: Path, *, base_model: str | None, adapter_dir: Path | None) -> TrainedRun:
+    config = run_dir.load_run_config(folder)
+    return TrainedRun(
+        # The run's own --model (e.g. "tiny-qwen2-vl"), not the adapter's absolute base path,
+        # which for a tiny model points into a cache that may have been rebuilt elsewhere.
+        base_model=base_model or config["ModelArgs"]["model"],
+        adapter_dir=str(adapter_dir) if adapter_dir else None,
+        max_side=config["DataArgs"]["max_side"],
+        system_prompt=config["DataArgs"]["system_prompt"],
+        run_folder=folder,
+    )

@@ -1,0 +1,122 @@
+"""The hf backend: transformers + PEFT (+ bitsandbytes for 4/8-bit), same options as Unsloth.
+
+Runs on CPU (tests, the offline demo), on GPUs Unsloth does not support, and is the benchmark
+baseline. Never imports unsloth.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vlm_unsloth import distributed
+from vlm_unsloth.data.collate import SftCollator
+from vlm_unsloth.families import Family
+from vlm_unsloth.models.device import DeviceSetup
+from vlm_unsloth.models.lora import LoraArgs, lora_target_regex
+
+
+def load(path: str, *, quantization: str, setup: DeviceSetup, max_seq_length: int):
+    """(model, processor) through transformers, quantized by bitsandbytes for 4bit/8bit."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
+
+    dtype = getattr(torch, setup.dtype)
+    kwargs: dict = {"dtype": dtype}
+    if quantization == "4bit":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    elif quantization == "8bit":
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+    if setup.device == "cuda":
+        # One process per GPU under torchrun: each loads its copy onto its own device.
+        kwargs["device_map"] = {"": distributed.local_index()}
+    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    processor = AutoProcessor.from_pretrained(path)
+    return model, processor
+
+
+def add_lora(
+    model, lora_args: LoraArgs, *, seed: int, adapter: str | None, gradient_checkpointing: bool
+):
+    """PEFT LoRA on the modules `lora_args` selects (or the saved `adapter`), trainable."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    if getattr(model, "is_quantized", False):
+        # Casts norms to fp32 and makes inputs require grad so checkpointed blocks backpropagate.
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    if adapter:
+        return PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    torch.manual_seed(seed)  # LoRA A matrices are random: same seed, same adapter init
+    config = LoraConfig(
+        r=lora_args.lora_r,
+        lora_alpha=lora_args.lora_alpha,
+        lora_dropout=lora_args.lora_dropout,
+        use_rslora=lora_args.use_rslora,
+        target_modules=lora_target_regex(model, lora_args),
+        modules_to_save=lora_args.modules_to_save,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def for_inference(model):
+    """eval() mode: no dropout."""
+    model.eval()
+    return model
+
+
+def for_training(model):
+    """train() mode."""
+    model.train()
+    return model
+
+
+def make_sft_collator(
+    model: Any,
+    processor: Any,
+    family: Family,
+    *,
+    max_side: int,
+    train_on_prompt: bool,
+    max_seq_length: int,
+) -> SftCollator:
+    """Our collator: the processor builds the batch, labels keep only the answers."""
+    return SftCollator(processor, family, max_side=max_side, train_on_prompt=train_on_prompt)
+
+
+def save_merged(
+    model: Any,
+    processor: Any,
+    *,
+    base_path: str,
+    setup: DeviceSetup,
+    adapter_dir: Path,
+    merged_dir: Path,
+) -> None:
+    """Reload the base in 16 bit (32 on CPU) and merge the saved adapter into it: a quantized
+    base cannot take merged weights without re-quantizing away the adapter's effect."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    dtype = torch.bfloat16 if setup.dtype == "bfloat16" else torch.float16
+    if setup.device == "cpu":
+        dtype = torch.float32
+    base = AutoModelForImageTextToText.from_pretrained(base_path, dtype=dtype)
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    merged.save_pretrained(merged_dir)
+    processor.save_pretrained(merged_dir)

@@ -1,0 +1,101 @@
+"""Random-weight checkpoints of the REAL model sizes, for memory and speed measurements.
+
+    python scripts/make_random_checkpoint.py --arch qwen2-vl-7b --output-dir /tmp/q7
+
+No machine here reaches the Hub, but memory and throughput depend only on the architecture and
+the image tokens, not on trained values. These folders use the real configs (layer counts,
+widths, vocabulary sizes) with the tiny checkpoints' processors, so the loading and training
+code is exactly the product's. Weights are initialised on the GPU when there is one (seconds for
+8B parameters instead of minutes on the CPU) and written as bf16 safetensors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vlm_unsloth.errors import ModelError
+from vlm_unsloth.families import FAMILIES
+
+_QWEN_ROPE = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}
+
+# Values from the hub checkpoints' config.json files.
+REAL_ARCHITECTURES: dict[str, dict] = {
+    "qwen2-vl-7b": dict(
+        family="qwen2-vl",
+        text_config=dict(
+            vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+            num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768,
+            rms_norm_eps=1e-6,
+            rope_parameters=_QWEN_ROPE,
+        ),
+        vision_config=dict(depth=32, embed_dim=1280, hidden_size=3584, num_heads=16, mlp_ratio=4),
+    ),
+    "qwen2.5-vl-7b": dict(
+        family="qwen2.5-vl",
+        text_config=dict(
+            vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+            num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=128000,
+            rms_norm_eps=1e-6,
+            rope_parameters=_QWEN_ROPE,
+        ),
+        vision_config=dict(
+            depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+            window_size=112, fullatt_block_indexes=[7, 15, 23, 31],
+        ),
+    ),
+    "llama-3.2-11b-vision": dict(
+        family="llama-3.2-vision",
+        text_config=dict(
+            vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=40,
+            num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072,
+            cross_attention_layers=[3, 8, 13, 18, 23, 28, 33, 38], rms_norm_eps=1e-5,
+            rope_parameters={
+                "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192,
+            },
+        ),
+        vision_config=dict(
+            hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_global_layers=8,
+            attention_heads=16, image_size=560, patch_size=14, max_num_tiles=4,
+            vision_output_dim=7680, intermediate_layers_indices=[3, 7, 15, 23, 30],
+        ),
+    ),
+}  # fmt: skip
+
+
+def build_random_checkpoint(arch: str, folder: str | Path) -> Path:
+    """Write a random-weight checkpoint of `arch` (a REAL_ARCHITECTURES key) to `folder`."""
+    import torch
+
+    from vlm_unsloth.models import tiny
+
+    if arch not in REAL_ARCHITECTURES:
+        raise ModelError(
+            f"unknown architecture {arch!r}",
+            where="--arch",
+            fix=f"use one of: {', '.join(REAL_ARCHITECTURES)}",
+        )
+    spec = REAL_ARCHITECTURES[arch]
+    family = FAMILIES[spec["family"]]
+    folder = Path(folder)
+    if (folder / "config.json").is_file():
+        return folder
+    processor = tiny._build_processor(family, real_size=True)
+    # Real sizes over the tiny config: token ids stay those of our tokenizer (the vocabulary is
+    # larger than the tokenizer, as real checkpoints' embedding tables often are).
+    config = tiny._build_config(
+        family, processor.tokenizer, text=spec["text_config"], vision=spec["vision_config"]
+    )
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(tiny.SEED)
+    with torch.device(device):
+        model = tiny._model_class(family)._from_config(config, dtype=torch.bfloat16)
+    if family.model_type == "mllama":
+        tiny._open_cross_attention_gates(model)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return folder

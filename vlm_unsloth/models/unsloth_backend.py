@@ -1,0 +1,135 @@
+"""The unsloth backend — the ONLY module that imports unsloth.
+
+Unsloth patches transformers, TRL and PEFT when imported and wants to come first, so
+`import_unsloth()` runs as soon as the backend is resolved, before the rest of the run imports
+them. It only works on an NVIDIA GPU (on CPU its FastVisionModel raises NotImplementedError), so
+CPU tests never reach this module; the GPU tests exercise it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vlm_unsloth import distributed
+from vlm_unsloth.data.collate import UnslothRecordCollator
+from vlm_unsloth.families import Family
+from vlm_unsloth.models.device import DeviceSetup
+from vlm_unsloth.models.lora import LoraArgs
+
+
+def import_unsloth():
+    """Import Unsloth (patches transformers/TRL/PEFT) and return the module."""
+    import unsloth
+
+    return unsloth
+
+
+def load(path: str, *, quantization: str, setup: DeviceSetup, max_seq_length: int):
+    """(model, processor) through FastVisionModel, with Unsloth's gradient checkpointing."""
+    import_unsloth()
+    import torch
+    from unsloth import FastVisionModel
+
+    placement = {}
+    if distributed.is_distributed():  # one process per GPU: each loads onto its own device
+        placement["device_map"] = {"": distributed.local_index()}
+    model, processor = FastVisionModel.from_pretrained(
+        model_name=path,
+        max_seq_length=max_seq_length,
+        dtype=getattr(torch, setup.dtype),
+        load_in_4bit=quantization == "4bit",
+        load_in_8bit=quantization == "8bit",
+        # Unsloth's variant offloads checkpointed activations to CPU asynchronously: the memory
+        # saving that makes long image-token sequences fit on 12 GB.
+        use_gradient_checkpointing="unsloth",
+        **placement,
+    )
+    return model, processor
+
+
+def add_lora(
+    model, lora_args: LoraArgs, *, seed: int, adapter: str | None, gradient_checkpointing: bool
+):
+    """FastVisionModel.get_peft_model on the parts `lora_args` selects (or the saved
+    `adapter`), in Unsloth's training mode."""
+    from unsloth import FastVisionModel
+
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        return FastVisionModel.for_training(model)
+    model = FastVisionModel.get_peft_model(
+        model,
+        finetune_vision_layers=lora_args.finetune_vision_layers,
+        finetune_language_layers=lora_args.finetune_language_layers,
+        finetune_attention_modules=lora_args.finetune_attention_modules,
+        finetune_mlp_modules=lora_args.finetune_mlp_modules,
+        target_modules=lora_args.target_modules,
+        modules_to_save=lora_args.modules_to_save,
+        r=lora_args.lora_r,
+        lora_alpha=lora_args.lora_alpha,
+        lora_dropout=lora_args.lora_dropout,
+        use_rslora=lora_args.use_rslora,
+        bias="none",
+        random_state=seed,
+        use_gradient_checkpointing="unsloth" if gradient_checkpointing else False,
+    )
+    return FastVisionModel.for_training(model)
+
+
+def for_inference(model):
+    """Unsloth's fast generation mode."""
+    from unsloth import FastVisionModel
+
+    return FastVisionModel.for_inference(model)
+
+
+def for_training(model):
+    """Unsloth's training mode."""
+    from unsloth import FastVisionModel
+
+    return FastVisionModel.for_training(model)
+
+
+def make_sft_collator(
+    model: Any,
+    processor: Any,
+    family: Family,
+    *,
+    max_side: int,
+    train_on_prompt: bool,
+    max_seq_length: int,
+) -> UnslothRecordCollator:
+    """Unsloth's vision collator with our label semantics, over our canonical records.
+
+    resize="max": images arrive already capped at --max-side by our preparation, and the
+    collator's default ("min") would shrink Qwen images to 512 px wide regardless.
+    train_on_responses_only with the family's markers: otherwise it trains on the prompt too.
+    """
+    from unsloth.trainer import UnslothVisionDataCollator
+
+    unsloth_collator = UnslothVisionDataCollator(
+        model,
+        processor,
+        resize="max",
+        max_seq_length=max_seq_length,
+        train_on_responses_only=not train_on_prompt,
+        instruction_part=family.instruction_part,
+        response_part=family.response_part,
+    )
+    return UnslothRecordCollator(unsloth_collator, family, max_side=max_side)
+
+
+def save_merged(
+    model: Any,
+    processor: Any,
+    *,
+    base_path: str,
+    setup: DeviceSetup,
+    adapter_dir: Path,
+    merged_dir: Path,
+) -> None:
+    """Unsloth's merged_16bit save: it reloads the base in 16 bit and merges there."""
+    model.save_pretrained_merged(str(merged_dir), processor, save_method="merged_16bit")

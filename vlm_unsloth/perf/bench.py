@@ -1,0 +1,306 @@
+"""Benchmark: backends x batch settings on the same data, each run in its own process.
+
+    python scripts/bench.py --model qwen2-vl-7b --backends unsloth hf --settings 2x4 8x1 16x1
+    python scripts/bench.py --model qwen2-vl-7b --settings hf:2x4 unsloth:auto \
+        --gpu-memory-gib 12 --image-side 1280 --max-side 1024
+
+Every run is the real `train-sft` command (a fresh process, so one backend's patches or memory
+never leak into the next) for `--warmup-steps + --steps` optimizer steps; only the steps after
+the warm-up are measured (Unsloth compiles on the first). `--model` may name a real
+architecture (qwen2-vl-7b, qwen2.5-vl-7b, llama-3.2-11b-vision): a random-weight checkpoint of
+that size is built once, since speed and memory do not depend on trained values.
+
+A setting is BATCHxACCUM or `auto` (`--batch-size auto --effective-batch-size
+--auto-effective-batch`), optionally for one backend only (`hf:2x4`). `--image-side` upscales a
+copy of the dataset's images to that longest side first, so that --max-side 768 and 1024 differ
+(the demo charts are at most 480 px).
+
+Writes a JSON file and prints a table: the batch used, samples/s, tokens/s, peak reserved GiB,
+the memory planner's prediction for that batch (where the model is calibrated), MFU (6 x
+parameters x tokens/s over the GPU's dense bf16 peak), the share of step time spent waiting for
+data, and the ratio to the baseline row. A benchmark script, not a timed test.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from vlm_unsloth import run_dir
+from vlm_unsloth.data.splits import DEMO_DIR
+from vlm_unsloth.errors import ConfigError
+
+# Dense bf16 (fp16 for T4) tensor-core peaks from the vendors' data sheets, FLOP/s.
+PEAK_FLOPS = {
+    "H100": 989e12,
+    "H200": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10": 125e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+    "T4": 65e12,
+}
+
+
+@dataclass
+class BenchArgs:
+    """What to benchmark."""
+
+    model: str = field(
+        default="qwen2-vl-7b",
+        metadata={
+            "help": "A real architecture (qwen2-vl-7b, qwen2.5-vl-7b, llama-3.2-11b-vision: "
+            "random weights, built once into --work-dir), a model folder, a hub id or tiny-*."
+        },
+    )
+    backends: list[str] = field(
+        default_factory=lambda: ["unsloth", "hf"], metadata={"help": "Backends to run."}
+    )
+    settings: list[str] = field(
+        default_factory=lambda: ["2x4", "8x1", "16x1"],
+        metadata={
+            "help": "Per-device batch x gradient accumulation (2x4), or auto; prefix a backend "
+            "to run it on that one only (hf:2x4 unsloth:auto)."
+        },
+    )
+    auto_effective_batch: int = field(
+        default=16, metadata={"help": "Effective batch of the auto settings."}
+    )
+    image_side: int | None = field(
+        default=None,
+        metadata={"help": "Upscale a copy of the dataset's images to this longest side first."},
+    )
+    baseline: str = field(
+        default="hf:2x4", metadata={"help": "The row other rows' speed is compared with."}
+    )
+    dataset: str = field(
+        default=str(DEMO_DIR / "train.jsonl"),
+        metadata={"help": "Training data (same for every run)."},
+    )
+    max_side: int = field(default=768, metadata={"help": "Image cap, as --max-side."})
+    gpu_memory_gib: float | None = field(
+        default=None, metadata={"help": "Cap every run's GPU memory, as --gpu-memory-gib."}
+    )
+    train_flags: str = field(
+        default="",
+        metadata={
+            "help": "More train-sft flags for every run, as one string after '=': "
+            "--train-flags='--group-by-length --dataloader-num-workers 0'."
+        },
+    )
+    steps: int = field(default=10, metadata={"help": "Optimizer steps measured per run."})
+    warmup_steps: int = field(
+        default=3, metadata={"help": "Optimizer steps run first and not measured."}
+    )
+    work_dir: str = field(
+        default="outputs/bench", metadata={"help": "Run folders and built checkpoints."}
+    )
+    output: str = field(default="outputs/bench.json", metadata={"help": "The results file."})
+
+    def problems(self) -> list[str]:
+        found = [
+            f"--settings {s}: use BATCHxACCUM (e.g. 2x4) or auto, optionally backend:setting"
+            for s in self.settings
+            if _bad(s)
+        ]
+        if self.steps < 1 or self.warmup_steps < 0:
+            found.append("--steps must be >= 1 and --warmup-steps >= 0")
+        unknown = [b for b in self.backends if b not in ("unsloth", "hf")]
+        if unknown:
+            found.append(f"--backends {' '.join(unknown)}: use unsloth and/or hf")
+        return found
+
+
+def _bad(setting: str) -> bool:
+    backend, _, setting = setting.rpartition(":")
+    if backend not in ("", "unsloth", "hf"):
+        return True
+    if setting == "auto":
+        return False
+    parts = setting.split("x")
+    return len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts)
+
+
+def runs(args: BenchArgs) -> list[tuple[str, str]]:
+    """(backend, setting) pairs in order: each setting for every backend unless prefixed."""
+    pairs = []
+    for backend in args.backends:
+        for entry in args.settings:
+            only, _, setting = entry.rpartition(":")
+            if only in ("", backend):
+                pairs.append((backend, setting))
+    return pairs
+
+
+@dataclass
+class BenchRow:
+    backend: str
+    setting: str
+    batch: str | None = None
+    """The batch x accumulation the run used (what auto settled on)."""
+    samples_per_second: float | None = None
+    tokens_per_second: float | None = None
+    peak_reserved_gib: float | None = None
+    planned_gib: float | None = None
+    """The memory planner's prediction for this batch at the data's longest sample."""
+    mfu: float | None = None
+    data_wait_fraction: float | None = None
+    ratio_to_baseline: float | None = None
+    error: str | None = None
+    command: str = ""
+
+
+def peak_flops(device_name: str) -> float | None:
+    """The dense bf16 peak of a known GPU (by name) for MFU, or None."""
+    for key, flops in PEAK_FLOPS.items():
+        if key in device_name:
+            return flops
+    return None
+
+
+def run_benchmark(args: BenchArgs, *, console=None) -> list[BenchRow]:
+    """Run every backend x setting, write `args.output`, print the table; return the rows."""
+    problems = args.problems()
+    if problems:
+        raise ConfigError("; ".join(problems), where="bench options")
+    work = Path(args.work_dir)
+    model = _model_path(args.model, work)
+    dataset = args.dataset
+    if args.image_side:
+        dataset = str(upscaled_copy(Path(args.dataset), args.image_side, work))
+    rows = [
+        _run_one(args, model, dataset, backend, setting, work) for backend, setting in runs(args)
+    ]
+    _add_ratios(rows, args.baseline)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(
+        json.dumps({"args": asdict(args), "rows": [asdict(r) for r in rows]}, indent=2)
+    )
+    if console is not None:
+        console.print(results_table(rows, title=f"bench: {args.model}, max side {args.max_side}"))
+    return rows
+
+
+def _model_path(model: str, work: Path) -> str:
+    from vlm_unsloth.models.random_weights import REAL_ARCHITECTURES, build_random_checkpoint
+
+    if model in REAL_ARCHITECTURES:
+        return str(build_random_checkpoint(model, work / f"random-{model}"))
+    return model
+
+
+def upscaled_copy(dataset: Path, side: int, work: Path) -> Path:
+    """A copy of a JSONL dataset whose images are upscaled (aspect kept) to `side` px on their
+    longest side, as JPEG (photo-like decode cost); returns the new JSONL file."""
+    from PIL import Image
+
+    folder = work / f"data-{side}px"
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(line) for line in dataset.read_text().splitlines() if line.strip()]
+    for row in rows:
+        source = dataset.parent / row["image"]
+        target = folder / "images" / f"{Path(row['image']).stem}.jpg"
+        if not target.exists():
+            with Image.open(source) as image:
+                scale = side / max(image.size)
+                size = (round(image.width * scale), round(image.height * scale))
+                image.convert("RGB").resize(size, Image.Resampling.BICUBIC).save(target, quality=90)
+        row["image"] = f"images/{target.name}"
+    output = folder / dataset.name
+    output.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return output
+
+
+def _run_one(
+    args: BenchArgs, model: str, dataset: str, backend: str, setting: str, work: Path
+) -> BenchRow:
+    if setting == "auto":
+        batch_flags = ["--batch-size", "auto", "--effective-batch-size"]
+        batch_flags.append(str(args.auto_effective_batch))
+    else:
+        batch, accum = setting.split("x")
+        batch_flags = ["--batch-size", batch, "--grad-accum", accum]
+    output = work / f"{backend}-{setting}"
+    command = [
+        sys.executable, "-m", "vlm_unsloth.cli", "train-sft", "--model", model,
+        "--backend", backend, "--dataset", dataset, "--max-side", str(args.max_side),
+        *batch_flags,
+        "--max-steps", str(args.warmup_steps + args.steps), "--logging-steps", "1",
+        "--save-steps", "1000000", "--output-dir", str(output), "--overwrite",
+    ]  # fmt: skip
+    if args.gpu_memory_gib is not None:
+        command += ["--gpu-memory-gib", str(args.gpu_memory_gib)]
+    command += shlex.split(args.train_flags)
+    row = BenchRow(backend=backend, setting=setting, command=" ".join(command[1:]))
+    finished = subprocess.run(command, capture_output=True, text=True)
+    work.mkdir(parents=True, exist_ok=True)  # the run's own output, kept for a failed row
+    (work / f"{backend}-{setting}.log").write_text(finished.stdout + finished.stderr)
+    if finished.returncode != 0:
+        tail = (finished.stderr or finished.stdout).strip().splitlines()[-1:] or ["failed"]
+        row.error = "out of memory" if "out of memory" in finished.stderr.lower() else tail[0]
+        return row
+    measured = [
+        log
+        for log in run_dir.read_metrics(output)
+        if "loss" in log and log["step"] > args.warmup_steps and "samples_per_second" in log
+    ]
+    summary = json.loads((output / run_dir.SUMMARY_FILE).read_text())
+    row.batch = f"{summary['batch_size']}x{summary['grad_accum']}"
+    row.planned_gib = summary.get("planned_peak_gib")
+    row.samples_per_second = sum(m["samples_per_second"] for m in measured) / len(measured)
+    row.tokens_per_second = sum(m["tokens_per_second"] for m in measured) / len(measured)
+    row.peak_reserved_gib = summary.get("peak_gpu_memory_gib")
+    waits = [m["data_wait_fraction"] for m in measured if "data_wait_fraction" in m]
+    row.data_wait_fraction = sum(waits) / len(waits) if waits else None
+    flops = peak_flops(summary.get("device_name", ""))
+    if flops:
+        row.mfu = 6 * summary["parameters"]["total"] * row.tokens_per_second / flops
+    return row
+
+
+def _add_ratios(rows: list[BenchRow], baseline: str) -> None:
+    backend, _, setting = baseline.partition(":")
+    base = next((r for r in rows if (r.backend, r.setting) == (backend, setting)), None)
+    if base is None or not base.samples_per_second:
+        return
+    for row in rows:
+        if row.samples_per_second:
+            row.ratio_to_baseline = row.samples_per_second / base.samples_per_second
+
+
+def results_table(rows: list[BenchRow], *, title: str):
+    """The rich table of bench rows."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = (
+        "backend", "setting", "batch", "samples/s", "tokens/s", "peak GiB", "planned", "MFU",
+        "data wait", "vs base",
+    )  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="right")
+
+    def number(value, template):
+        return template.format(value) if value is not None else "-"
+
+    for row in rows:
+        table.add_row(
+            row.backend,
+            row.setting,
+            row.batch or "-",
+            row.error or number(row.samples_per_second, "{:.2f}"),
+            number(row.tokens_per_second, "{:.0f}"),
+            number(row.peak_reserved_gib, "{:.2f}"),
+            number(row.planned_gib, "{:.2f}"),
+            number(row.mfu, "{:.1%}"),
+            number(row.data_wait_fraction, "{:.1%}"),
+            number(row.ratio_to_baseline, "{:.2f}x"),
+        )
+    return table

@@ -1,0 +1,193 @@
+"""Predict peak GPU memory for a batch size, and pick the largest batch under a memory cap.
+
+    python scripts/plan.py --model qwen2-vl-7b --max-side 768 --gpu-memory-gib 12
+
+A fit, per architecture and backend, of measured peaks (calibration/peak_memory.json, each point
+with the command or source that produced it): peak = fixed + per_token x batch x tokens, where
+`fixed` holds weights, LoRA and optimizer state and the CUDA context, and `per_token` the
+activations a token keeps (image tokens dominate a sample). Only calibrated pairs are planned:
+a guess for an unmeasured model would be worse than no answer; scripts/bench.py adds points.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+
+from vlm_unsloth.errors import ConfigError
+
+SAFETY_MARGIN = 0.9
+"""Plan to 90% of the cap: allocator fragmentation and rare long batches need headroom."""
+
+
+@dataclass
+class PlanArgs:
+    """What to plan for."""
+
+    model: str = field(
+        default="qwen2-vl-7b",
+        metadata={"help": "A calibrated architecture (see calibration/peak_memory.json)."},
+    )
+    backend: str = field(
+        default="unsloth", metadata={"help": "unsloth or hf.", "choices": ("unsloth", "hf")}
+    )
+    gpu_memory_gib: float = field(default=12.0, metadata={"help": "The card's memory."})
+    max_side: int = field(default=768, metadata={"help": "Image cap (longest side, px)."})
+    tokens_per_sample: int | None = field(
+        default=None,
+        metadata={
+            "help": "Longest sample in tokens (default: a 4:3 image at --max-side plus 64 text "
+            "tokens; scripts/inspect_data.py prints your data's maximum)."
+        },
+    )
+    effective_batch_size: int = field(
+        default=16, metadata={"help": "Samples per optimizer step to keep (batch x accum)."}
+    )
+    max_batch_size: int = field(default=32, metadata={"help": "Largest batch to consider."})
+
+
+@dataclass(frozen=True)
+class MemoryFit:
+    arch: str
+    backend: str
+    fixed_gib: float
+    gib_per_token: float
+    points: int
+
+    def peak_gib(self, batch_size: int, tokens: int) -> float:
+        return self.fixed_gib + self.gib_per_token * batch_size * tokens
+
+
+@dataclass
+class Plan:
+    fit: MemoryFit
+    tokens: int
+    rows: list[tuple[int, float]]
+    """(batch size, predicted peak GiB) for 1..max_batch_size."""
+    batch_size: int | None
+    grad_accum: int | None
+    cap_gib: float
+
+
+def calibration_points() -> list[dict]:
+    """The measured peaks the planner fits (calibration/peak_memory.json)."""
+    text = resources.files("vlm_unsloth.perf").joinpath("calibration/peak_memory.json").read_text()
+    return json.loads(text)["points"]
+
+
+def fit_memory(arch: str, backend: str) -> MemoryFit:
+    """Least-squares line through the measured peaks of `arch` on `backend`."""
+    points = [p for p in calibration_points() if (p["arch"], p["backend"]) == (arch, backend)]
+    if len({p["batch_size"] * p["tokens"] for p in points}) < 2:
+        calibrated = sorted({f"{p['arch']} on {p['backend']}" for p in calibration_points()})
+        raise ConfigError(
+            f"no memory calibration for {arch} on the {backend} backend",
+            where="--model/--backend",
+            fix=f"calibrated: {', '.join(calibrated)}; measure more with scripts/bench.py",
+        )
+    xs = [p["batch_size"] * p["tokens"] for p in points]
+    ys = [p["peak_gib"] for p in points]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mean_x) ** 2 for x in xs
+    )
+    return MemoryFit(arch, backend, mean_y - slope * mean_x, slope, len(points))
+
+
+def default_tokens(arch: str, max_side: int) -> int:
+    """Tokens of a 4:3 image capped at `max_side` plus 64 text tokens (prompt and answer)."""
+    from vlm_unsloth.data.image_tokens import qwen_image_tokens
+
+    if not arch.startswith("qwen"):
+        raise ConfigError(f"pass --tokens-per-sample for {arch}", where="--tokens-per-sample")
+    width, height = max_side, round(max_side * 3 / 4)
+    return qwen_image_tokens(width, height, max_pixels=28 * 28 * 16384).text_tokens + 64
+
+
+def plan_memory(args: PlanArgs) -> Plan:
+    """Predicted peak per batch size, and the largest batch under the cap."""
+    fit = fit_memory(args.model, args.backend)
+    tokens = args.tokens_per_sample or default_tokens(args.model, args.max_side)
+    rows = [(b, fit.peak_gib(b, tokens)) for b in range(1, args.max_batch_size + 1)]
+    cap = args.gpu_memory_gib * SAFETY_MARGIN
+    fitting = [b for b, peak in rows if peak <= cap and args.effective_batch_size % b == 0]
+    batch = max(fitting) if fitting else None
+    accum = args.effective_batch_size // batch if batch else None
+    return Plan(fit, tokens, rows, batch, accum, cap)
+
+
+def print_plan(plan: Plan, args: PlanArgs, console) -> None:
+    """Print the plan as a table with its recommendation."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"{args.model} on {args.backend}: predicted peak at {plan.tokens} tokens/sample "
+        f"(max side {args.max_side}); cap {args.gpu_memory_gib:g} GiB, planning to "
+        f"{plan.cap_gib:.1f}"
+    )
+    table.add_column("batch", justify="right")
+    table.add_column("peak GiB", justify="right")
+    table.add_column("fits", justify="center")
+    for batch, peak in plan.rows:
+        table.add_row(str(batch), f"{peak:.2f}", "yes" if peak <= plan.cap_gib else "no")
+    console.print(table)
+    console.print(
+        f"fit over {plan.fit.points} measured points (4-bit weights, gradient checkpointing, "
+        f"LoRA r16 on every linear layer): {plan.fit.fixed_gib:.2f} GiB fixed + "
+        f"{plan.fit.gib_per_token * 2**20:.3f} KiB per token"
+    )
+    if plan.batch_size is None:
+        console.print(
+            f"[red]nothing fits {args.gpu_memory_gib:g} GiB at {plan.tokens} tokens/sample: "
+            "lower --max-side (e.g. 512)[/]"
+        )
+    else:
+        console.print(
+            f"recommended: --max-side {args.max_side} --batch-size {plan.batch_size} "
+            f"--grad-accum {plan.grad_accum} (effective {args.effective_batch_size})"
+        )
+
+
+def architecture_of(family_key: str, model_config) -> str | None:
+    """The real architecture (e.g. qwen2-vl-7b) a loaded model has, matched on its family and
+    language-model shape; None for any other size (e.g. the tiny test models)."""
+    from vlm_unsloth.models.random_weights import REAL_ARCHITECTURES
+
+    text = getattr(model_config, "text_config", model_config)
+    shape = (getattr(text, "hidden_size", None), getattr(text, "num_hidden_layers", None))
+    for arch, spec in REAL_ARCHITECTURES.items():
+        wanted = (spec["text_config"]["hidden_size"], spec["text_config"]["num_hidden_layers"])
+        if spec["family"] == family_key and shape == wanted:
+            return arch
+    return None
+
+
+def covers(quantization: str, gradient_checkpointing: bool) -> bool:
+    """Whether the calibration speaks for this setup. Every measured point used 4-bit weights
+    and gradient checkpointing; without checkpointing a batch of 8 at 768 px kept 67.5 GiB
+    where the fit says 9.3, so other setups get no prediction rather than a wrong one."""
+    return quantization == "4bit" and gradient_checkpointing
+
+
+def calibrated_fit(arch: str | None, backend: str) -> MemoryFit | None:
+    """`fit_memory`, or None where `arch` (None: no planner name) has no calibration on
+    `backend`: for callers that plan when they can and carry on when they cannot."""
+    if arch is None:
+        return None
+    try:
+        return fit_memory(arch, backend)
+    except ConfigError:
+        return None
+
+
+def planned_batch_size(
+    arch: str | None, backend: str, cap_gib: float, tokens: int, candidates: list[int]
+) -> int | None:
+    """The largest of `candidates` predicted to fit `cap_gib` at `tokens` per sample; None when
+    `arch` has no calibration on `backend` (or nothing is predicted to fit)."""
+    fit = calibrated_fit(arch, backend)
+    if fit is None:
+        return None
+    fitting = [b for b in candidates if fit.peak_gib(b, tokens) <= cap_gib * SAFETY_MARGIN]
+    return max(fitting) if fitting else None

@@ -1,0 +1,99 @@
+"""Supervised fine-tuning (QLoRA) of a vision-language model, top to bottom.
+
+    python scripts/train_sft.py --max-side 768                      # Qwen2-VL-7B, demo data, GPU
+    python scripts/train_sft.py --model tiny-qwen2-vl --backend hf  # offline CPU demo
+
+backend → output folder → model + LoRA → data (load, validate, split) → collator → TRL
+SFTTrainer → train (resumable, Ctrl-C safe) → save adapter (+ merged) → loss curve and summary.
+"""
+
+from __future__ import annotations
+
+import time
+
+from vlm_unsloth import distributed
+from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, to_dict
+from vlm_unsloth.console import make_console
+from vlm_unsloth.data.splits import has_eval_rows
+from vlm_unsloth.errors import ConfigError
+from vlm_unsloth.infer.evaluate import evaluate_run
+from vlm_unsloth.models.backend import backend_module
+from vlm_unsloth.models.lora import LoraArgs
+from vlm_unsloth.train import steps
+from vlm_unsloth.train.batch_size import settle_batch_size
+from vlm_unsloth.train.summary import FinishedRun, TrainResult, finish, print_banner
+
+
+def train_sft(
+    model_args: ModelArgs,
+    lora_args: LoraArgs,
+    data_args: DataArgs,
+    train_args: TrainArgs,
+    *,
+    console=None,
+    extra_callbacks: list | None = None,
+) -> TrainResult:
+    """Train a LoRA adapter with TRL's SFTTrainer on either backend; see the module docstring.
+
+    `extra_callbacks`: more `transformers.TrainerCallback`s (e.g. a notebook's own logging).
+    """
+    started = time.perf_counter()
+    # Backend first: Unsloth must be imported before transformers/TRL/PEFT to patch them.
+    setup = steps.setup_device(model_args, train_args)
+    if train_args.eval_at_end and not has_eval_rows(data_args):  # say so now, not after training
+        raise ConfigError(
+            "--eval-at-end needs evaluation rows and there are none",
+            where="--eval-at-end",
+            fix="pass --eval-dataset, --eval-split or --eval-fraction (or drop --eval-at-end)",
+        )
+    console = console or make_console()
+    output = steps.prepare_output(
+        train_args, to_dict(model_args, lora_args, data_args, train_args), setup
+    )
+
+    loaded = steps.load_model_for_training(model_args, lora_args, data_args, train_args, setup)
+    data = steps.load_training_data(data_args, loaded, train_args, output, preference=False)
+    collator = backend_module(setup.backend).make_sft_collator(
+        loaded.model,
+        loaded.processor,
+        loaded.family,
+        max_side=data_args.max_side,
+        train_on_prompt=train_args.train_on_prompt,
+        max_seq_length=data_args.max_seq_length,
+    )
+
+    from trl import SFTConfig, SFTTrainer
+
+    trainer_config = SFTConfig(
+        **steps.trainer_arguments(train_args, setup, output, has_eval=data.eval is not None),
+        # Vision batches are built by our collator from raw records: TRL must not tokenize,
+        # truncate or drop the columns it does not know.
+        remove_unused_columns=False,
+        dataset_text_field="",
+        dataset_kwargs={"skip_prepare_dataset": True},
+        max_length=None,
+    )
+    trainer = steps.build_trainer(
+        SFTTrainer,
+        # The loss sums the answer tokens over the step's token count: halves add up.
+        loss_is_mean_over_rows=False,
+        console=console,
+        output=output,
+        model=loaded.model,
+        args=trainer_config,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        data_collator=collator,
+        processing_class=loaded.processor,
+        callbacks=steps.callbacks(output, console) + list(extra_callbacks or []),
+    )
+    train_args = settle_batch_size(trainer, train_args, data, loaded, output, console)
+    print_banner(console, "SFT", loaded, data, train_args, output)
+    interrupted = steps.run_training(trainer, train_args, output)
+    run = FinishedRun("SFT", trainer, loaded, data, train_args, output, started, interrupted)
+    result = finish(run, console)
+    if train_args.eval_at_end and not interrupted and distributed.is_main_process():
+        # The model just trained answers (no reload, no second copy); base answers come from
+        # the same weights with the adapter switched off. Writes OUTPUT/eval/.
+        evaluate_run(output, loaded=loaded, records=data.eval, console=console)
+    return result
