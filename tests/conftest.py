@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 # No test may reach the Hugging Face Hub: the tool must work with local folders alone.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -17,6 +18,8 @@ os.environ.setdefault("VLM_UNSLOTH_CACHE", tempfile.mkdtemp(prefix="vlm-unsloth-
 import pytest  # noqa: E402
 
 TINY_MODELS = ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-llama-3.2-vision"]
+REPO = Path(__file__).resolve().parent.parent
+"""The checkout: scripts/ and configs/ are found from here, never from the current folder."""
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Tiny learnable tasks for end-to-end tests: a model can only answer them by looking at the image.
 
-    from tests.tasks import write_colour_task
+    from tasks import write_colour_task
     task = write_colour_task(tmp_path / "colours")   # train.jsonl, eval.jsonl, blank_eval.jsonl
 
 The colour task: 84x84 white images with one filled square (24-48 px, random position) in one of

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from conftest import TINY_MODELS
+from test_tiny import _record
 
-from tests.conftest import TINY_MODELS
-from tests.test_tiny import _record
 from vlm_unsloth.data.collate import IGNORE_INDEX, SftCollator
 from vlm_unsloth.data.image_tokens import count_image_tokens
 from vlm_unsloth.errors import DataError

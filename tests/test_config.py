@@ -84,9 +84,9 @@ def test_unknown_flag_is_an_error_naming_it():
 
 
 def test_every_shipped_preset_parses_and_validates():
-    from pathlib import Path
+    from conftest import REPO
 
-    presets = sorted(Path("configs").glob("*.yaml"))
+    presets = sorted((REPO / "configs").glob("*.yaml"))
     assert {p.name for p in presets} >= {
         "qwen2-vl-7b-12gb.yaml", "llama-3.2-11b-vision-12gb.yaml",
         "kaggle-t4-16gb.yaml", "tiny-cpu-demo.yaml",

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
 from datasets import Dataset
 from PIL import Image
+from tasks import COLOURS, IMAGE_SIDE, QUESTION, draw_square
 
-from tests.tasks import COLOURS, IMAGE_SIDE, QUESTION, draw_square
 from vlm_unsloth.cli import dpo_main
 from vlm_unsloth.config import DataArgs, ModelArgs, parse_args
 from vlm_unsloth.data.records import PREFERENCE_FEATURES
@@ -355,11 +356,10 @@ def test_every_dpo_problem_is_reported_at_once():
 
 def test_train_dpo_script_help():
     result = subprocess.run(
-        [sys.executable, "scripts/train_dpo.py", "--help"],
+        [sys.executable, str(REPO / "scripts" / "train_dpo.py"), "--help"],
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=Path(__file__).resolve().parent.parent,
     )
     assert result.returncode == 0, result.stderr
     for flag in ("--beta", "--loss-type", "--adapter", "--chosen-column", "--rejected-column",

@@ -14,8 +14,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tasks import colour_training_args, write_colour_task
 
-from tests.tasks import colour_training_args, write_colour_task
 from vlm_unsloth.cli import evaluate_main, train_sft_main
 from vlm_unsloth.config import ModelArgs
 from vlm_unsloth.errors import ConfigError
@@ -214,9 +214,14 @@ def test_html_report_renders_in_chromium(evaluated, tmp_path):
     background = image.getpixel((5, 5))
     differing = sum(1 for pixel in image.getdata() if pixel != background)
     assert differing > 0.05 * 1200 * 1600, "the page rendered (nearly) blank"
-    colours = {pixel for pixel in image.crop((0, 400, 1200, 1200)).getdata()}
-    squares = {(220, 30, 30), (30, 180, 30), (30, 60, 220), (230, 210, 20)}
-    assert colours & squares, "no thumbnail's square colour is on screen"
+    colours = set(image.crop((0, 400, 1200, 1200)).getdata())
+    squares = [(220, 30, 30), (30, 180, 30), (30, 60, 220), (230, 210, 20)]
+
+    def near(pixel, square):  # a browser may colour-manage or resample the thumbnails
+        return max(abs(a - b) for a, b in zip(pixel, square, strict=True)) <= 24
+
+    shown = [s for s in squares if any(near(pixel, s) for pixel in colours)]
+    assert shown, "no thumbnail's square colour is on screen"
 
 
 def test_output_folder_is_protected(colour_run, evaluated, tmp_path, capsys):

@@ -6,24 +6,23 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import REPO, TINY_MODELS
 
-from tests.conftest import TINY_MODELS
 from vlm_unsloth.cli import infer_main
 from vlm_unsloth.config import ModelArgs
 from vlm_unsloth.data.splits import DEMO_DIR
 from vlm_unsloth.infer.args import GenerationArgs
 from vlm_unsloth.infer.generation import (
     _inputs,
+    _stop_tokens,
     generate_answers,
     image_record,
     load_for_inference,
     stream_answer,
 )
 
-REPO = Path(__file__).resolve().parent.parent
 GREEDY = GenerationArgs(max_new_tokens=12, batch_size=4)
 SIDE = 224  # small images: fast, and still different sizes per row
 
@@ -57,8 +56,37 @@ def test_batched_greedy_answers_equal_one_by_one(name, loaded, demo_records):
     assert (batch["attention_mask"][:, -1] == 1).all(), "left padding: every prompt ends aligned"
     together = generate_answers(model, demo_records, GREEDY, max_side=SIDE)
     one_by_one = [generate_answers(model, [r], GREEDY, max_side=SIDE)[0] for r in demo_records]
-    assert together == one_by_one
     assert all(answer for answer in together)
+    for record, batched, alone in zip(demo_records, together, one_by_one, strict=True):
+        if batched != alone:
+            # Padding changes float rounding by ~1e-6: that may only ever break a near-tie
+            # between two tokens (random tiny weights have some). Up to the first such step
+            # the answers must agree.
+            agreed = _greedy_text_before_a_near_tie(model, record)
+            assert batched.startswith(agreed) and alone.startswith(agreed), (batched, alone)
+
+
+def _greedy_text_before_a_near_tie(model, record, margin: float = 1e-3) -> str:
+    """The one-row greedy answer up to the first step whose two best logits are within
+    `margin`."""
+    import torch
+
+    batch = _inputs(model, [record], SIDE, None)
+    with torch.inference_mode():
+        output = model.model.generate(
+            **batch,
+            **GREEDY.generate_kwargs(),
+            **_stop_tokens(model),
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+    tokens = output.sequences[0, batch["input_ids"].shape[1] :]
+    for step, scores in enumerate(output.scores):
+        top = scores[0].float().topk(2).values
+        if top[0] - top[1] < margin:
+            tokens = tokens[:step]
+            break
+    return model.processor.tokenizer.decode(tokens, skip_special_tokens=True).strip()
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
+from conftest import TINY_MODELS
 
-from tests.conftest import TINY_MODELS
 from vlm_unsloth.errors import ConfigError
 from vlm_unsloth.models.lora import LoraArgs, select_lora_targets
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def _run_python(code: str) -> subprocess.CompletedProcess:
@@ -50,12 +51,14 @@ def test_hf_backend_model_load_never_imports_unsloth():
 
 
 def test_console_entry_point_lists_and_helps_every_subcommand():
-    import shutil
+    import sysconfig
 
     from vlm_unsloth.cli import COMMANDS
 
-    executable = shutil.which("vlm-unsloth")
-    assert executable, "pip install -e . installs the vlm-unsloth command"
+    # Next to this interpreter (where pip installed it), not wherever PATH points: the test
+    # must hold when the environment is not activated.
+    executable = Path(sysconfig.get_path("scripts")) / "vlm-unsloth"
+    assert executable.is_file(), "pip install -e . installs the vlm-unsloth command"
     listing = subprocess.run([executable, "--help"], capture_output=True, text=True, timeout=60)
     assert listing.returncode == 0
     for name in COMMANDS:
@@ -66,3 +69,41 @@ def test_console_entry_point_lists_and_helps_every_subcommand():
         assert helped.returncode == 0 and "usage:" in helped.stdout, name
     unknown = subprocess.run([executable, "trian-sft"], capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 2 and "unknown command 'trian-sft'" in unknown.stderr
+
+
+def test_the_wheel_carries_the_demo_set_and_the_data_files_the_code_reads(tmp_path):
+    """A non-editable `pip install .` must keep `--dataset demo`, the planner's calibration and
+    the tiny Llama chat template: build the wheel and look inside."""
+    import zipfile
+
+    from conftest import REPO
+
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(REPO)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("vlm_unsloth-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    demo = REPO / "vlm_unsloth" / "data" / "demo"
+    shipped = {path.relative_to(REPO).as_posix() for path in demo.rglob("*") if path.is_file()}
+    assert len(shipped) > 360 and shipped <= names, sorted(shipped - names)[:5]
+    assert "vlm_unsloth/perf/calibration/peak_memory.json" in names
+    assert "vlm_unsloth/models/chat_templates/llama3_2_vision.jinja" in names
+    assert not any(name.startswith(("tests/", "scripts/")) for name in names)
+
+
+def test_an_install_without_the_demo_set_says_how_to_get_it(monkeypatch, tmp_path):
+    import pytest
+
+    from vlm_unsloth.config import DataArgs
+    from vlm_unsloth.data import splits
+    from vlm_unsloth.errors import DataError
+
+    monkeypatch.setattr(splits, "DEMO_DIR", tmp_path / "missing")
+    with pytest.raises(DataError, match="demo set is missing .*make_demo_data.py"):
+        splits.dataset_paths(DataArgs(dataset="demo"), preference=False)
+    assert splits.dataset_paths(DataArgs(dataset="mine.jsonl"), preference=False)[0] == (
+        "mine.jsonl"
+    )

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, TINY_MODELS
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from tests.conftest import TINY_MODELS
 from vlm_unsloth.cli import train_sft_main
 from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs
 from vlm_unsloth.errors import OutputDirError
@@ -150,7 +150,7 @@ def test_cli_reports_user_errors_in_one_line(tmp_path, capsys):
 
 def test_default_command_without_a_gpu_says_how_to_run_the_demo():
     result = subprocess.run(
-        [sys.executable, "scripts/train_sft.py", "--max-side", "768"],
+        [sys.executable, str(REPO / "scripts" / "train_sft.py"), "--max-side", "768"],
         capture_output=True, text=True, timeout=300,
         env={**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""},
     )  # fmt: skip
@@ -164,7 +164,7 @@ def test_every_script_has_help():
     for script in ("train_sft.py", "inspect_data.py", "make_demo_data.py", "bench.py", "plan.py",
                    "make_random_checkpoint.py"):  # fmt: skip
         result = subprocess.run(
-            [sys.executable, f"scripts/{script}", "--help"],
+            [sys.executable, str(REPO / "scripts" / script), "--help"],
             capture_output=True,
             text=True,
             timeout=300,
@@ -193,9 +193,14 @@ def test_save_merged_writes_a_model_that_answers_like_the_adapter(tmp_path):
     record = load_sft_dataset(DataSpec(dataset=str(DEMO_DIR / "eval.jsonl")))[0]
     batch = _inputs(tuned, [record], 768, None)
     with torch.no_grad():
-        torch.testing.assert_close(
-            merged(**batch).logits, tuned.model(**batch).logits, rtol=1e-4, atol=1e-4
-        )
+        merged_logits, tuned_logits = merged(**batch).logits, tuned.model(**batch).logits
+        with tuned.model.disable_adapter():
+            base_logits = tuned.model(**batch).logits
+    # Measured against what the adapter changes, so the check holds on any CPU's rounding and
+    # fails if the merge lost (or doubled) the adapter.
+    effect = (tuned_logits - base_logits).abs().max()
+    assert effect > 1e-2, "two steps at lr 1e-2 must move the logits"
+    assert (merged_logits - tuned_logits).abs().max() < 1e-2 * effect
 
 
 def test_push_to_hub_is_checked_before_training(tmp_path, monkeypatch, capsys):

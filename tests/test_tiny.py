@@ -6,9 +6,9 @@ import io
 
 import pytest
 import torch
+from conftest import TINY_MODELS
 from PIL import Image
 
-from tests.conftest import TINY_MODELS
 from vlm_unsloth.data.collate import IGNORE_INDEX, SftCollator
 from vlm_unsloth.data.image_tokens import count_image_tokens
 from vlm_unsloth.errors import ModelError
