@@ -90,6 +90,7 @@ def test_batch_size_flag_takes_a_number_or_auto():
         parse_args([TrainArgs], ["--batch-size", "many"])
 
 
+@pytest.mark.slow
 def test_auto_batch_size_takes_the_largest_batch_that_fits(tmp_path, memory_limit):
     calls = memory_limit(rows=2)
     result = _sft(tmp_path / "run", batch_size="auto", effective_batch_size=8)
@@ -101,6 +102,7 @@ def test_auto_batch_size_takes_the_largest_batch_that_fits(tmp_path, memory_limi
     assert result.summary["global_step"] == 3
 
 
+@pytest.mark.slow
 def test_resumed_auto_run_keeps_the_batch_it_measured(tmp_path, memory_limit, monkeypatch):
     memory_limit(rows=2)
     _sft(tmp_path / "run", batch_size="auto", effective_batch_size=8, max_steps=2, save_steps=2)
@@ -112,6 +114,7 @@ def test_resumed_auto_run_keeps_the_batch_it_measured(tmp_path, memory_limit, mo
     assert resumed.summary["global_step"] == 4
 
 
+@pytest.mark.slow
 def test_effective_batch_size_sets_the_accumulation(tmp_path):
     result = _sft(tmp_path / "run", batch_size=2, effective_batch_size=6, max_steps=1)
     assert (result.summary["batch_size"], result.summary["grad_accum"]) == (2, 3)
@@ -119,6 +122,7 @@ def test_effective_batch_size_sets_the_accumulation(tmp_path):
         _sft(tmp_path / "bad", batch_size=4, effective_batch_size=6, max_steps=1)
 
 
+@pytest.mark.slow
 def test_out_of_memory_mid_training_splits_the_batch_and_loses_nothing(tmp_path, memory_limit):
     # Plain SGD: each step is linear in its gradient, so equal gradients keep equal trajectories.
     sgd = dict(batch_size=4, grad_accum=2, optim="sgd", weight_decay=0.0)
@@ -148,6 +152,7 @@ def _logs(output) -> list[dict]:
     return [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_dpo_splits_its_batch_with_each_half_weighted_by_its_pairs(tmp_path, memory_limit):
     def run(output, gradients):
         return train_dpo(

@@ -241,6 +241,7 @@ def test_reference_of_an_sft_adapter_run_is_that_adapter(tmp_path):
     assert (sft_policy - base).abs().max() > 1e-2
 
 
+@pytest.mark.slow
 def test_resuming_an_sft_adapter_run_continues_from_the_checkpoint(tmp_path):
     """With TRL's "ref" copy in the checkpoint, transformers restores only that sub-folder
     adapter; `restore_trained_adapter` must bring the trained one back."""

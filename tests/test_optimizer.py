@@ -76,6 +76,7 @@ class _RecordOptimizer(TrainerCallback):
         self.optimizer = optimizer
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Paged optimizers are not supported on CPU")
 def test_training_steps_with_the_unsynced_paged_optimizer(tmp_path):
     recorder = _RecordOptimizer()

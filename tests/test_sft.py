@@ -33,6 +33,7 @@ def _args(output, **train):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TINY_MODELS)
 def test_train_save_reload_generate(name, tmp_path):
     from vlm_unsloth.infer.args import GenerationArgs
@@ -96,6 +97,7 @@ class _InterruptAt(TrainerCallback):
             signal.raise_signal(signal.SIGINT)
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path):
     straight = train_sft(*_args(tmp_path / "straight", max_steps=6, save_steps=100))
     assert straight.summary["global_step"] == 6
@@ -119,6 +121,7 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_output_folder_is_protected(tmp_path):
     train_sft(*_args(tmp_path / "run", max_steps=1))
     with pytest.raises(OutputDirError, match="--overwrite"):
@@ -173,6 +176,7 @@ def test_every_script_has_help():
         assert "usage:" in result.stdout
 
 
+@pytest.mark.slow
 def test_save_merged_writes_a_model_that_answers_like_the_adapter(tmp_path):
     from transformers import AutoModelForImageTextToText
 
@@ -224,6 +228,7 @@ def test_gpu_memory_cap_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
     assert "--gpu-memory-gib: there is no GPU to cap" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_time_spent_waiting_for_images_is_reported(tmp_path):
     import numpy as np
     from PIL import Image
@@ -253,6 +258,7 @@ def test_time_spent_waiting_for_images_is_reported(tmp_path):
     assert result.summary["data_wait_fraction"] > 0.5  # the loop mostly waited for images
 
 
+@pytest.mark.slow
 def test_push_to_hub_uploads_the_adapter_and_the_merged_model(tmp_path, monkeypatch):
     """The upload at the end of training, against a stand-in for the Hub's API (tests are
     offline): the adapter goes to the repo, the merged model to REPO-merged."""
