@@ -1,6 +1,7 @@
-"""Model side of the pipeline: resolve a model name, load it on a backend, add LoRA.
+"""Resolve a model name, load it on a backend, add LoRA.
 
-    loaded = load_model(ModelArgs(model="tiny-qwen2-vl", backend="hf"), LoraArgs(), seed=0)
+    setup = choose_device(*resolve_backend("hf"), precision="auto")
+    loaded = load_model(ModelArgs(model="tiny-qwen2-vl", backend="hf"), LoraArgs(), setup, seed=0)
 
 A name is a tiny offline model (`tiny-qwen2-vl`, ...), a local folder, or a hub id; all load
 through the same `from_pretrained` path. The family (chat markers, image tokens) comes from the
