@@ -27,6 +27,23 @@ def test_import_is_silent_and_imports_no_heavy_module():
     assert result.stderr == ""
 
 
+def test_entry_modules_leave_transformers_for_after_unsloth():
+    # Unsloth patches transformers, TRL and PEFT when it is imported and must come first: the
+    # modules a notebook or the CLI imports before the backend is chosen must not import them.
+    modules = (
+        "vlm_unsloth.train.sft", "vlm_unsloth.train.dpo", "vlm_unsloth.train.inspect",
+        "vlm_unsloth.infer.evaluate", "vlm_unsloth.infer.predict", "vlm_unsloth.cli",
+    )  # fmt: skip
+    result = _run_python(
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print('HEAVY', [m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules])"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
 def test_public_api_names_resolve():
     import vlm_unsloth
 

@@ -15,9 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from transformers.models.mllama.image_processing_mllama import get_optimal_tiled_canvas
-from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
-
 from vlm_unsloth.families import Family
 
 
@@ -50,6 +47,9 @@ def qwen_image_tokens(
 
     Raises ValueError for an aspect ratio over 200:1, as the processor does.
     """
+    # Imported here: importing this module must not import transformers before Unsloth.
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
     factor = patch_size * merge_size
     new_h, new_w = smart_resize(
         height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels
@@ -67,6 +67,8 @@ def mllama_image_tokens(
     patch_size: int = 14,
 ) -> ImageTokenCount:
     """Llama 3.2 Vision: one `<|image|>` text token; tiles x ((tile/patch)^2 + 1) vision tokens."""
+    from transformers.models.mllama.image_processing_mllama import get_optimal_tiled_canvas
+
     canvas = get_optimal_tiled_canvas(height, width, max_image_tiles, tile_size)
     canvas_h, canvas_w = int(canvas[0]), int(canvas[1])  # numpy ints -> plain ints
     tiles = (canvas_h // tile_size) * (canvas_w // tile_size)

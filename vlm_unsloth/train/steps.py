@@ -4,7 +4,8 @@
     trainer_arguments → build_trainer (callbacks, OOM recovery, optimizer) → run_training
 
 Sizing the batch (`batch_size.py`) and the end of a run (`summary.py`: save, summarise, print)
-are steps too, in their own modules.
+are steps too, in their own modules. Importing them imports no transformers, TRL or PEFT: Unsloth
+must be imported before those (`setup_device` does it), so they are imported inside the steps.
 """
 
 from __future__ import annotations
@@ -31,13 +32,6 @@ from vlm_unsloth.models.loading import LoadedModel, load_model, resolve_model
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.perf.oom import RecordKeepingCollator, with_oom_recovery
 from vlm_unsloth.perf.optimizer import optimizer_cls_and_kwargs
-from vlm_unsloth.train.callbacks import (
-    DataWaitCallback,
-    GracefulInterruptCallback,
-    MetricsCallback,
-    ModelInputsCallback,
-    RichProgressCallback,
-)
 from vlm_unsloth.train.hub import check_can_push
 
 
@@ -205,6 +199,15 @@ def trainer_arguments(
 
 def callbacks(output: Path, console) -> list:
     """Our trainer callbacks, each installed once (`installed_callback` finds them)."""
+    # callbacks.py imports transformers: imported once the backend is active (Unsloth first).
+    from vlm_unsloth.train.callbacks import (
+        DataWaitCallback,
+        GracefulInterruptCallback,
+        MetricsCallback,
+        ModelInputsCallback,
+        RichProgressCallback,
+    )
+
     return [
         DataWaitCallback(),  # first: its log entry must exist when MetricsCallback writes
         MetricsCallback(output),
@@ -239,6 +242,8 @@ def build_trainer(trainer_class: type, *, loss_is_mean_over_rows: bool, console,
 def run_training(trainer, train_args: TrainArgs, output: Path) -> bool:
     """Train (from the last checkpoint with --resume). True when stopped early by Ctrl-C."""
     from transformers.trainer_callback import PrinterCallback
+
+    from vlm_unsloth.train.callbacks import GracefulInterruptCallback
 
     # The rich progress line and metrics.jsonl replace the trainer's raw dict printing.
     trainer.remove_callback(PrinterCallback)

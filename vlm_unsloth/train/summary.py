@@ -24,7 +24,6 @@ from vlm_unsloth.models.device import device_name
 from vlm_unsloth.models.loading import LoadedModel, count_parameters
 from vlm_unsloth.perf.batching import padding_report
 from vlm_unsloth.train.batch_size import planned_peak_gib
-from vlm_unsloth.train.callbacks import ModelInputsCallback, peak_gpu_memory_gib
 from vlm_unsloth.train.hub import push_folders
 from vlm_unsloth.train.steps import TrainingData, installed_callback
 
@@ -171,6 +170,8 @@ def summarise(
     run: FinishedRun, saved: SavedOutputs, eval_metrics: dict, extra: dict[str, Any]
 ) -> dict[str, Any]:
     """summary.json: the run's outcome, speed, memory, and where its outputs are."""
+    from vlm_unsloth.train.callbacks import ModelInputsCallback, peak_gpu_memory_gib
+
     history = [r for r in run_dir.read_metrics(run.output) if "loss" in r]
     speeds = [r["samples_per_second"] for r in history[1:] if "samples_per_second" in r]
     waits = [r["data_wait_fraction"] for r in history[1:] if "data_wait_fraction" in r]
