@@ -5,6 +5,7 @@ python3 -m pytest tests/test_data.py -q
 
 from __future__ import annotations
 
+import csv
 import gc
 import io
 import json
@@ -149,6 +150,46 @@ def test_csv_cells_are_kept_as_written(chart_dir):
     assert dataset[0]["messages"][0]["content"][1]["text"] == "Value, in %?"
     assert dataset[2]["source"] == "train.csv:3"
     assert dataset[1]["images"] == [_ref(chart_dir / "images" / "blue.png")]
+
+
+@pytest.mark.parametrize(
+    ("separator", "encoding"),
+    [(",", "utf-8-sig"), (";", "utf-8-sig"), (";", "utf-8"), ("\t", "utf-8-sig")],
+    ids=["excel-csv-utf8-comma", "excel-csv-utf8-semicolon", "semicolon", "tab-with-bom"],
+)
+def test_excel_csv_with_a_bom_and_semicolon_or_tab_separators(chart_dir, separator, encoding):
+    # Excel's "CSV UTF-8" starts with a byte order mark and ends lines with \r\n; European
+    # locales separate with ";" (the decimal comma stays in the cell).
+    path = chart_dir / "excel.csv"
+    with path.open("w", encoding=encoding, newline="") as handle:
+        csv.writer(handle, delimiter=separator).writerows(
+            [
+                ["image", "question", "answer"],
+                ["images/red.png", "Value, in %; roughly?", "3,10"],
+                ["images/blue.png", "Missing?", "NA"],
+            ]
+        )
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf") == (encoding == "utf-8-sig")
+    dataset = load_sft_dataset(DataSpec(dataset=str(path)))
+    answers = [record["messages"][1]["content"][0]["text"] for record in dataset]
+    assert answers == ["3,10", "NA"]
+    assert dataset[0]["messages"][0]["content"][1]["text"] == "Value, in %; roughly?"
+    assert dataset[1]["images"] == [_ref(chart_dir / "images" / "blue.png")]
+    assert dataset[1]["source"] == "excel.csv:2"
+
+
+def test_a_csv_that_cannot_be_read_names_the_separator_found(chart_dir):
+    path = chart_dir / "bad.csv"
+    path.write_text("image;question;answer\nimages/red.png;q;a\nimages/red.png;q;a;b;c\n")
+    with pytest.raises(DataError, match=r"cannot read bad\.csv \(read as semicolon-separated\)"):
+        load_sft_dataset(DataSpec(dataset=str(path)))
+
+
+def test_a_csv_that_is_not_utf8_is_one_line_saying_so(chart_dir):
+    path = chart_dir / "latin.csv"  # Excel's plain "CSV (Comma delimited)" on Windows: cp1252
+    path.write_bytes("image,question,réponse\nimages/red.png,q,café\n".encode("cp1252"))
+    with pytest.raises(DataError, match=r"latin\.csv is not UTF-8 text .* save it as UTF-8"):
+        load_sft_dataset(DataSpec(dataset=str(path)))
 
 
 def test_parquet_with_relative_paths(chart_dir):
