@@ -294,6 +294,15 @@ def test_malformed_jsonl_names_the_file(tmp_path):
     assert "JSON Lines" in str(error.value)
 
 
+def test_a_dataset_path_that_is_not_a_regular_file_is_refused_unread(tmp_path):
+    link = tmp_path / "train.jsonl"
+    link.symlink_to("/dev/zero")  # reading it would never end
+    with pytest.raises(DataError) as error:
+        load_sft_dataset(DataSpec(dataset=str(link)))
+    assert f"{link} is not a regular file" in str(error.value)
+    assert "no such file" not in str(error.value)
+
+
 def test_a_single_file_has_only_the_train_split(chart_dir):
     path = _jsonl(chart_dir / "train.jsonl", ROWS)
     with pytest.raises(DataError, match="single file, so it has no split 'test'"):

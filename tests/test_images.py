@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import http.server
 import io
+import os
 import socket
 import threading
 from pathlib import Path
@@ -297,6 +298,21 @@ def test_a_folder_is_not_an_image(tmp_path):
         load_image(tmp_path)
     assert _reason(error) == "missing_file"
     assert "it is a folder" in str(error.value)
+
+
+@pytest.mark.parametrize("kind", ["symlink to /dev/zero", "fifo"])
+def test_a_path_that_is_not_a_regular_file_is_refused_unread(tmp_path, kind):
+    # Reading /dev/zero never ends and a FIFO blocks: the file must not even be opened.
+    path = tmp_path / "chart.png"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    with pytest.raises(ImageError) as error:
+        load_image(path, where="train.jsonl:2")
+    assert _reason(error) == "unreadable_image"
+    assert str(error.value).startswith(f"train.jsonl:2: image file {path} is not a regular file")
+    assert "does not exist" not in str(error.value)
 
 
 def test_an_empty_image_reference_is_missing():

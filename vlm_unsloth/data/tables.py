@@ -45,6 +45,12 @@ def read_table(dataset: str, split: str) -> RawTable:
         return _read_file(path, base_dir=path.parent, name=path.name)
     if path.is_dir():
         return _read_folder(path, split)
+    if path.exists():  # a device (a link to /dev/zero), a FIFO, a socket: it may never end
+        raise DataError(
+            f"{path} is not a regular file (a device, pipe or socket), so it is not read",
+            where="--dataset",
+            fix="pass a JSONL/JSON/CSV/Parquet file, an image folder or a saved dataset",
+        )
     if _looks_like_path(dataset):
         raise DataError(
             f"no such file or folder {dataset}",
