@@ -303,6 +303,27 @@ def test_a_dataset_path_that_is_not_a_regular_file_is_refused_unread(tmp_path):
     assert "no such file" not in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        ("rows.jsonl", '{"image": "a.png", "question": "q", "answer": "a"}\n' * 2
+         + '{"image": "c.png", "question": "q", "answer": "a",}\n'
+         + '{"image": "d.png", "question": "q", "answer": "a"}\n', 3),
+        ("rows.jsonl", '{"image": "a.png", "question": "q", "answer": "a"}\n\n'
+         + "{'image': 'b.png'}\n", 3),  # a blank line still counts, as in an editor
+        ("rows.json", '[\n  {"image": "a.png", "question": "q", "answer": "a"},\n'
+         + '  {"image": "b.png", "question": "q" "answer": "a"}\n]\n', 3),
+    ],
+)  # fmt: skip
+def test_invalid_json_names_the_file_and_the_line(tmp_path, name, text, line):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DataError) as error:
+        load_sft_dataset(DataSpec(dataset=str(path)))
+    message = str(error.value)
+    assert f"cannot read {name}: line {line}: " in message and "\n" not in message
+
+
 def test_a_single_file_has_only_the_train_split(chart_dir):
     path = _jsonl(chart_dir / "train.jsonl", ROWS)
     with pytest.raises(DataError, match="single file, so it has no split 'test'"):

@@ -9,6 +9,7 @@ may start with a byte order mark (Excel's "CSV UTF-8") and be separated by ",", 
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,8 @@ def _read_file(path: Path, *, base_dir: Path, name: str) -> RawTable:
         rows = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
     except (datasets.exceptions.DatasetGenerationError, ValueError, TypeError) as error:
         cause = str(error.__cause__ or error).strip() or type(error).__name__
+        # datasets names neither the line of a JSON syntax error nor (pyarrow) counts it right.
+        cause = (_invalid_json_line(path) if builder == "json" else None) or cause
         read_as = f" (read as {_SEPARATOR_NAMES[options['sep']]}-separated)" if options else ""
         raise DataError(
             f"cannot read {path.name}{read_as}: {cause.splitlines()[0]}",
@@ -197,6 +200,32 @@ def _csv_options(path: Path) -> dict[str, Any]:
 
 def _split_line(line: str, separator: str) -> list[str]:
     return next(csv.reader([line], delimiter=separator), [])
+
+
+def _invalid_json_line(path: Path) -> str | None:
+    """`line N: <what is wrong>` for the first line of `path` that is not valid JSON, numbered as
+    in an editor; None when none is found (the problem is elsewhere, e.g. a column's type)."""
+    try:
+        if path.suffix.lower() == ".json":
+            try:  # a whole document: a list of rows (the problem is then elsewhere) or an error
+                json.loads(path.read_text(encoding="utf-8"))
+                return None
+            except json.JSONDecodeError as error:
+                if error.msg != "Extra data":  # "Extra data": one object a line, as in JSONL
+                    return f"line {error.lineno}: {error.msg} (column {error.colno})"
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    return f"line {number}: {error.msg} (column {error.colno})"
+                if not isinstance(row, dict):
+                    return f"line {number}: not a JSON object ({{...}}), one row a line"
+    except UnicodeDecodeError as error:
+        return f"not UTF-8 text ({error.reason} at byte {error.start})"
+    return None
 
 
 def _check_single_split(path: Path, split: str) -> None:
