@@ -321,6 +321,20 @@ def test_an_empty_image_reference_is_missing():
     assert _reason(error) == "missing_file"
 
 
+def test_a_multi_frame_gif_gives_its_first_frame_and_says_how_many_it_has(tmp_path):
+    path = tmp_path / "blink.gif"
+    red, blue, green = (Image.new("RGB", (40, 30), colour) for colour in ("red", "blue", "green"))
+    red.save(path, save_all=True, append_images=[blue, green], duration=100, loop=0)
+    with Image.open(path) as written:
+        assert written.n_frames == 3
+    prepared = prepare_image(path)
+    assert prepared.frames == 3
+    assert prepared.image.mode == "RGB" and prepared.image.getpixel((5, 5)) == (255, 0, 0)
+    assert prepare_image(tmp_path / "blink.gif", max_side=20).image.size == (20, 15)
+    Image.new("RGB", (40, 30), "red").save(tmp_path / "still.gif")
+    assert prepare_image(tmp_path / "still.gif").frames == 1
+
+
 def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
     path = tmp_path / "bomb.png"
     Image.new("RGB", (100, 100)).save(path)  # 10,000 pixels

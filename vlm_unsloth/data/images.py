@@ -6,7 +6,8 @@ A reference is a path, an http(s) URL, bytes, a PIL image or a `datasets` Image 
 ({"bytes", "path"}). Every unusable image raises `ImageError` with a stable `reason` key
 (missing_file, unreadable_image, decompression_bomb, download_failed, image_too_small,
 bad_aspect_ratio) so a validation pass can group rejected rows. A path that is not a regular file
-(a device, a pipe) is refused without being opened.
+(a device, a pipe) is refused without being opened. A multi-frame file (animated GIF, multi-page
+TIFF) gives its first frame; `PreparedImage.frames` says how many it has.
 
 Resizing is a pure size computation (`cap_longest_side`) plus a thin Pillow wrapper, so the
 size a sample will have (and its token count) is known without decoding the image twice.
@@ -50,6 +51,8 @@ class PreparedImage:
     """Upright RGB image, longest side at most `max_side`."""
     original_size: tuple[int, int]
     """(width, height) after EXIF orientation, before capping."""
+    frames: int = 1
+    """Frames in the file (animated GIF/WebP/PNG, multi-page TIFF); only the first is used."""
 
     @property
     def resized(self) -> bool:
@@ -162,6 +165,8 @@ def prepare_image(
     # warnings.catch_warnings (below and in _open) swaps a process-wide filter list: call this
     # from one thread per process (DataLoader workers and datasets.map(num_proc) are processes).
     image = _open(source, label=label, where=where)
+    # Pillow opens a multi-frame file at its first frame; the others are never decoded.
+    frames = getattr(image, "n_frames", 1)  # only multi-frame formats have n_frames
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -183,7 +188,7 @@ def prepare_image(
         raise _bomb_error(label, error, where) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise _unreadable_error(label, error, where) from error
-    return PreparedImage(image=image, original_size=original_size)
+    return PreparedImage(image=image, original_size=original_size, frames=frames)
 
 
 def describe_source(source: ImageSource) -> str:
