@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, parse_args
@@ -109,3 +113,101 @@ def test_unsloth_backend_without_cuda_is_refused_before_anything_loads():
 
     with pytest.raises(BackendError, match="needs an NVIDIA GPU"):
         parse(ALL, ["--backend", "unsloth"])
+
+
+# --- values of the wrong type: one line naming the file (or flag), the key and the type --------
+
+WRONG_TYPES = [  # the three values of issue #17 item 7, then one of every other kind of field
+    ("lora_r: [8, 16]\n", "lora_r: expected an integer, got [8, 16]"),
+    ("max_steps: 10.7\n", "max_steps: expected an integer, got 10.7"),
+    ("max_steps: ten\n", "max_steps: expected an integer, got 'ten'"),
+    ("learning_rate: fast\n", "learning_rate: expected a number, got 'fast'"),
+    ("overwrite: maybe\n", "overwrite: expected true or false, got 'maybe'"),
+    ("max_side:\n", "max_side: expected an integer, got null"),
+    ("target_modules: q_proj\n", "target_modules: expected a list of text or null, got 'q_proj'"),
+    ("modules_to_save: [1, 2]\n", "modules_to_save: expected a list of text or null, got [1, 2]"),
+    ("gpu_memory_gib: [12]\n", "gpu_memory_gib: expected a number or null, got [12]"),
+    ("backend: tpu\n", "backend: expected one of auto, unsloth, hf, got 'tpu'"),
+    ("output_dir: {a: 1}\n", "output_dir: expected text, got {a: 1}"),
+]
+
+
+@pytest.mark.parametrize(("yaml_text", "message"), WRONG_TYPES)
+def test_a_yaml_value_of_the_wrong_type_is_one_line_naming_file_key_and_type(
+    tmp_path, yaml_text, message
+):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml_text)
+    with pytest.raises(ConfigError) as error:
+        parse_args(ALL, ["--config", str(config)])
+    assert str(error.value) == f"{config}: {message}"
+
+
+def test_every_yaml_type_problem_is_reported_at_once(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("lora_r: [8, 16]\nmax_steps: 10.7\nmax_side: 768\n")
+    with pytest.raises(ConfigError) as error:
+        parse_args(ALL, ["--config", str(config)])
+    message = str(error.value)
+    assert "lora_r: expected an integer" in message and "max_steps: expected an integer" in message
+    assert "max_side" not in message and "\n" not in message
+
+
+def test_yaml_values_argparse_would_convert_are_accepted(tmp_path):
+    # PyYAML reads 2e-4 (no dot) and quoted numbers as text; argparse converts them like a flag.
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "learning_rate: 2e-4\nmax_steps: '12'\nepochs: 2\nbatch_size: 4\nadapter: null\n"
+        "target_modules: [q_proj, v_proj]\nbackend: hf\nsplit: 2023\n"
+    )
+    model, lora, data, train = parse_args(ALL, ["--config", str(config)])
+    assert (train.learning_rate, train.max_steps, train.epochs, train.batch_size) == (
+        2e-4,
+        12,
+        2.0,
+        4,
+    )
+    assert (model.adapter, model.backend, lora.target_modules) == (None, "hf", ["q_proj", "v_proj"])
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--max-steps", "ten"], "--max-steps: expected an integer, got 'ten'"),
+        (["--max_steps", "10.7"], "--max-steps: expected an integer, got '10.7'"),
+        (["--learning-rate", "fast"], "--learning-rate: expected a number, got 'fast'"),
+        (["--backend", "tpu"], "--backend: invalid choice: 'tpu'"),
+        (["--lora-r"], "--lora-r: expected one argument"),
+    ],
+)
+def test_a_flag_of_the_wrong_type_is_one_line_not_a_usage_block(flags, message, capsys):
+    with pytest.raises(ConfigError) as error:
+        parse_args(ALL, flags)
+    assert str(error.value).startswith(message)
+    assert "\n" not in str(error.value)
+    assert "usage:" not in capsys.readouterr().err
+
+
+ISSUE_VALUES = ["lora_r: [8, 16]\n", "max_steps: 10.7\n", "max_steps: ten\n"]
+
+
+@pytest.mark.parametrize("yaml_text", ISSUE_VALUES)
+def test_the_cli_names_a_bad_yaml_value_before_anything_loads(tmp_path, yaml_text):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml_text)
+    code = (
+        "import sys\n"
+        "from vlm_unsloth.cli import main\n"
+        f"status = main(['train-sft', '--config', {str(config)!r}, '--backend', 'hf', "
+        f"'--model', 'no-such-model', '--output-dir', {str(tmp_path / 'out')!r}])\n"
+        "print('STATUS', status, [m for m in ('torch', 'trl', 'transformers', 'datasets') "
+        "if m in sys.modules])\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.stdout.strip() == "STATUS 2 []", result.stderr
+    key = yaml_text.split(":")[0]
+    assert result.stderr.startswith(f"error: {config}: {key}: expected an integer, got ")
+    assert result.stderr.count("\n") == 1 and "no-such-model" not in result.stderr

@@ -5,6 +5,7 @@ python3 -m pytest tests/test_data.py -q
 
 from __future__ import annotations
 
+import csv
 import gc
 import io
 import json
@@ -151,6 +152,46 @@ def test_csv_cells_are_kept_as_written(chart_dir):
     assert dataset[1]["images"] == [_ref(chart_dir / "images" / "blue.png")]
 
 
+@pytest.mark.parametrize(
+    ("separator", "encoding"),
+    [(",", "utf-8-sig"), (";", "utf-8-sig"), (";", "utf-8"), ("\t", "utf-8-sig")],
+    ids=["excel-csv-utf8-comma", "excel-csv-utf8-semicolon", "semicolon", "tab-with-bom"],
+)
+def test_excel_csv_with_a_bom_and_semicolon_or_tab_separators(chart_dir, separator, encoding):
+    # Excel's "CSV UTF-8" starts with a byte order mark and ends lines with \r\n; European
+    # locales separate with ";" (the decimal comma stays in the cell).
+    path = chart_dir / "excel.csv"
+    with path.open("w", encoding=encoding, newline="") as handle:
+        csv.writer(handle, delimiter=separator).writerows(
+            [
+                ["image", "question", "answer"],
+                ["images/red.png", "Value, in %; roughly?", "3,10"],
+                ["images/blue.png", "Missing?", "NA"],
+            ]
+        )
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf") == (encoding == "utf-8-sig")
+    dataset = load_sft_dataset(DataSpec(dataset=str(path)))
+    answers = [record["messages"][1]["content"][0]["text"] for record in dataset]
+    assert answers == ["3,10", "NA"]
+    assert dataset[0]["messages"][0]["content"][1]["text"] == "Value, in %; roughly?"
+    assert dataset[1]["images"] == [_ref(chart_dir / "images" / "blue.png")]
+    assert dataset[1]["source"] == "excel.csv:2"
+
+
+def test_a_csv_that_cannot_be_read_names_the_separator_found(chart_dir):
+    path = chart_dir / "bad.csv"
+    path.write_text("image;question;answer\nimages/red.png;q;a\nimages/red.png;q;a;b;c\n")
+    with pytest.raises(DataError, match=r"cannot read bad\.csv \(read as semicolon-separated\)"):
+        load_sft_dataset(DataSpec(dataset=str(path)))
+
+
+def test_a_csv_that_is_not_utf8_is_one_line_saying_so(chart_dir):
+    path = chart_dir / "latin.csv"  # Excel's plain "CSV (Comma delimited)" on Windows: cp1252
+    path.write_bytes("image,question,réponse\nimages/red.png,q,café\n".encode("cp1252"))
+    with pytest.raises(DataError, match=r"latin\.csv is not UTF-8 text .* save it as UTF-8"):
+        load_sft_dataset(DataSpec(dataset=str(path)))
+
+
 def test_parquet_with_relative_paths(chart_dir):
     path = chart_dir / "train.parquet"
     pd.DataFrame(ROWS).to_parquet(path)
@@ -251,6 +292,36 @@ def test_malformed_jsonl_names_the_file(tmp_path):
         load_sft_dataset(DataSpec(dataset=str(path)))
     assert "cannot read broken.jsonl" in str(error.value)
     assert "JSON Lines" in str(error.value)
+
+
+def test_a_dataset_path_that_is_not_a_regular_file_is_refused_unread(tmp_path):
+    link = tmp_path / "train.jsonl"
+    link.symlink_to("/dev/zero")  # reading it would never end
+    with pytest.raises(DataError) as error:
+        load_sft_dataset(DataSpec(dataset=str(link)))
+    assert f"{link} is not a regular file" in str(error.value)
+    assert "no such file" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        ("rows.jsonl", '{"image": "a.png", "question": "q", "answer": "a"}\n' * 2
+         + '{"image": "c.png", "question": "q", "answer": "a",}\n'
+         + '{"image": "d.png", "question": "q", "answer": "a"}\n', 3),
+        ("rows.jsonl", '{"image": "a.png", "question": "q", "answer": "a"}\n\n'
+         + "{'image': 'b.png'}\n", 3),  # a blank line still counts, as in an editor
+        ("rows.json", '[\n  {"image": "a.png", "question": "q", "answer": "a"},\n'
+         + '  {"image": "b.png", "question": "q" "answer": "a"}\n]\n', 3),
+    ],
+)  # fmt: skip
+def test_invalid_json_names_the_file_and_the_line(tmp_path, name, text, line):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DataError) as error:
+        load_sft_dataset(DataSpec(dataset=str(path)))
+    message = str(error.value)
+    assert f"cannot read {name}: line {line}: " in message and "\n" not in message
 
 
 def test_a_single_file_has_only_the_train_split(chart_dir):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import http.server
 import io
+import os
 import socket
 import threading
 from pathlib import Path
@@ -299,10 +300,39 @@ def test_a_folder_is_not_an_image(tmp_path):
     assert "it is a folder" in str(error.value)
 
 
+@pytest.mark.parametrize("kind", ["symlink to /dev/zero", "fifo"])
+def test_a_path_that_is_not_a_regular_file_is_refused_unread(tmp_path, kind):
+    # Reading /dev/zero never ends and a FIFO blocks: the file must not even be opened.
+    path = tmp_path / "chart.png"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    with pytest.raises(ImageError) as error:
+        load_image(path, where="train.jsonl:2")
+    assert _reason(error) == "unreadable_image"
+    assert str(error.value).startswith(f"train.jsonl:2: image file {path} is not a regular file")
+    assert "does not exist" not in str(error.value)
+
+
 def test_an_empty_image_reference_is_missing():
     with pytest.raises(ImageError) as error:
         load_image({"bytes": None, "path": None})
     assert _reason(error) == "missing_file"
+
+
+def test_a_multi_frame_gif_gives_its_first_frame_and_says_how_many_it_has(tmp_path):
+    path = tmp_path / "blink.gif"
+    red, blue, green = (Image.new("RGB", (40, 30), colour) for colour in ("red", "blue", "green"))
+    red.save(path, save_all=True, append_images=[blue, green], duration=100, loop=0)
+    with Image.open(path) as written:
+        assert written.n_frames == 3
+    prepared = prepare_image(path)
+    assert prepared.frames == 3
+    assert prepared.image.mode == "RGB" and prepared.image.getpixel((5, 5)) == (255, 0, 0)
+    assert prepare_image(tmp_path / "blink.gif", max_side=20).image.size == (20, 15)
+    Image.new("RGB", (40, 30), "red").save(tmp_path / "still.gif")
+    assert prepare_image(tmp_path / "still.gif").frames == 1
 
 
 def test_decompression_bomb_is_refused(tmp_path, monkeypatch):

@@ -215,6 +215,24 @@ def test_rejected_rows_jsonl_and_the_report_table(tiny_processor, messy_dataset,
     assert "p95" in text and "rows.jsonl:3" in text
 
 
+def test_a_multi_frame_gif_is_kept_and_the_report_says_only_its_first_frame_is_used(
+    tiny_processor, tmp_path
+):
+    frames = [Image.new("RGB", (64, 48), colour) for colour in ("red", "blue")]
+    frames[0].save(tmp_path / "blink.gif", save_all=True, append_images=frames[1:], duration=50)
+    _image(tmp_path / "still.png")
+    rows = [_row(["blink.gif"]), _row(["still.png"])]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = load_sft_dataset(DataSpec(dataset=str(tmp_path / "rows.jsonl")))
+    report = validate_dataset(
+        dataset, family=QWEN, processor=tiny_processor("tiny-qwen2-vl"), max_seq_length=700
+    )
+    assert report.kept_count == 2 and report.multi_frame == 1
+    console = Console(record=True, width=200)
+    print_report(report, console)
+    assert "multi-frame images (first frame used)" in console.export_text()
+
+
 def test_strict_raises_with_counts_and_first_rows(tiny_processor, messy_dataset):
     dataset = load_sft_dataset(DataSpec(dataset=str(messy_dataset)))
     with pytest.raises(DataError) as error:

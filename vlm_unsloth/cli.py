@@ -14,11 +14,16 @@ from collections.abc import Callable, Sequence
 
 from vlm_unsloth import distributed
 from vlm_unsloth.config import chosen_backend, parse_args
+from vlm_unsloth.console import quiet_library_notices
 from vlm_unsloth.errors import VlmUnslothError
 
 
 def run_reporting_errors(run: Callable[[], object]) -> int:
-    """Run a command; a VlmUnslothError becomes one `error:` line and exit status 2."""
+    """Run a command; a VlmUnslothError becomes one `error:` line and exit status 2.
+
+    Library notices the user cannot act on are dropped first, before torch is imported
+    (`console.quiet_library_notices`)."""
+    quiet_library_notices()
     try:
         run()
     except VlmUnslothError as error:

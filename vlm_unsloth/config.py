@@ -15,6 +15,7 @@ maps them onto SFTConfig/DPOConfig in one place.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlm_unsloth.config_types import flag_problem, yaml_value_problems
 from vlm_unsloth.errors import ConfigError
 from vlm_unsloth.families import FAMILIES
 
@@ -225,19 +227,24 @@ class TrainArgs:
 def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple:
     """Parse flags (and `--config YAML`) into instances of `dataclass_types`, validated.
 
-    Raises ConfigError (one line) for an unknown YAML key, a bad value or inconsistent options.
-    `--help` prints the help and exits as usual.
+    Raises ConfigError (one line) for an unknown YAML key, a value of the wrong type (checked
+    before TRL's parser runs), a bad value or inconsistent options. `--help` prints the help and
+    exits as usual.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path = _config_path(argv)
     if config_path:
-        _check_yaml_keys(config_path, dataclass_types)
+        _checked_yaml_values(config_path, dataclass_types)
 
     from trl import TrlParser
 
-    parser = TrlParser(dataclass_types=list(dataclass_types))
+    # exit_on_error=False: a flag argparse cannot convert raises instead of printing usage.
+    parser = TrlParser(dataclass_types=list(dataclass_types), exit_on_error=False)
     try:
         parsed = parser.parse_args_and_config(argv)
+    except argparse.ArgumentError as error:
+        flag, what = flag_problem(error)
+        raise ConfigError(what, where=flag) from error
     except (ValueError, TypeError) as error:
         raise ConfigError(str(error), where=str(config_path or "command line")) from error
     problems = [p for obj in parsed for p in getattr(obj, "problems", list)()]
@@ -251,17 +258,19 @@ def chosen_backend(dataclass_types: Sequence[type], argv: Sequence[str]) -> str 
     library before `parse_args`: Unsloth patches transformers, TRL and PEFT on import and must
     come before them, and the flag parser itself imports TRL. None when the options have no
     backend, or for --help."""
-    import argparse
-
     argv = list(argv)
     has_backend = any(f.name == "backend" for c in dataclass_types for f in dataclasses.fields(c))
     if not has_backend or "-h" in argv or "--help" in argv:
         return None
     config_path = _config_path(argv)
-    yaml_values = _check_yaml_keys(config_path, dataclass_types) if config_path else {}
-    peek = argparse.ArgumentParser(add_help=False)
+    yaml_values = _checked_yaml_values(config_path, dataclass_types) if config_path else {}
+    peek = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     peek.add_argument("--backend")
-    return peek.parse_known_args(argv)[0].backend or yaml_values.get("backend") or "auto"
+    try:
+        flag = peek.parse_known_args(argv)[0].backend
+    except argparse.ArgumentError as error:  # --backend with no value
+        raise ConfigError(flag_problem(error)[1], where="--backend") from error
+    return flag or yaml_values.get("backend") or "auto"
 
 
 def _config_path(argv: list[str]) -> Path | None:
@@ -276,7 +285,7 @@ def _config_path(argv: list[str]) -> Path | None:
     return path
 
 
-def _check_yaml_keys(path: Path, dataclass_types: Sequence[type]) -> dict[str, Any]:
+def _checked_yaml_values(path: Path, dataclass_types: Sequence[type]) -> dict[str, Any]:
     import yaml
 
     try:
@@ -293,6 +302,11 @@ def _check_yaml_keys(path: Path, dataclass_types: Sequence[type]) -> dict[str, A
             where=str(path),
             fix="use the field names that --help lists, with underscores (e.g. lora_r)",
         )
+    problems = yaml_value_problems(values, dataclass_types)
+    if not isinstance(values.get("env", {}), dict):
+        problems.append(f"env: expected a mapping of VARIABLE: value, got {values['env']!r}")
+    if problems:
+        raise ConfigError("; ".join(problems), where=str(path))
     return values
 
 

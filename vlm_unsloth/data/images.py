@@ -5,7 +5,9 @@
 A reference is a path, an http(s) URL, bytes, a PIL image or a `datasets` Image dict
 ({"bytes", "path"}). Every unusable image raises `ImageError` with a stable `reason` key
 (missing_file, unreadable_image, decompression_bomb, download_failed, image_too_small,
-bad_aspect_ratio) so a validation pass can group rejected rows.
+bad_aspect_ratio) so a validation pass can group rejected rows. A path that is not a regular file
+(a device, a pipe) is refused without being opened. A multi-frame file (animated GIF, multi-page
+TIFF) gives its first frame; `PreparedImage.frames` says how many it has.
 
 Resizing is a pure size computation (`cap_longest_side`) plus a thin Pillow wrapper, so the
 size a sample will have (and its token count) is known without decoding the image twice.
@@ -49,6 +51,8 @@ class PreparedImage:
     """Upright RGB image, longest side at most `max_side`."""
     original_size: tuple[int, int]
     """(width, height) after EXIF orientation, before capping."""
+    frames: int = 1
+    """Frames in the file (animated GIF/WebP/PNG, multi-page TIFF); only the first is used."""
 
     @property
     def resized(self) -> bool:
@@ -161,6 +165,8 @@ def prepare_image(
     # warnings.catch_warnings (below and in _open) swaps a process-wide filter list: call this
     # from one thread per process (DataLoader workers and datasets.map(num_proc) are processes).
     image = _open(source, label=label, where=where)
+    # Pillow opens a multi-frame file at its first frame; the others are never decoded.
+    frames = getattr(image, "n_frames", 1)  # only multi-frame formats have n_frames
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -182,7 +188,7 @@ def prepare_image(
         raise _bomb_error(label, error, where) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise _unreadable_error(label, error, where) from error
-    return PreparedImage(image=image, original_size=original_size)
+    return PreparedImage(image=image, original_size=original_size, frames=frames)
 
 
 def describe_source(source: ImageSource) -> str:
@@ -247,13 +253,7 @@ def _open(source: ImageSource, *, label: str, where: str | None) -> Image.Image:
     else:
         path = Path(source).expanduser()
         if not path.is_file():
-            raise ImageError(
-                f"image file {label} does not exist"
-                + (" (it is a folder)" if path.is_dir() else ""),
-                reason="missing_file",
-                where=where,
-                fix="check the path; relative paths are resolved from the data file's folder",
-            )
+            raise _not_a_file_error(path, label, where)
         data = path
     try:
         with warnings.catch_warnings():
@@ -263,6 +263,24 @@ def _open(source: ImageSource, *, label: str, where: str | None) -> Image.Image:
         raise _bomb_error(label, error, where) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise _unreadable_error(label, error, where) from error
+
+
+def _not_a_file_error(path: Path, label: str, where: str | None) -> ImageError:
+    if path.exists() and not path.is_dir():
+        # A device (a link to /dev/zero), a FIFO or a socket: reading it may never end.
+        return ImageError(
+            f"image file {label} is not a regular file (a device, pipe or socket), so it is "
+            "not read",
+            reason="unreadable_image",
+            where=where,
+            fix="point the row at an image file",
+        )
+    return ImageError(
+        f"image file {label} does not exist" + (" (it is a folder)" if path.is_dir() else ""),
+        reason="missing_file",
+        where=where,
+        fix="check the path; relative paths are resolved from the data file's folder",
+    )
 
 
 def _upright_size(image: Image.Image) -> tuple[int, int]:

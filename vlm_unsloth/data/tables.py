@@ -2,12 +2,14 @@
 
 A local JSONL / JSON / CSV / Parquet file (image paths relative to the file), an image folder with
 metadata.jsonl (`file_name` column), a folder written by `Dataset.save_to_disk`, a folder of data
-files, or a Hugging Face dataset name. Image features stay undecoded ({"bytes", "path"}).
+files, or a Hugging Face dataset name. Image features stay undecoded ({"bytes", "path"}). A CSV
+may start with a byte order mark (Excel's "CSV UTF-8") and be separated by ",", ";" or tabs.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ from vlm_unsloth.errors import DataError
 
 _FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 _METADATA_FILES = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
+_SEPARATOR_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
+"""CSV separators recognised from the header line, comma first (it wins a tie)."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,12 @@ def read_table(dataset: str, split: str) -> RawTable:
         return _read_file(path, base_dir=path.parent, name=path.name)
     if path.is_dir():
         return _read_folder(path, split)
+    if path.exists():  # a device (a link to /dev/zero), a FIFO, a socket: it may never end
+        raise DataError(
+            f"{path} is not a regular file (a device, pipe or socket), so it is not read",
+            where="--dataset",
+            fix="pass a JSONL/JSON/CSV/Parquet file, an image folder or a saved dataset",
+        )
     if _looks_like_path(dataset):
         raise DataError(
             f"no such file or folder {dataset}",
@@ -60,16 +70,16 @@ def _read_file(path: Path, *, base_dir: Path, name: str) -> RawTable:
             where="--dataset",
             fix=f"use one of {', '.join(_FILE_BUILDERS)}",
         )
-    options: dict[str, Any] = {}
-    if builder == "csv":
-        # Every CSV cell as text: "3.10" must not become 3.1, nor an answer "NA" a null.
-        options = {"features": _all_text_features(path), "keep_default_na": False}
+    options: dict[str, Any] = _csv_options(path) if builder == "csv" else {}
     try:
         rows = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
     except (datasets.exceptions.DatasetGenerationError, ValueError, TypeError) as error:
         cause = str(error.__cause__ or error).strip() or type(error).__name__
+        # datasets names neither the line of a JSON syntax error nor (pyarrow) counts it right.
+        cause = (_invalid_json_line(path) if builder == "json" else None) or cause
+        read_as = f" (read as {_SEPARATOR_NAMES[options['sep']]}-separated)" if options else ""
         raise DataError(
-            f"cannot read {path.name}: {cause.splitlines()[0]}",
+            f"cannot read {path.name}{read_as}: {cause.splitlines()[0]}",
             where=str(path),
             fix="check it is valid "
             + ("JSON Lines (one object a line)" if path.suffix == ".jsonl" else builder.upper())
@@ -160,12 +170,62 @@ def _undecoded(rows: Dataset) -> Dataset:
     return rows
 
 
-def _all_text_features(path: Path) -> Features:
-    with path.open(newline="", encoding="utf-8") as handle:
-        header = next(csv.reader(handle), None)
+def _csv_options(path: Path) -> dict[str, Any]:
+    """The csv builder's options for `path`: its separator, a byte order mark skipped, and every
+    cell as text ("3.10" must not become 3.1, nor an answer "NA" a null)."""
+    # utf-8-sig: Excel's "CSV UTF-8" starts with a byte order mark, which would otherwise stick
+    # to the first column's name ("\ufeffimage"); files without one read the same.
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            header_line = handle.readline()
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path.name} is not UTF-8 text ({error.reason} at byte {error.start})",
+            where=str(path),
+            fix='save it as UTF-8 (Excel: "CSV UTF-8 (Comma delimited)")',
+        ) from error
+    # The separator that splits the header into the most columns: Excel writes ";" where the
+    # decimal separator is a comma, and tab-separated exports are common. A tie keeps ",".
+    separator = max(_SEPARATOR_NAMES, key=lambda sep: len(_split_line(header_line, sep)))
+    header = _split_line(header_line, separator)
     if not header:
         raise DataError(f"{path.name} is empty", where=str(path), fix="add a header and rows")
-    return Features({name: Value("string") for name in header})
+    return {
+        "features": Features({name: Value("string") for name in header}),
+        "keep_default_na": False,
+        "sep": separator,
+        "encoding": "utf-8-sig",
+    }
+
+
+def _split_line(line: str, separator: str) -> list[str]:
+    return next(csv.reader([line], delimiter=separator), [])
+
+
+def _invalid_json_line(path: Path) -> str | None:
+    """`line N: <what is wrong>` for the first line of `path` that is not valid JSON, numbered as
+    in an editor; None when none is found (the problem is elsewhere, e.g. a column's type)."""
+    try:
+        if path.suffix.lower() == ".json":
+            try:  # a whole document: a list of rows (the problem is then elsewhere) or an error
+                json.loads(path.read_text(encoding="utf-8"))
+                return None
+            except json.JSONDecodeError as error:
+                if error.msg != "Extra data":  # "Extra data": one object a line, as in JSONL
+                    return f"line {error.lineno}: {error.msg} (column {error.colno})"
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    return f"line {number}: {error.msg} (column {error.colno})"
+                if not isinstance(row, dict):
+                    return f"line {number}: not a JSON object ({{...}}), one row a line"
+    except UnicodeDecodeError as error:
+        return f"not UTF-8 text ({error.reason} at byte {error.start})"
+    return None
 
 
 def _check_single_split(path: Path, split: str) -> None:

@@ -55,6 +55,7 @@ _RESULT_FEATURES = Features(
         "num_tokens": Value("int64"),
         "max_side": Value("int64"),
         "resized": Value("bool"),
+        "multi_frame": Value("bool"),
     }
 )
 
@@ -95,6 +96,9 @@ class ValidationReport:
     """Kept rows with an image larger than max_side (shrunk at load time)."""
     fitted: int
     """Kept rows whose images were shrunk below max_side to fit max_seq_length."""
+    multi_frame: int
+    """Kept rows with a multi-frame image (animated GIF, multi-page TIFF): only its first frame
+    is used."""
     rejected: list[RejectedRow]
     family: str
     max_side: int
@@ -156,21 +160,24 @@ def validate_record(
     max_seq_length: int,
     fit_images: bool = False,
 ) -> dict:
-    """One record checked: {reason, message, num_tokens, max_side, resized}; reason None = keep."""
+    """One record checked: {reason, message, num_tokens, max_side, resized, multi_frame}; reason
+    None = keep."""
     keep = {"reason": None, "message": None, "num_tokens": 0, "max_side": max_side}
+    keep |= {"resized": False, "multi_frame": False}
     problem = record_problem(record)
     if problem is not None:
-        return {**keep, "resized": False, "reason": problem[0], "message": problem[1]}
-    original_sizes, resized = [], False
+        return {**keep, "reason": problem[0], "message": problem[1]}
+    original_sizes, resized, multi_frame = [], False, False
     for image in record["images"]:
         try:
             # Decoded in full and dropped at once: memory stays flat over any number of rows.
             prepared = prepare_image(image, max_side=max_side, family=family)
         except ImageError as error:
-            return {**keep, "resized": False, "reason": error.reason, "message": _message(error)}
+            return {**keep, "reason": error.reason, "message": _message(error)}
         original_sizes.append(prepared.original_size)
         resized = resized or prepared.resized
-    result = {**keep, "resized": resized}
+        multi_frame = multi_frame or prepared.frames > 1
+    result = {**keep, "resized": resized, "multi_frame": multi_frame}
     sizes = [cap_longest_side(w, h, max_side) for w, h in original_sizes]
     try:
         counts = [
@@ -244,6 +251,7 @@ def validate_dataset(
         if reason is not None
     ]
     num_tokens, sides, resized = results["num_tokens"], results["max_side"], results["resized"]
+    multi_frame = results["multi_frame"]
     kept_dataset = dataset if len(kept) == len(dataset) else dataset.select(kept)
     kept_dataset = kept_dataset.add_column("num_tokens", [num_tokens[i] for i in kept])
     kept_dataset = kept_dataset.add_column("max_side", [sides[i] for i in kept])
@@ -252,6 +260,7 @@ def validate_dataset(
         rows_read=len(dataset),
         resized=sum(resized[i] for i in kept),
         fitted=sum(sides[i] < max_side for i in kept),
+        multi_frame=sum(multi_frame[i] for i in kept),
         rejected=rejected,
         family=family.key,
         max_side=max_side,
@@ -290,6 +299,8 @@ def print_report(report: ValidationReport, console: Console) -> None:
     table.add_row(f"resized (larger than {report.max_side} px)", str(report.resized))
     if report.fitted:
         table.add_row("images shrunk to fit max_seq_length", str(report.fitted))
+    if report.multi_frame:
+        table.add_row("multi-frame images (first frame used)", str(report.multi_frame))
     for reason, count in report.rejected_by_reason().items():
         table.add_row(f"rejected: {reason}", str(count), style="red")
     console.print(table)

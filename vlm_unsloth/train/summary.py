@@ -70,6 +70,8 @@ def print_banner(
     trainable, total = count_parameters(loaded.model)
     report = data.report
     setup = loaded.setup
+    frames = report.multi_frame
+    multi_frame = f", {frames} multi-frame: first frame used" if frames else ""
     rows = [
         ("model", f"{loaded.ref.name} ({loaded.family.key})"),
         (
@@ -85,7 +87,7 @@ def print_banner(
         (
             "train rows",
             f"{len(data.train)} kept of {report.rows_read} read"
-            f" ({report.rejected_count} rejected, {report.resized} resized)",
+            f" ({report.rejected_count} rejected, {report.resized} resized{multi_frame})",
         ),
         ("eval rows", len(data.eval) if data.eval is not None else "none"),
         (
