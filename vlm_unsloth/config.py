@@ -302,6 +302,7 @@ def to_dict(*configs: Any) -> dict[str, dict[str, Any]]:
 
 
 DEMO_DATASET = "demo"
+COLOUR_DEMO_DATASET = "demo-colours"
 
 
 @dataclass
@@ -312,7 +313,9 @@ class DataArgs:
         default=DEMO_DATASET,
         metadata={
             "help": "JSONL/JSON/CSV/Parquet file, image folder, dataset saved with save_to_disk, "
-            "or hub name. 'demo' = the shipped synthetic chart set (vlm_unsloth/data/demo)."
+            "or hub name. 'demo' = the shipped synthetic chart set (vlm_unsloth/data/demo); "
+            "'demo-colours' = the coloured squares a tiny model learns on a CPU "
+            "(vlm_unsloth/data/demo_colours)."
         },
     )
     split: str = field(default="train", metadata={"help": "Split to train on."})
