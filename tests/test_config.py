@@ -103,6 +103,12 @@ def test_every_shipped_preset_parses_and_validates():
     )
 
 
+def test_cpu_threads_is_checked_and_unset_by_default():
+    assert parse_args(ALL, [])[0].cpu_threads is None  # PyTorch's own default
+    with pytest.raises(ConfigError, match="--cpu-threads 0: must be >= 1"):
+        parse_args(ALL, ["--cpu-threads", "0"])
+
+
 def test_unsloth_backend_without_cuda_is_refused_before_anything_loads():
     from vlm_unsloth.cli import parse
     from vlm_unsloth.errors import BackendError

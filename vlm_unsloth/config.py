@@ -70,6 +70,20 @@ class ModelArgs:
             "the unsloth backend): much less memory for long image-token sequences."
         },
     )
+    cpu_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "Threads a CPU run computes with (default: PyTorch's, one per core). 1 suits "
+            "the tiny models: their matrices are too small to share out, and on a busy machine "
+            "every split operation waits for its slowest thread. infer.py and evaluate.py use "
+            "the training run's."
+        },
+    )
+
+    def problems(self) -> list[str]:
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            return [f"--cpu-threads {self.cpu_threads}: must be >= 1 (or unset: one per core)"]
+        return []
 
 
 @dataclass
