@@ -95,12 +95,15 @@ def test_every_shipped_preset_parses_and_validates():
         model, lora, data, train = parse_args(ALL, ["--config", str(preset)])
         assert data.max_side in (768, 1024), preset
         assert train.output_dir.startswith(("outputs/", "/kaggle/")), preset
-    model, lora, data, train = parse_args(ALL, ["--config", "configs/tiny-cpu-demo.yaml"])
+    model, lora, data, train = parse_args(
+        ALL, ["--config", str(REPO / "configs/tiny-cpu-demo.yaml")]
+    )
     assert (model.model, model.backend, lora.modules_to_save) == (
         "tiny-qwen2-vl",
         "hf",
         ["lm_head"],
     )
+    assert (data.dataset, model.cpu_threads) == ("demo-colours", 1)  # the offline quickstart
 
 
 def test_cpu_threads_is_checked_and_unset_by_default():
