@@ -3,31 +3,22 @@
     from tasks import write_colour_task
     task = write_colour_task(tmp_path / "colours")   # train.jsonl, eval.jsonl, blank_eval.jsonl
 
-The colour task: 84x84 white images with one filled square (24-48 px, random position) in one of
-four colours; the question is always "What colour is the square?" and the answer the colour's
-name. Measured on the tiny Qwen2-VL (CPU, hf backend, 60 steps of batch 8 at lr 5e-3, LoRA r16
-alpha 64 with lm_head saved): 100% held-out exact match after ~12 s of training, 0% for the base
-model, and ~25% (chance) when every eval image is replaced by a blank one — so a high score
-means the model reads the image, not the question.
+The colour task is the offline demo set (`vlm_unsloth/data/demo_colours.py`, shipped as
+`--dataset demo-colours`), written by the same generator: 84x84 white images with one filled
+square (24-48 px, random position) in one of four colours; the question is always "What colour
+is the square?" and the answer the colour's name. With the default counts and seed it is the
+shipped set, file for file. Measured on the tiny Qwen2-VL (CPU, hf backend, 60 steps of batch 8
+at lr 5e-3, LoRA r16 alpha 64 with lm_head saved): 100% held-out exact match after ~12 s of
+training, 0% for the base model, and ~25% (chance) when every eval image is replaced by a blank
+one — so a high score means the model reads the image, not the question.
 """
 
 from __future__ import annotations
 
-import json
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageDraw
-
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30),
-    "green": (30, 180, 30),
-    "blue": (30, 60, 220),
-    "yellow": (230, 210, 20),
-}
-QUESTION = "What colour is the square?"
-IMAGE_SIDE = 84
+from vlm_unsloth.data.demo_colours import ColourDemoConfig, write_colour_demo
 
 
 @dataclass(frozen=True)
@@ -41,41 +32,15 @@ class ColourTask:
     """The eval rows with every image replaced by a plain white one (chance = 1 / 4)."""
 
 
-def draw_square(
-    colour: str, rng: random.Random, side: int = IMAGE_SIDE, sizes: tuple[int, int] = (24, 48)
-) -> Image.Image:
-    """A white `side` x `side` image with one square of `colour` (`sizes` px) somewhere inside."""
-    image = Image.new("RGB", (side, side), "white")
-    size = rng.randint(*sizes)
-    left, top = rng.randint(0, side - size), rng.randint(0, side - size)
-    ImageDraw.Draw(image).rectangle(
-        [left, top, left + size - 1, top + size - 1], fill=COLOURS[colour]
-    )
-    return image
-
-
 def write_colour_task(
     folder: str | Path, *, train_rows: int = 240, eval_rows: int = 40, seed: int = 0
 ) -> ColourTask:
     """Write the colour task into `folder` (images/ and three JSONL files) and return the paths."""
     folder = Path(folder)
-    images = folder / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    splits: dict[str, list[dict]] = {}
-    for split, count in (("train", train_rows), ("eval", eval_rows)):
-        rows = []
-        for index in range(count):
-            colour = rng.choice(sorted(COLOURS))
-            name = f"images/{split}_{index:04d}.png"
-            draw_square(colour, rng).save(folder / name)
-            rows.append({"image": name, "question": QUESTION, "answer": colour})
-        splits[split] = rows
-    Image.new("RGB", (IMAGE_SIDE, IMAGE_SIDE), "white").save(images / "blank.png")
-    splits["blank_eval"] = [{**row, "image": "images/blank.png"} for row in splits["eval"]]
-    for split, rows in splits.items():
-        lines = "".join(json.dumps(row) + "\n" for row in rows)
-        (folder / f"{split}.jsonl").write_text(lines, encoding="utf-8")
+    config = ColourDemoConfig(
+        output_dir=str(folder), train_count=train_rows, eval_count=eval_rows, seed=seed
+    )
+    write_colour_demo(config)
     return ColourTask(
         folder=folder,
         train=folder / "train.jsonl",

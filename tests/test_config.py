@@ -99,12 +99,21 @@ def test_every_shipped_preset_parses_and_validates():
         model, lora, data, train = parse_args(ALL, ["--config", str(preset)])
         assert data.max_side in (768, 1024), preset
         assert train.output_dir.startswith(("outputs/", "/kaggle/")), preset
-    model, lora, data, train = parse_args(ALL, ["--config", "configs/tiny-cpu-demo.yaml"])
+    model, lora, data, train = parse_args(
+        ALL, ["--config", str(REPO / "configs/tiny-cpu-demo.yaml")]
+    )
     assert (model.model, model.backend, lora.modules_to_save) == (
         "tiny-qwen2-vl",
         "hf",
         ["lm_head"],
     )
+    assert (data.dataset, model.cpu_threads) == ("demo-colours", 1)  # the offline quickstart
+
+
+def test_cpu_threads_is_checked_and_unset_by_default():
+    assert parse_args(ALL, [])[0].cpu_threads is None  # PyTorch's own default
+    with pytest.raises(ConfigError, match="--cpu-threads 0: must be >= 1"):
+        parse_args(ALL, ["--cpu-threads", "0"])
 
 
 def test_unsloth_backend_without_cuda_is_refused_before_anything_loads():

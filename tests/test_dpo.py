@@ -17,10 +17,10 @@ import torch
 from conftest import REPO
 from datasets import Dataset
 from PIL import Image
-from tasks import COLOURS, IMAGE_SIDE, QUESTION, draw_square
 
 from vlm_unsloth.cli import dpo_main
 from vlm_unsloth.config import DataArgs, ModelArgs, parse_args
+from vlm_unsloth.data.demo_colours import COLOURS, IMAGE_SIDE, QUESTION, draw_square
 from vlm_unsloth.data.records import PREFERENCE_FEATURES
 from vlm_unsloth.errors import ConfigError
 from vlm_unsloth.models.device import DeviceSetup

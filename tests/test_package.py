@@ -90,9 +90,10 @@ def test_console_entry_point_lists_and_helps_every_subcommand():
     assert unknown.returncode == 2 and "unknown command 'trian-sft'" in unknown.stderr
 
 
-def test_the_wheel_carries_the_demo_set_and_the_data_files_the_code_reads(tmp_path):
-    """A non-editable `pip install .` must keep `--dataset demo`, the planner's calibration and
-    the tiny Llama chat template: build the wheel and look inside."""
+def test_the_wheel_carries_the_demo_sets_and_the_data_files_the_code_reads(tmp_path):
+    """A non-editable `pip install .` must keep `--dataset demo` and `--dataset demo-colours`,
+    the planner's calibration and the tiny Llama chat template: build the wheel and look
+    inside."""
     import zipfile
 
     from conftest import REPO
@@ -105,9 +106,10 @@ def test_the_wheel_carries_the_demo_set_and_the_data_files_the_code_reads(tmp_pa
     assert built.returncode == 0, built.stderr[-2000:]
     (wheel,) = tmp_path.glob("vlm_unsloth-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    demo = REPO / "vlm_unsloth" / "data" / "demo"
-    shipped = {path.relative_to(REPO).as_posix() for path in demo.rglob("*") if path.is_file()}
-    assert len(shipped) > 360 and shipped <= names, sorted(shipped - names)[:5]
+    for folder, least in (("demo", 360), ("demo_colours", 280)):
+        demo = REPO / "vlm_unsloth" / "data" / folder
+        shipped = {p.relative_to(REPO).as_posix() for p in demo.rglob("*") if p.is_file()}
+        assert len(shipped) > least and shipped <= names, sorted(shipped - names)[:5]
     assert "vlm_unsloth/perf/calibration/peak_memory.json" in names
     assert "vlm_unsloth/models/chat_templates/llama3_2_vision.jinja" in names
     assert not any(name.startswith(("tests/", "scripts/")) for name in names)

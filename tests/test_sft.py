@@ -164,8 +164,8 @@ def test_default_command_without_a_gpu_says_how_to_run_the_demo():
 
 
 def test_every_script_has_help():
-    for script in ("train_sft.py", "inspect_data.py", "make_demo_data.py", "bench.py", "plan.py",
-                   "make_random_checkpoint.py"):  # fmt: skip
+    for script in ("train_sft.py", "inspect_data.py", "make_demo_data.py", "make_colour_demo.py",
+                   "bench.py", "plan.py", "make_random_checkpoint.py"):  # fmt: skip
         result = subprocess.run(
             [sys.executable, str(REPO / "scripts" / script), "--help"],
             capture_output=True,

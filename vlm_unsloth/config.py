@@ -72,6 +72,20 @@ class ModelArgs:
             "the unsloth backend): much less memory for long image-token sequences."
         },
     )
+    cpu_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "Threads a CPU run computes with (default: PyTorch's, one per core). 1 suits "
+            "the tiny models: their matrices are too small to share out, and on a busy machine "
+            "every split operation waits for its slowest thread. infer.py and evaluate.py use "
+            "the training run's."
+        },
+    )
+
+    def problems(self) -> list[str]:
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            return [f"--cpu-threads {self.cpu_threads}: must be >= 1 (or unset: one per core)"]
+        return []
 
 
 @dataclass
@@ -316,6 +330,7 @@ def to_dict(*configs: Any) -> dict[str, dict[str, Any]]:
 
 
 DEMO_DATASET = "demo"
+COLOUR_DEMO_DATASET = "demo-colours"
 
 
 @dataclass
@@ -326,7 +341,9 @@ class DataArgs:
         default=DEMO_DATASET,
         metadata={
             "help": "JSONL/JSON/CSV/Parquet file, image folder, dataset saved with save_to_disk, "
-            "or hub name. 'demo' = the shipped synthetic chart set (vlm_unsloth/data/demo)."
+            "or hub name. 'demo' = the shipped synthetic chart set (vlm_unsloth/data/demo); "
+            "'demo-colours' = the coloured squares a tiny model learns on a CPU "
+            "(vlm_unsloth/data/demo_colours)."
         },
     )
     split: str = field(default="train", metadata={"help": "Split to train on."})

@@ -4,9 +4,11 @@
                                           preference=False, seed=3407)
 
 `--dataset demo` names the chart set shipped inside the package (`vlm_unsloth/data/demo/`, in
-the wheel too) and its own eval split. Otherwise the eval rows come from `--eval-dataset`,
-`--eval-split` or a seeded `--eval-fraction` of `--dataset`: the same seed holds out the same
-rows, so `evaluate.py` scores exactly the rows training never saw.
+the wheel too) and its own eval split; `--dataset demo-colours` the coloured-squares set of the
+offline CPU quickstart (`vlm_unsloth/data/demo_colours/`, SFT rows only). Otherwise the eval
+rows come from `--eval-dataset`, `--eval-split` or a seeded `--eval-fraction` of `--dataset`:
+the same seed holds out the same rows, so `evaluate.py` scores exactly the rows training never
+saw.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from vlm_unsloth.config import DEMO_DATASET, DataArgs
+from vlm_unsloth.config import COLOUR_DEMO_DATASET, DEMO_DATASET, DataArgs
 from vlm_unsloth.data.loaders import (
     data_spec,
     load_preference_dataset,
@@ -26,25 +28,37 @@ from vlm_unsloth.errors import DataError
 
 DEMO_DIR = Path(str(resources.files("vlm_unsloth.data") / "demo"))
 """The shipped demo set: charts, SFT and DPO rows (package data, so `pip install .` has it)."""
+COLOUR_DEMO_DIR = Path(str(resources.files("vlm_unsloth.data") / "demo_colours"))
+"""The shipped coloured-squares set of the offline CPU quickstart: SFT rows (package data)."""
+_GENERATORS = {DEMO_DATASET: "make_demo_data.py", COLOUR_DEMO_DATASET: "make_colour_demo.py"}
 
 
-def demo_dir() -> Path:
-    """The shipped demo folder, or a one-line error when this install lacks it."""
-    if not (DEMO_DIR / "train.jsonl").is_file():
+def demo_dir(name: str = DEMO_DATASET) -> Path:
+    """The shipped folder of demo set `name` ("demo" or "demo-colours"), or a one-line error
+    when this install lacks it."""
+    folder = DEMO_DIR if name == DEMO_DATASET else COLOUR_DEMO_DIR
+    if not (folder / "train.jsonl").is_file():
         raise DataError(
-            f"the demo set is missing from this install ({DEMO_DIR})",
-            where="--dataset demo",
+            f"the {name} set is missing from this install ({folder})",
+            where=f"--dataset {name}",
             fix="reinstall vlm-unsloth (pip install .), or write it with "
-            f"python scripts/make_demo_data.py --output-dir {DEMO_DIR}",
+            f"python scripts/{_GENERATORS[name]} --output-dir {folder}",
         )
-    return DEMO_DIR
+    return folder
 
 
 def dataset_paths(data_args: DataArgs, *, preference: bool) -> tuple[str, str | None]:
-    """(train, eval) dataset locations; `demo` names the shipped set and its eval split."""
-    if data_args.dataset != DEMO_DATASET:
+    """(train, eval) dataset locations; `demo` and `demo-colours` name a shipped set and its
+    eval split."""
+    if data_args.dataset not in _GENERATORS:
         return data_args.dataset, data_args.eval_dataset
-    folder = demo_dir()
+    if preference and data_args.dataset == COLOUR_DEMO_DATASET:
+        raise DataError(
+            "the demo-colours set has no preference (chosen/rejected) rows",
+            where="--dataset demo-colours",
+            fix="use --dataset demo (the chart set has DPO rows) or your own preference data",
+        )
+    folder = demo_dir(data_args.dataset)
     prefix = "dpo_" if preference else ""
     train = folder / f"{prefix}train.jsonl"
     evaluation = folder / f"{prefix}eval.jsonl"
@@ -84,7 +98,7 @@ def load_train_and_eval(data_args: DataArgs, *, preference: bool, seed: int) -> 
 
 def load_eval_rows(data_args: DataArgs, *, seed: int) -> Any:
     """The SFT eval rows as training held them out (same seed, same rows); a dataset without
-    --eval-dataset, --eval-split or --eval-fraction (and not the demo) is evaluated whole."""
+    --eval-dataset, --eval-split or --eval-fraction (and not a demo set) is evaluated whole."""
     _, eval_path = dataset_paths(data_args, preference=False)
     if eval_path:  # only the eval file: the training data need not be there any more
         split = data_args.eval_split or "train"

@@ -82,7 +82,13 @@ def evaluate_adapter(
         )
     output = _check_eval_dir(output_dir, run, overwrite=overwrite)
     loaded = load_for_inference(
-        ModelArgs(model=run.base_model, backend=backend, quantization=quantization), run.adapter_dir
+        ModelArgs(
+            model=run.base_model,
+            backend=backend,
+            quantization=quantization,
+            cpu_threads=run.cpu_threads,
+        ),
+        run.adapter_dir,
     )
     eval_args, seed = _eval_data_args(data_args, run)
     max_side = data_args.max_side or run.max_side

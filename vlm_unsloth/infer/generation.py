@@ -30,7 +30,7 @@ def load_for_inference(model_args: ModelArgs, adapter_dir: str | None) -> Loaded
     and image settings as training, even if the base model's files have changed since.
     """
     backend, why = activate_backend(model_args.backend)
-    setup = choose_device(backend, why, "auto")
+    setup = choose_device(backend, why, "auto", model_args.cpu_threads)
     loaded = load_model(model_args, None, setup, seed=0)
     if adapter_dir:
         from peft import PeftModel

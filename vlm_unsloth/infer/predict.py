@@ -166,7 +166,10 @@ def run_inference(
     max_side = data_args.max_side or run.max_side
     system_prompt = data_args.system_prompt or run.system_prompt
     model_args = ModelArgs(
-        model=run.base_model, backend=args.backend, quantization=args.quantization
+        model=run.base_model,
+        backend=args.backend,
+        quantization=args.quantization,
+        cpu_threads=run.cpu_threads,
     )
     if args.image is not None:
         record = image_record(args.image, args.prompt)

@@ -1,5 +1,5 @@
 """What inference needs to know about a fine-tuned model: its base, its adapter, and the
-training run's settings (image cap, system prompt), read from the run folder.
+training run's settings (image cap, system prompt, CPU threads), read from the run folder.
 
     run = resolve_adapter("outputs/sft", None)   # a run folder, its adapter/, or any LoRA folder
 """
@@ -26,6 +26,8 @@ class TrainedRun:
     system_prompt: str | None
     run_folder: Path | None = None
     """The training output folder, when the model comes from one (its run_config.yaml)."""
+    cpu_threads: int | None = None
+    """The run's --cpu-threads (None: PyTorch's default)."""
 
 
 def resolve_adapter(adapter: str | None, model: str | None) -> TrainedRun:
@@ -76,4 +78,5 @@ def _from_run(folder: Path, *, base_model: str | None, adapter_dir: Path | None)
         max_side=config["DataArgs"]["max_side"],
         system_prompt=config["DataArgs"]["system_prompt"],
         run_folder=folder,
+        cpu_threads=config["ModelArgs"].get("cpu_threads"),  # runs saved before it lack it
     )

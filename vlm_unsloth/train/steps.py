@@ -61,7 +61,7 @@ def setup_device(model_args: ModelArgs, train_args: TrainArgs) -> DeviceSetup:
             fix="for the offline CPU demo run: python scripts/train_sft.py --model tiny-qwen2-vl "
             "--backend hf (or pass --backend hf to train this model on CPU anyway)",
         )
-    setup = choose_device(backend, why, train_args.precision)
+    setup = choose_device(backend, why, train_args.precision, model_args.cpu_threads)
     if train_args.gpu_memory_gib is not None:
         cap_gpu_memory(train_args.gpu_memory_gib, setup)
     return setup
