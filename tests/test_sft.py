@@ -160,7 +160,7 @@ def test_default_command_without_a_gpu_says_how_to_run_the_demo():
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "no NVIDIA GPU found" in lines[0]
-    assert "--model tiny-qwen2-vl --backend hf" in lines[0]
+    assert "--config configs/tiny-cpu-demo.yaml" in lines[0]
 
 
 def test_every_script_has_help():
@@ -254,8 +254,10 @@ def test_time_spent_waiting_for_images_is_reported(tmp_path):
         for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
         if '"loss"' in line
     ]
-    assert all(0.0 <= log["data_wait_fraction"] <= 1.0 for log in logged)
-    assert result.summary["data_wait_fraction"] > 0.5  # the loop mostly waited for images
+    # How large the share is depends on this machine's speed (tests/test_callbacks.py checks the
+    # arithmetic with a scripted clock); here: every log and the summary carry it.
+    assert len(logged) == 4 and all(0.0 <= log["data_wait_fraction"] <= 1.0 for log in logged)
+    assert 0.0 < result.summary["data_wait_fraction"] <= 1.0
 
 
 @pytest.mark.slow

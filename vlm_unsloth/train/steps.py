@@ -58,8 +58,8 @@ def setup_device(model_args: ModelArgs, train_args: TrainArgs) -> DeviceSetup:
         raise BackendError(
             f"no NVIDIA GPU found, and training {model_args.model} needs one",
             where="--backend auto",
-            fix="for the offline CPU demo run: python scripts/train_sft.py --model tiny-qwen2-vl "
-            "--backend hf (or pass --backend hf to train this model on CPU anyway)",
+            fix="for the offline CPU demo: python scripts/train_sft.py --config "
+            "configs/tiny-cpu-demo.yaml (or pass --backend hf to train this model on CPU anyway)",
         )
     setup = choose_device(backend, why, train_args.precision, model_args.cpu_threads)
     if train_args.gpu_memory_gib is not None:
