@@ -1,6 +1,7 @@
-"""Trainer callbacks: metrics.jsonl, the rich progress line, and a graceful Ctrl-C.
+"""Trainer callbacks: the run folder's books, metrics.jsonl, the rich progress line, a graceful
+Ctrl-C, the data wait and the model's inputs.
 
-All three are plain `transformers.TrainerCallback`s, so SFT and DPO (and both backends) share them.
+All are plain `transformers.TrainerCallback`s, so SFT and DPO (and both backends) share them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,19 @@ def peak_gpu_memory_gib() -> float | None:
     if not torch.cuda.is_available():
         return None
     return torch.cuda.max_memory_reserved() / 2**30
+
+
+class RunFolderCallback(TrainerCallback):
+    """The run folder across saves: after each, record the checkpoint in the run's manifest and
+    delete the earlier run that --overwrite set aside (the new run has replaced it now)."""
+
+    def __init__(self, output: Path):
+        self.output = output
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            run_dir.record_files(self.output, [f"checkpoint-{state.global_step}/"])
+            run_dir.discard_previous_run(self.output)
 
 
 class MetricsCallback(TrainerCallback):

@@ -3,9 +3,10 @@
     python scripts/train_dpo.py --model tiny-qwen2-vl --backend hf --max-steps 20  # CPU demo
     python scripts/train_dpo.py --adapter outputs/sft/adapter --max-side 768        # GPU, after SFT
 
-backend → output folder → model + LoRA (or the SFT adapter of --adapter) → preference data (load,
-validate) → collator → TRL DPOTrainer → held-out preference accuracy → train (resumable, Ctrl-C
-safe) → preference accuracy again → save adapter (+ merged) → loss curve and summary.
+backend → output folder checked → model + LoRA (or the SFT adapter of --adapter) → preference
+data (load, validate) → collator → TRL DPOTrainer → held-out preference accuracy → the run claims
+the folder → train (resumable, Ctrl-C safe) → preference accuracy again → save adapter (+ merged)
+→ loss curve and summary.
 
 The reference policy is never a second model in memory. Given a PEFT model and no ref_model,
 TRL's DPOTrainer scores the reference pass through the same weights: with the adapter disabled,
@@ -154,10 +155,10 @@ def train_dpo(
     setup = steps.setup_device(model_args, train_args)
     console = console or make_console()
     config = to_dict(model_args, lora_args, data_args, train_args, dpo_args)
-    output = steps.prepare_output(train_args, config, setup)
+    output = steps.check_output(train_args)  # writes nothing: see claim_output
 
     loaded = steps.load_model_for_training(model_args, lora_args, data_args, train_args, setup)
-    data = steps.load_training_data(data_args, loaded, train_args, output, preference=True)
+    data = steps.load_training_data(data_args, loaded, train_args, preference=True)
     trainer = build_trainer(
         loaded, data, data_args, train_args, dpo_args, output, console=console,
         callbacks=steps.callbacks(output, console) + list(extra_callbacks or []),
@@ -177,7 +178,8 @@ def train_dpo(
         console.print(f"preference accuracy before DPO: {_describe(before)}")
     if train_args.resume:
         restore_trained_adapter(trainer, output)
-    with logits_cover_input_ids(loaded):
+    claim = steps.claim_output(output, train_args, config, setup, data, job="DPO", console=console)
+    with claim, logits_cover_input_ids(loaded):
         interrupted = steps.run_training(trainer, train_args, output)
         after = None if interrupted else score()
         extra = {"reference": reference, **_summary(before, "before"), **_summary(after, "after")}

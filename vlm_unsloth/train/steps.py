@@ -1,16 +1,23 @@
 """The steps every training method takes, in the order `sft.py` and `dpo.py` call them:
 
-    setup_device → prepare_output → load_model_for_training → load_training_data →
-    trainer_arguments → build_trainer (callbacks, OOM recovery, optimizer) → run_training
+    setup_device → check_output → load_model_for_training → load_training_data →
+    trainer_arguments → build_trainer (callbacks, OOM recovery, optimizer) →
+    with claim_output(...): run_training
 
 Sizing the batch (`batch_size.py`) and the end of a run (`summary.py`: save, summarise, print)
 are steps too, in their own modules. Importing them imports no transformers, TRL or PEFT: Unsloth
 must be imported before those (`setup_device` does it), so they are imported inside the steps.
+
+Nothing is written to the output folder before `claim_output`, right before training: a run that
+fails while it loads or checks leaves the folder as it found it (run_dir's docstring tells how
+--overwrite replaces an earlier run).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +31,7 @@ from vlm_unsloth.data.validation import (
     validate_dataset,
     write_rejected,
 )
-from vlm_unsloth.errors import BackendError
+from vlm_unsloth.errors import BackendError, OutputDirError
 from vlm_unsloth.families import TINY_MODEL_NAMES
 from vlm_unsloth.models.backend import activate_backend
 from vlm_unsloth.models.device import DeviceSetup, cap_gpu_memory, choose_device
@@ -67,26 +74,67 @@ def setup_device(model_args: ModelArgs, train_args: TrainArgs) -> DeviceSetup:
     return setup
 
 
-def prepare_output(train_args: TrainArgs, config: dict[str, Any], setup: DeviceSetup) -> Path:
-    """Check (every process) and create (the main one) the output folder; save the run's
-    resolved configuration in it."""
+def check_output(train_args: TrainArgs) -> Path:
+    """--output-dir, checked by every process before anything loads; nothing is written. A new
+    run: the folder is empty, or --overwrite and an earlier run (nothing else) in it. --resume:
+    a checkpoint to continue from."""
     check_can_push(train_args.push_to_hub)
-    options = dict(overwrite=train_args.overwrite, resume=train_args.resume)
-    # Every process checks (so all stop with the same error); only the main one writes.
-    output = run_dir.prepare_output_dir(train_args.output_dir, check_only=True, **options)
-    # Every process must have looked before the main one writes (else the others find the
-    # folder it just made and refuse it).
-    distributed.wait_for_everyone()
-    if distributed.is_main_process():
-        run_dir.prepare_output_dir(output, **options)
-        if not train_args.resume:  # a resumed run keeps the configuration it started with
-            resolved = {
-                "backend": setup.backend, "device": setup.device, "dtype": setup.dtype,
-                "processes": distributed.world_size(),
-            }  # fmt: skip
-            run_dir.save_run_config(output, {**config, "resolved": resolved})
-    distributed.wait_for_everyone()
+    if not train_args.resume:
+        return run_dir.check_output_dir(train_args.output_dir, overwrite=train_args.overwrite)
+    output = Path(train_args.output_dir).expanduser().resolve()
+    if run_dir.last_checkpoint(output) is None:
+        raise OutputDirError(
+            f"nothing to resume in {output}: it has no checkpoint-N folder",
+            where="--resume",
+            fix="drop --resume to start a new run, or point --output-dir at an earlier run",
+        )
     return output
+
+
+@contextmanager
+def claim_output(
+    output: Path,
+    train_args: TrainArgs,
+    config: dict[str, Any],
+    setup: DeviceSetup,
+    data: TrainingData,
+    *,
+    job: str,
+    console,
+) -> Iterator[None]:
+    """Around training and saving: a new run takes --output-dir (the main process writes its
+    manifest, run_config.yaml and rejected rows; an earlier run is set aside). If the block
+    fails before the run saved anything, its files go and the earlier run comes back; once it
+    has saved, the earlier run is deleted. A resumed run keeps its folder and configuration."""
+    main = distributed.is_main_process()
+    distributed.wait_for_everyone()  # every process checked the folder before it changes
+    if main and not train_args.resume:
+        new_files = (
+            run_dir.RUN_MARKER, run_dir.REJECTED_FILE, run_dir.METRICS_FILE,
+            run_dir.MODEL_CARD_FILE,
+        )  # fmt: skip
+        run_dir.start_run(output, job=job, files=new_files)
+        resolved = {
+            "backend": setup.backend, "device": setup.device, "dtype": setup.dtype,
+            "processes": distributed.world_size(),
+            "batch_size": train_args.batch_size, "grad_accum": train_args.grad_accum,
+        }  # fmt: skip
+        run_dir.save_run_config(output, {**config, "resolved": resolved})
+        write_rejected(data.report, output / run_dir.REJECTED_FILE)
+    distributed.wait_for_everyone()
+    try:
+        yield
+    finally:
+        if main and not train_args.resume:
+            if run_dir.has_saved(output):
+                run_dir.discard_previous_run(output)
+            else:
+                restored = run_dir.abandon_run(output)
+                console.print(
+                    "[yellow]the run stopped before saving anything: its files are removed"
+                    + (f"; the earlier run is in {restored}" if restored else "")
+                    + "[/]"
+                )
 
 
 def load_model_for_training(
@@ -111,12 +159,11 @@ def load_training_data(
     data_args: DataArgs,
     loaded: LoadedModel,
     train_args: TrainArgs,
-    output: Path,
     *,
     preference: bool,
 ) -> TrainingData:
     """Train and eval records (SFT, or preference pairs for DPO), validated with the model's
-    processor; the rejected training rows are written to the run folder."""
+    processor (`claim_output` writes the rejected rows to the run folder)."""
     with distributed.main_process_first():
         train, held_out = load_train_and_eval(
             data_args, preference=preference, seed=train_args.seed
@@ -131,8 +178,6 @@ def load_training_data(
             fit_images=data_args.fit_images,
         )
         report = validate_dataset(train, **check)
-        if distributed.is_main_process():
-            write_rejected(report, output / run_dir.REJECTED_FILE)
         eval_kept = validate_dataset(held_out, **check).kept if held_out is not None else None
     return TrainingData(train=report.kept, eval=eval_kept, report=report)
 
@@ -206,9 +251,11 @@ def callbacks(output: Path, console) -> list:
         MetricsCallback,
         ModelInputsCallback,
         RichProgressCallback,
+        RunFolderCallback,
     )
 
     return [
+        RunFolderCallback(output),
         DataWaitCallback(),  # first: its log entry must exist when MetricsCallback writes
         MetricsCallback(output),
         RichProgressCallback(console),

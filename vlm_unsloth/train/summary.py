@@ -124,16 +124,20 @@ def finish(run: FinishedRun, console, *, extra: dict[str, Any] | None = None) ->
     """Save, evaluate (the trainer's eval loss), summarise and print. `extra`: more
     summary.json entries, also printed as rows."""
     adapter_dir = run.output / run_dir.ADAPTER_DIR
-    if distributed.is_main_process():
+    main = distributed.is_main_process()
+    if main:
         save_adapter(run.trainer, run.loaded, adapter_dir)
+        run_dir.record_files(run.output, run_dir.files_in(adapter_dir))
     # Evaluation is collective under DDP: every process takes part. Before the loss curve is
     # drawn, so that its last eval point is on it.
     has_eval = run.data.eval is not None and not run.interrupted
     eval_metrics = run.trainer.evaluate() if has_eval else {}
     saved = save_outputs(run, adapter_dir)
     summary = summarise(run, saved, eval_metrics, extra or {})
-    if distributed.is_main_process():
+    if main:
         run_dir.write_summary(run.output, summary)
+        merged = run_dir.files_in(saved.merged_dir) if saved.merged_dir else []
+        run_dir.record_files(run.output, [run_dir.SUMMARY_FILE, run_dir.LOSS_CURVE_FILE, *merged])
     print_summary(console, summary, saved, run.output, extra or {})
     return TrainResult(output_dir=run.output, adapter_dir=adapter_dir, summary=summary)
 

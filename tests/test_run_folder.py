@@ -1,0 +1,155 @@
+"""A run folder keeps the user's work (issue #17): --overwrite checks everything before it
+replaces an earlier run, keeps it until the new run has saved, and never deletes files a run did
+not write.
+
+The end-to-end tests train tiny-qwen2-vl (hf backend, CPU) for a few steps on 8 demo rows with no
+eval rows, so that nothing but the behaviour under test takes time."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from transformers import TrainerCallback
+
+from vlm_unsloth import run_dir
+from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs
+from vlm_unsloth.data.splits import DEMO_DIR
+from vlm_unsloth.errors import OutputDirError, VlmUnslothError
+from vlm_unsloth.models.lora import LoraArgs
+from vlm_unsloth.train.sft import train_sft
+
+DATA = str(DEMO_DIR / "train.jsonl")  # no eval rows: the end of a run evaluates nothing
+
+
+def _args(output: Path, *, dataset: str = DATA, **train):
+    settings = dict(
+        max_steps=2, batch_size=1, grad_accum=1, learning_rate=1e-2, lr_scheduler_type="constant"
+    )
+    return (
+        ModelArgs(model="tiny-qwen2-vl", backend="hf"),
+        LoraArgs(lora_r=8, lora_alpha=16),
+        DataArgs(dataset=dataset, max_samples=8),
+        TrainArgs(output_dir=str(output), **{**settings, **train}),
+    )
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (relative path -> bytes): what "changed nothing" compares."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def _logged_steps(folder: Path) -> list[int]:
+    return [row["step"] for row in run_dir.read_metrics(folder) if "loss" in row]
+
+
+class _FailAt(TrainerCallback):
+    """A failure inside a training step (an error the new run cannot get past)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise RuntimeError(f"failed in step {self.step}")
+
+
+# ---------------------------------------------------------------------------------------------
+# 2, 3. --overwrite: everything is checked first, the earlier run survives a new run that saves
+# nothing, and only files a run wrote are ever deleted
+
+
+def test_a_run_that_fails_before_training_leaves_the_folder_as_it_was(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(VlmUnslothError, match="missing.jsonl"):
+        train_sft(*_args(run, dataset=str(tmp_path / "missing.jsonl")))
+    # Nothing written, so the corrected command is not refused as "not empty".
+    assert not run.exists() or not any(run.iterdir())
+
+
+@pytest.mark.slow
+def test_overwrite_replaces_an_earlier_run_only_once_the_new_one_has_saved(tmp_path):
+    run = tmp_path / "run"
+    train_sft(*_args(run, max_steps=1))
+    earlier = _files(run)
+
+    # A mistake in the new command (a missing dataset): refused before anything is deleted.
+    with pytest.raises(VlmUnslothError, match="missing.jsonl"):
+        train_sft(*_args(run, overwrite=True, dataset=str(tmp_path / "missing.jsonl")))
+    assert _files(run) == earlier
+
+    # A new run that fails in its first step, before it saved anything: the earlier run is back.
+    with pytest.raises(RuntimeError, match="failed in step 1"):
+        train_sft(*_args(run, overwrite=True), extra_callbacks=[_FailAt(1)])
+    assert _files(run) == earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing left beside it
+
+    replaced = train_sft(*_args(run, overwrite=True))
+    assert replaced.summary["global_step"] == 2 and _logged_steps(run) == [1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+    # Files the user put into a run folder are never deleted: --overwrite names them instead.
+    (run / "notes.txt").write_text("what I tried")
+    (run / "adapter" / "my_eval.md").write_text("looks good")
+    kept = _files(run)
+    with pytest.raises(OutputDirError, match="notes.txt") as refused:
+        train_sft(*_args(run, overwrite=True))
+    assert "my_eval.md" in str(refused.value)
+    assert _files(run) == kept
+
+
+def test_overwrite_never_deletes_a_folder_that_only_looks_like_a_run(tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "run_config.yaml").write_text("my own experiment settings\n")
+    (precious / "thesis.tex").write_text("years of work")
+    with pytest.raises(OutputDirError, match="not a vlm-unsloth run"):
+        train_sft(*_args(precious, overwrite=True))
+    assert _files(precious) == {
+        "run_config.yaml": b"my own experiment settings\n",
+        "thesis.tex": b"years of work",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The manifest's rules, without training
+
+
+def test_only_the_run_an_overwrite_set_aside_is_ever_deleted_or_put_back(tmp_path):
+    run = tmp_path / "run"
+    run_dir.start_run(run, job="SFT", files=["metrics.jsonl"])
+    (run / "metrics.jsonl").write_text("earlier\n")
+    (run / ".metrics.jsonl.tmp").write_text("")  # a rewrite cut short: still the run's file
+    evaluation = run / "eval"  # an evaluation answers for its own files
+    run_dir.start_run(evaluation, job="evaluate")
+    (evaluation / "report.md").write_text("report")
+    run_dir.record_files(evaluation, run_dir.files_in(evaluation))
+    assert run_dir.files_not_written_by_runs(run) == []
+
+    # A folder of the user's that happens to be called run.previous: never touched.
+    mine = tmp_path / "run.previous"
+    mine.mkdir()
+    (mine / "backup.txt").write_text("mine")
+    run_dir.discard_previous_run(run)  # what each save of a (resumed) run calls
+    assert (mine / "backup.txt").read_text() == "mine"
+    with pytest.raises(OutputDirError, match="run.previous exists"):
+        run_dir.check_output_dir(run, overwrite=True)
+    shutil.move(mine, tmp_path / "elsewhere")
+
+    # --overwrite sets the earlier run aside; a new run that saved nothing puts it back.
+    assert run_dir.check_output_dir(run, overwrite=True) == run.resolve()
+    earlier = _files(run)
+    run_dir.start_run(run, job="DPO", files=["metrics.jsonl"])
+    assert (tmp_path / "run.previous" / "metrics.jsonl").read_text() == "earlier\n"
+    (run / "metrics.jsonl").write_text("new\n")
+    assert run_dir.abandon_run(run) == run
+    assert _files(run) == earlier and not (tmp_path / "run.previous").exists()
+
+    # One that saved something replaces it.
+    run_dir.start_run(run, job="SFT", files=["metrics.jsonl"])
+    run_dir.discard_previous_run(run)
+    assert not (tmp_path / "run.previous").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "run"]
