@@ -1,6 +1,6 @@
 """A run folder keeps the user's work (issue #17): --overwrite checks everything before it
 replaces an earlier run, keeps it until the new run has saved, and never deletes files a run did
-not write.
+not write; checkpoints are written whole, and a damaged checkpoint is a one-line error.
 
 The end-to-end tests train tiny-qwen2-vl (hf backend, CPU) for a few steps on 8 demo rows with no
 eval rows, so that nothing but the behaviour under test takes time."""
@@ -11,9 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import TrainerCallback
 
 from vlm_unsloth import run_dir
+from vlm_unsloth.cli import train_sft_main
 from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs
 from vlm_unsloth.data.splits import DEMO_DIR
 from vlm_unsloth.errors import OutputDirError, VlmUnslothError
@@ -35,6 +37,14 @@ def _args(output: Path, *, dataset: str = DATA, **train):
     )
 
 
+def _cli(output: Path, *more: str) -> list[str]:
+    return [
+        "--model", "tiny-qwen2-vl", "--backend", "hf", "--dataset", DATA, "--max-samples", "8",
+        "--batch-size", "1", "--grad-accum", "1", "--lora-r", "8", "--output-dir", str(output),
+        *more,
+    ]  # fmt: skip
+
+
 def _files(folder: Path) -> dict[str, bytes]:
     """Every file under `folder` (relative path -> bytes): what "changed nothing" compares."""
     return {
@@ -42,8 +52,17 @@ def _files(folder: Path) -> dict[str, bytes]:
     }
 
 
+def _printed(capsys) -> str:
+    """What the run printed, as one line (rich wraps long lines at the terminal's width)."""
+    return " ".join(capsys.readouterr().out.split())
+
+
 def _logged_steps(folder: Path) -> list[int]:
     return [row["step"] for row in run_dir.read_metrics(folder) if "loss" in row]
+
+
+class _Killed(Exception):
+    """Stands for the process dying (kill -9, power loss) at a chosen point."""
 
 
 class _FailAt(TrainerCallback):
@@ -112,6 +131,73 @@ def test_overwrite_never_deletes_a_folder_that_only_looks_like_a_run(tmp_path):
         "run_config.yaml": b"my own experiment settings\n",
         "thesis.tex": b"years of work",
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# 4, 5. Checkpoints are written whole; a resumed run logs each step once
+
+
+@pytest.mark.slow
+def test_a_save_cut_short_leaves_no_checkpoint_and_resume_uses_the_previous_one(
+    tmp_path, monkeypatch, capsys
+):
+    run = tmp_path / "run"
+    real_save = torch.save
+
+    def dies_writing_the_second_checkpoint(obj, f, *args, **kwargs):
+        if str(f).endswith("optimizer.pt") and "checkpoint-4" in str(f):
+            raise _Killed("killed while saving checkpoint-4")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", dies_writing_the_second_checkpoint)
+    with pytest.raises(_Killed):
+        train_sft(*_args(run, max_steps=4, save_steps=2))
+    monkeypatch.undo()
+    assert (run / "checkpoint-2").is_dir()
+    assert not (run / "checkpoint-4").exists()  # a half-written save never has a checkpoint name
+    (run / "checkpoint-3").mkdir()  # what an older version's cut-short save left: an empty folder
+    capsys.readouterr()
+
+    resumed = train_sft(*_args(run, max_steps=4, save_steps=2, resume=True))
+    out = _printed(capsys)
+    assert "checkpoint-3 is incomplete" in out  # passed over, with a notice
+    assert resumed.summary["global_step"] == 4
+    state = (run / "checkpoint-4" / "trainer_state.json").read_text()
+    assert '"global_step": 4' in state
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. A damaged checkpoint file is one line naming it and what to do
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("finished") / "run"
+    train_sft(*_args(run, max_steps=1))
+    return run
+
+
+DAMAGEABLE = [
+    "adapter_model.safetensors",
+    "optimizer.pt",
+    "scheduler.pt",
+    "trainer_state.json",
+    "rng_state.pth",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", DAMAGEABLE)
+def test_a_damaged_checkpoint_file_is_one_line_naming_it(name, finished_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    damaged = run / "checkpoint-1" / name
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # a cut-short write
+
+    assert train_sft_main(_cli(run, "--max-steps", "2", "--resume")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert str(damaged) in err and "--overwrite" in err
 
 
 # ---------------------------------------------------------------------------------------------

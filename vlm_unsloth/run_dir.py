@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -54,6 +55,11 @@ SUMMARY_FILE = "summary.json"
 LOSS_CURVE_FILE = "loss_curve.png"
 MODEL_CARD_FILE = "README.md"
 PREVIOUS_SUFFIX = ".previous"
+PARTIAL_CHECKPOINT_DIR = "partial-checkpoint"
+"""Where the trainer writes a checkpoint before it becomes checkpoint-N (train/checkpoints.py)."""
+CHECKPOINT_NEEDS = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+"""Files every complete checkpoint holds (besides its weights and rng_state*.pth)."""
+_CHECKPOINT_NAME = re.compile(r"checkpoint-\d+")
 TRAINING_JOBS = ("SFT", "DPO")
 LISTED_AT_MOST = 5
 """Files named in a refusal (then "and N more")."""
@@ -257,15 +263,39 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def last_checkpoint(output: Path) -> str | None:
-    """The newest checkpoint-N folder of a run, or None."""
-    from transformers.trainer_utils import get_last_checkpoint
+def checkpoint_dirs(output: Path) -> list[Path]:
+    """The run's checkpoint-N folders, lowest N first."""
+    if not output.is_dir():
+        return []
+    found = [p for p in output.iterdir() if p.is_dir() and _CHECKPOINT_NAME.fullmatch(p.name)]
+    return sorted(found, key=checkpoint_step)
 
-    return get_last_checkpoint(str(output)) if output.is_dir() else None
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """N of checkpoint-N: the optimizer steps trained when it was saved."""
+    return int(checkpoint.name.rsplit("-", 1)[1])
+
+
+def missing_from_checkpoint(checkpoint: Path) -> list[str]:
+    """What a checkpoint-N folder lacks to be resumed from (nothing: it is complete). Since
+    checkpoints are written whole (train/checkpoints.py) only an older version's save, cut short,
+    leaves one incomplete."""
+    missing = [name for name in CHECKPOINT_NEEDS if not (checkpoint / name).is_file()]
+    if not any(checkpoint.glob("*.safetensors")):
+        missing.append("the weights (*.safetensors)")
+    if not any(checkpoint.glob("rng_state*.pth")):
+        missing.append("rng_state.pth")
+    return missing
+
+
+def last_checkpoint(output: Path) -> Path | None:
+    """The newest complete checkpoint-N folder of a run, or None."""
+    complete = [p for p in checkpoint_dirs(output) if not missing_from_checkpoint(p)]
+    return complete[-1] if complete else None
 
 
 def has_saved(output: Path) -> bool:
-    """Whether a run saved something to resume or use: a checkpoint or its adapter."""
+    """Whether a run saved something to resume or use: a complete checkpoint or its adapter."""
     adapter = output / ADAPTER_DIR / "adapter_config.json"
     return adapter.is_file() or last_checkpoint(output) is not None
 

@@ -155,7 +155,7 @@ def train_dpo(
     setup = steps.setup_device(model_args, train_args)
     console = console or make_console()
     config = to_dict(model_args, lora_args, data_args, train_args, dpo_args)
-    output = steps.check_output(train_args)  # writes nothing: see claim_output
+    output = steps.check_output(train_args, console)  # writes nothing: see claim_output
 
     loaded = steps.load_model_for_training(model_args, lora_args, data_args, train_args, setup)
     data = steps.load_training_data(data_args, loaded, train_args, preference=True)
@@ -257,7 +257,8 @@ def restore_trained_adapter(trainer: DPOTrainer, output: Path) -> None:
     model = trainer.accelerator.unwrap_model(trainer.model)
     if "ref" not in model.peft_config:
         return  # one adapter: the trainer's own resume loads it
-    model.load_adapter(run_dir.last_checkpoint(output), model.active_adapter, is_trainable=True)
+    checkpoint = str(run_dir.last_checkpoint(output))
+    model.load_adapter(checkpoint, model.active_adapter, is_trainable=True)
 
 
 def preference_accuracy(

@@ -1,7 +1,7 @@
 """The steps every training method takes, in the order `sft.py` and `dpo.py` call them:
 
     setup_device → check_output → load_model_for_training → load_training_data →
-    trainer_arguments → build_trainer (callbacks, OOM recovery, optimizer) →
+    trainer_arguments → build_trainer (callbacks, OOM recovery, whole checkpoints, optimizer) →
     with claim_output(...): run_training
 
 Sizing the batch (`batch_size.py`) and the end of a run (`summary.py`: save, summarise, print)
@@ -31,7 +31,7 @@ from vlm_unsloth.data.validation import (
     validate_dataset,
     write_rejected,
 )
-from vlm_unsloth.errors import BackendError, OutputDirError
+from vlm_unsloth.errors import BackendError
 from vlm_unsloth.families import TINY_MODEL_NAMES
 from vlm_unsloth.models.backend import activate_backend
 from vlm_unsloth.models.device import DeviceSetup, cap_gpu_memory, choose_device
@@ -39,6 +39,7 @@ from vlm_unsloth.models.loading import LoadedModel, load_model, resolve_model
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.perf.oom import RecordKeepingCollator, with_oom_recovery
 from vlm_unsloth.perf.optimizer import optimizer_cls_and_kwargs
+from vlm_unsloth.train.checkpoints import checkpoint_to_resume, with_whole_checkpoints
 from vlm_unsloth.train.hub import check_can_push
 
 
@@ -74,20 +75,15 @@ def setup_device(model_args: ModelArgs, train_args: TrainArgs) -> DeviceSetup:
     return setup
 
 
-def check_output(train_args: TrainArgs) -> Path:
+def check_output(train_args: TrainArgs, console) -> Path:
     """--output-dir, checked by every process before anything loads; nothing is written. A new
     run: the folder is empty, or --overwrite and an earlier run (nothing else) in it. --resume:
-    a checkpoint to continue from."""
+    a complete checkpoint to continue from, every file of it readable."""
     check_can_push(train_args.push_to_hub)
     if not train_args.resume:
         return run_dir.check_output_dir(train_args.output_dir, overwrite=train_args.overwrite)
     output = Path(train_args.output_dir).expanduser().resolve()
-    if run_dir.last_checkpoint(output) is None:
-        raise OutputDirError(
-            f"nothing to resume in {output}: it has no checkpoint-N folder",
-            where="--resume",
-            fix="drop --resume to start a new run, or point --output-dir at an earlier run",
-        )
+    checkpoint_to_resume(output, console)
     return output
 
 
@@ -111,7 +107,7 @@ def claim_output(
     if main and not train_args.resume:
         new_files = (
             run_dir.RUN_MARKER, run_dir.REJECTED_FILE, run_dir.METRICS_FILE,
-            run_dir.MODEL_CARD_FILE,
+            run_dir.MODEL_CARD_FILE, f"{run_dir.PARTIAL_CHECKPOINT_DIR}/",
         )  # fmt: skip
         run_dir.start_run(output, job=job, files=new_files)
         resolved = {
@@ -266,10 +262,12 @@ def callbacks(output: Path, console) -> list:
 
 def build_trainer(trainer_class: type, *, loss_is_mean_over_rows: bool, console, output, **kwargs):
     """`trainer_class` (TRL's SFTTrainer/DPOTrainer, as Unsloth patched them) with out-of-memory
-    recovery (perf/oom.py: its collator keeps each batch's records so a batch can be split) and
-    the optimizer of perf/optimizer.py."""
+    recovery (perf/oom.py: its collator keeps each batch's records so a batch can be split),
+    checkpoints written whole (checkpoints.py) and the optimizer of perf/optimizer.py."""
     recovering = with_oom_recovery(trainer_class, loss_is_mean_over_rows=loss_is_mean_over_rows)
-    trainer = recovering(data_collator=RecordKeepingCollator(kwargs.pop("data_collator")), **kwargs)
+    trainer_class = with_whole_checkpoints(recovering)
+    collator = RecordKeepingCollator(kwargs.pop("data_collator"))
+    trainer = trainer_class(data_collator=collator, **kwargs)
     # --optim as transformers resolves it, without bitsandbytes' per-parameter GPU stalls.
     trainer.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs(trainer.args, trainer.model)
 
@@ -287,7 +285,8 @@ def build_trainer(trainer_class: type, *, loss_is_mean_over_rows: bool, console,
 
 
 def run_training(trainer, train_args: TrainArgs, output: Path) -> bool:
-    """Train (from the last checkpoint with --resume). True when stopped early by Ctrl-C."""
+    """Train (from the last complete checkpoint with --resume). True when stopped
+    early by Ctrl-C."""
     from transformers.trainer_callback import PrinterCallback
 
     from vlm_unsloth.train.callbacks import GracefulInterruptCallback
@@ -297,7 +296,7 @@ def run_training(trainer, train_args: TrainArgs, output: Path) -> bool:
     resume_from = run_dir.last_checkpoint(output) if train_args.resume else None
     if resume_from is not None:
         distributed.let_cpu_processes_load_checkpoints()
-    trainer.train(resume_from_checkpoint=resume_from)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     return installed_callback(trainer, GracefulInterruptCallback).interrupted
 
 
