@@ -1,6 +1,7 @@
-"""A run folder keeps the user's work (issue #17): --overwrite checks everything before it
-replaces an earlier run, keeps it until the new run has saved, and never deletes files a run did
-not write; checkpoints are written whole, and a damaged checkpoint is a one-line error.
+"""A run folder keeps the user's work (issue #17): --resume stops at the run's final step,
+--overwrite checks everything before it replaces an earlier run and never deletes files a run did
+not write, checkpoints are written whole, a resumed run logs each step once, and a damaged
+checkpoint is a one-line error.
 
 The end-to-end tests train tiny-qwen2-vl (hf backend, CPU) for a few steps on 8 demo rows with no
 eval rows, so that nothing but the behaviour under test takes time."""
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from vlm_unsloth import run_dir
@@ -65,6 +67,17 @@ class _Killed(Exception):
     """Stands for the process dying (kill -9, power loss) at a chosen point."""
 
 
+class _DieAfterLogging(TrainerCallback):
+    """The process dies right after a step's metrics were written (before any later save)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.global_step == self.step and logs and "loss" in logs:
+            raise _Killed(f"killed after step {self.step}")
+
+
 class _FailAt(TrainerCallback):
     """A failure inside a training step (an error the new run cannot get past)."""
 
@@ -74,6 +87,36 @@ class _FailAt(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step:
             raise RuntimeError(f"failed in step {self.step}")
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. --resume never trains past the run's final step
+
+
+@pytest.mark.slow
+def test_resuming_a_finished_run_changes_nothing_and_a_cut_short_end_is_completed(tmp_path, capsys):
+    run = tmp_path / "run"
+    train_sft(*_args(run))  # 2 of 8 steps in the epoch: the final step saves checkpoint-2
+    finished = _files(run)
+    capsys.readouterr()
+
+    again = train_sft(*_args(run, resume=True))
+    assert "already finished" in _printed(capsys)
+    assert again.summary["global_step"] == 2
+    assert _files(run) == finished  # no checkpoint-3, the same adapter, metrics and summary
+
+    # The process died right after the last checkpoint: no adapter, no summary yet. Resuming
+    # saves the final checkpoint's adapter without training another step.
+    shutil.rmtree(run / "adapter")
+    (run / "summary.json").unlink()
+    completed = train_sft(*_args(run, resume=True))
+    assert completed.summary["global_step"] == 2 and not completed.summary["interrupted"]
+    assert not (run / "checkpoint-3").exists()
+    assert _logged_steps(run) == [1, 2]
+    saved = load_file(run / "adapter" / "adapter_model.safetensors")
+    final = load_file(run / "checkpoint-2" / "adapter_model.safetensors")
+    assert saved.keys() == final.keys()
+    assert all(torch.equal(saved[key], final[key]) for key in final)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,6 +207,16 @@ def test_a_save_cut_short_leaves_no_checkpoint_and_resume_uses_the_previous_one(
     assert resumed.summary["global_step"] == 4
     state = (run / "checkpoint-4" / "trainer_state.json").read_text()
     assert '"global_step": 4' in state
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumed_logs_each_step_once(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(_Killed):
+        train_sft(*_args(run, max_steps=4, save_steps=2), extra_callbacks=[_DieAfterLogging(3)])
+    assert _logged_steps(run) == [1, 2, 3]  # step 3 was logged after checkpoint-2
+    train_sft(*_args(run, max_steps=4, save_steps=2, resume=True))
+    assert _logged_steps(run) == [1, 2, 3, 4]
 
 
 # ---------------------------------------------------------------------------------------------

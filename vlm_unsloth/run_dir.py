@@ -48,6 +48,7 @@ MANIFEST_FILE = "vlm_unsloth_run.json"
 RUN_MARKER = "run_config.yaml"
 """The resolved configuration: what inference and evaluation read back from a run folder."""
 ADAPTER_DIR = "adapter"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 MERGED_DIR = "merged"
 METRICS_FILE = "metrics.jsonl"
 REJECTED_FILE = "rejected_rows.jsonl"
@@ -339,6 +340,15 @@ def append_metrics(output: Path, record: dict[str, Any]) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
+def drop_metrics_after(output: Path, step: int) -> None:
+    """Remove the metrics.jsonl lines logged after `step`: a resumed run continues from its
+    checkpoint at `step` and logs the later steps again."""
+    rows = read_metrics(output)
+    kept = [row for row in rows if row.get("step", 0) <= step]
+    if len(kept) < len(rows):
+        _write_atomically(output / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in kept))
+
+
 def read_metrics(output: Path) -> list[dict[str, Any]]:
     """The rows of metrics.jsonl (empty before the first log)."""
     path = output / METRICS_FILE
@@ -371,6 +381,24 @@ def plot_loss_curve(output: Path) -> Path | None:
     figure.tight_layout()
     figure.savefig(path)
     return path
+
+
+def read_summary(output: Path) -> dict[str, Any] | None:
+    """summary.json of a run that got to the end of one (None before)."""
+    path = output / SUMMARY_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def finished_at(output: Path, step: int) -> bool:
+    """Whether the run finished (not interrupted) at `step` and its adapter is in place."""
+    summary = read_summary(output)
+    adapter = output / ADAPTER_DIR
+    return (
+        summary is not None
+        and summary.get("global_step") == step
+        and not summary.get("interrupted")
+        and all((adapter / name).is_file() for name in ADAPTER_FILES)
+    )
 
 
 def write_summary(output: Path, summary: dict[str, Any]) -> Path:

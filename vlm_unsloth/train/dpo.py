@@ -35,7 +35,13 @@ from vlm_unsloth.models.loading import LoadedModel
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.train import steps
 from vlm_unsloth.train.batch_size import settle_batch_size
-from vlm_unsloth.train.summary import FinishedRun, TrainResult, finish, print_banner
+from vlm_unsloth.train.summary import (
+    FinishedRun,
+    TrainResult,
+    already_finished,
+    finish,
+    print_banner,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -180,7 +186,10 @@ def train_dpo(
         restore_trained_adapter(trainer, output)
     claim = steps.claim_output(output, train_args, config, setup, data, job="DPO", console=console)
     with claim, logits_cover_input_ids(loaded):
-        interrupted = steps.run_training(trainer, train_args, output)
+        outcome = steps.run_training(trainer, train_args, output, console)
+        if outcome == steps.ALREADY_FINISHED:
+            return already_finished(output, console)
+        interrupted = outcome == steps.INTERRUPTED
         after = None if interrupted else score()
         extra = {"reference": reference, **_summary(before, "before"), **_summary(after, "after")}
         run = FinishedRun("DPO", trainer, loaded, data, train_args, output, started, interrupted)

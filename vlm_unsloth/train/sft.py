@@ -22,7 +22,13 @@ from vlm_unsloth.models.backend import backend_module
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.train import steps
 from vlm_unsloth.train.batch_size import settle_batch_size
-from vlm_unsloth.train.summary import FinishedRun, TrainResult, finish, print_banner
+from vlm_unsloth.train.summary import (
+    FinishedRun,
+    TrainResult,
+    already_finished,
+    finish,
+    print_banner,
+)
 
 
 def train_sft(
@@ -90,7 +96,10 @@ def train_sft(
     train_args = settle_batch_size(trainer, train_args, data, loaded, output, console)
     print_banner(console, "SFT", loaded, data, train_args, output)
     with steps.claim_output(output, train_args, config, setup, data, job="SFT", console=console):
-        interrupted = steps.run_training(trainer, train_args, output)
+        outcome = steps.run_training(trainer, train_args, output, console)
+        if outcome == steps.ALREADY_FINISHED:
+            return already_finished(output, console)
+        interrupted = outcome == steps.INTERRUPTED
         run = FinishedRun("SFT", trainer, loaded, data, train_args, output, started, interrupted)
         result = finish(run, console)
     if train_args.eval_at_end and not interrupted and distributed.is_main_process():

@@ -42,6 +42,9 @@ from vlm_unsloth.perf.optimizer import optimizer_cls_and_kwargs
 from vlm_unsloth.train.checkpoints import checkpoint_to_resume, with_whole_checkpoints
 from vlm_unsloth.train.hub import check_can_push
 
+TRAINED, INTERRUPTED, ALREADY_FINISHED = "trained", "interrupted", "already finished"
+"""What `run_training` reports."""
+
 
 @dataclass
 class TrainingData:
@@ -251,7 +254,7 @@ def callbacks(output: Path, console) -> list:
     )
 
     return [
-        RunFolderCallback(output),
+        RunFolderCallback(output),  # first: when it stops a resumed run, nothing else started
         DataWaitCallback(),  # first: its log entry must exist when MetricsCallback writes
         MetricsCallback(output),
         RichProgressCallback(console),
@@ -278,26 +281,41 @@ def build_trainer(trainer_class: type, *, loss_is_mean_over_rows: bool, console,
         )
         console.print(f"[yellow]{line}[/]")
         if distributed.is_main_process():
-            run_dir.append_metrics(output, {"step": step, "event": "oom_split", "pieces": pieces})
+            # The step it happened in (as above): a resumed run drops it with that step's log.
+            event = {"step": step + 1, "event": "oom_split", "pieces": pieces}
+            run_dir.append_metrics(output, event)
 
     trainer.on_split = on_split
     return trainer
 
 
-def run_training(trainer, train_args: TrainArgs, output: Path) -> bool:
-    """Train (from the last complete checkpoint with --resume). True when stopped
-    early by Ctrl-C."""
+def run_training(trainer, train_args: TrainArgs, output: Path, console) -> str:
+    """Train (from the last complete checkpoint with --resume). Returns TRAINED, INTERRUPTED
+    (Ctrl-C: saved and stopped early) or ALREADY_FINISHED (a resumed run that had finished:
+    nothing to do, nothing changed). A resumed run whose checkpoint is its final step but which
+    did not finish (it died right after that save) trains no further: TRAINED, with the
+    checkpoint's weights in the model, for the caller to save."""
     from transformers.trainer_callback import PrinterCallback
 
-    from vlm_unsloth.train.callbacks import GracefulInterruptCallback
+    from vlm_unsloth.train.callbacks import GracefulInterruptCallback, NothingLeftToTrain
 
     # The rich progress line and metrics.jsonl replace the trainer's raw dict printing.
     trainer.remove_callback(PrinterCallback)
     resume_from = run_dir.last_checkpoint(output) if train_args.resume else None
     if resume_from is not None:
         distributed.let_cpu_processes_load_checkpoints()
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    return installed_callback(trainer, GracefulInterruptCallback).interrupted
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except NothingLeftToTrain as stop:
+        if run_dir.finished_at(output, stop.step):
+            return ALREADY_FINISHED
+        console.print(
+            f"checkpoint-{stop.step} is the run's final step: saving its adapter, "
+            "no further training"
+        )
+    if installed_callback(trainer, GracefulInterruptCallback).interrupted:
+        return INTERRUPTED
+    return TRAINED
 
 
 def installed_callback(trainer, kind: type):

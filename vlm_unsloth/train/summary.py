@@ -5,7 +5,7 @@ print (the summary table).
     print_banner(console, "SFT", loaded, data, train_args, output)
     ...
     result = finish(FinishedRun("SFT", trainer, loaded, data, train_args, output, started,
-                                interrupted), console)
+                                interrupted), console)   # or already_finished(output, console)
 """
 
 from __future__ import annotations
@@ -140,6 +140,16 @@ def finish(run: FinishedRun, console, *, extra: dict[str, Any] | None = None) ->
         run_dir.record_files(run.output, [run_dir.SUMMARY_FILE, run_dir.LOSS_CURVE_FILE, *merged])
     print_summary(console, summary, saved, run.output, extra or {})
     return TrainResult(output_dir=run.output, adapter_dir=adapter_dir, summary=summary)
+
+
+def already_finished(output: Path, console) -> TrainResult:
+    """--resume of a run that had finished: say so, change nothing, return its summary."""
+    summary = run_dir.read_summary(output)
+    console.print(
+        f"[yellow]{output} already finished at step {summary['global_step']}: nothing to resume, "
+        "nothing changed. To train longer, resume with a larger --max-steps (or --epochs).[/]"
+    )
+    return TrainResult(output, output / run_dir.ADAPTER_DIR, summary)
 
 
 def save_adapter(trainer, loaded: LoadedModel, adapter_dir: Path) -> None:
