@@ -1,7 +1,7 @@
 """A run folder keeps the user's work (issue #17): --resume stops at the run's final step,
 --overwrite checks everything before it replaces an earlier run and never deletes files a run did
-not write, checkpoints are written whole, a resumed run logs each step once, and a damaged
-checkpoint is a one-line error.
+not write, checkpoints are written whole, a resumed run logs each step once, a damaged checkpoint
+is a one-line error, and Ctrl-C makes the command exit 130 after saving.
 
 The end-to-end tests train tiny-qwen2-vl (hf backend, CPU) for a few steps on 8 demo rows with no
 eval rows, so that nothing but the behaviour under test takes time."""
@@ -20,7 +20,8 @@ from vlm_unsloth import run_dir
 from vlm_unsloth.cli import train_sft_main
 from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs
 from vlm_unsloth.data.splits import DEMO_DIR
-from vlm_unsloth.errors import OutputDirError, VlmUnslothError
+from vlm_unsloth.errors import ConfigError, OutputDirError, VlmUnslothError
+from vlm_unsloth.infer.trained_run import resolve_adapter
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.train.sft import train_sft
 
@@ -251,6 +252,69 @@ def test_a_damaged_checkpoint_file_is_one_line_naming_it(name, finished_run, tmp
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
     assert str(damaged) in err and "--overwrite" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. Ctrl-C exits non-zero after saving; infer.py's advice for a run without an adapter works
+
+
+class _InterruptAt(TrainerCallback):
+    """Sends the process a real SIGINT (what Ctrl-C does) after a given step."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            import signal
+
+            signal.raise_signal(signal.SIGINT)
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_then_the_command_exits_130(tmp_path, monkeypatch):
+    from vlm_unsloth.train import steps
+
+    ours = steps.callbacks
+    monkeypatch.setattr(steps, "callbacks", lambda *a: [*ours(*a), _InterruptAt(1)])
+    run = tmp_path / "run"
+    assert train_sft_main(_cli(run, "--max-steps", "4")) == 130
+    summary = run_dir.read_summary(run)
+    assert summary["interrupted"] and (run / f"checkpoint-{summary['global_step']}").is_dir()
+
+
+def test_infer_on_a_run_without_an_adapter_gives_advice_that_works(tmp_path):
+    config = {
+        "ModelArgs": {"model": "tiny-qwen2-vl"},
+        "DataArgs": {"max_side": 768, "system_prompt": None},
+        "TrainArgs": {"output_dir": str(tmp_path)},
+    }
+    # Stopped before its first checkpoint: there is nothing to resume.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run_dir.save_run_config(empty, config)
+    with pytest.raises(ConfigError) as error:
+        resolve_adapter(str(empty), None)
+    assert "--resume" not in str(error.value) and "--overwrite" in str(error.value)
+    # A DPO run is trained again with train_dpo.py.
+    dpo = tmp_path / "dpo"
+    dpo.mkdir()
+    run_dir.save_run_config(dpo, {**config, "DpoArgs": {"beta": 0.1}})
+    with pytest.raises(ConfigError, match="train_dpo.py"):
+        resolve_adapter(str(dpo), None)
+
+
+@pytest.mark.slow
+def test_infer_on_a_run_stopped_after_a_checkpoint_says_how_to_resume(finished_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    shutil.rmtree(run / "adapter")
+    with pytest.raises(ConfigError) as error:
+        resolve_adapter(str(run), None)
+    advice = str(error.value)
+    assert f"--output-dir {run} --resume" in advice and "train_sft.py" in advice
+    assert str(run / "checkpoint-1") in advice  # ...or try the last checkpoint as it is
+    assert resolve_adapter(str(run / "checkpoint-1"), None).run_folder == run
 
 
 # ---------------------------------------------------------------------------------------------
