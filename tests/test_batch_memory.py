@@ -138,7 +138,8 @@ def test_out_of_memory_mid_training_splits_the_batch_and_loses_nothing(tmp_path,
         for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
         if '"event"' in line
     ]
-    assert events == [{"step": 0, "event": "oom_split", "pieces": 2}]
+    # Step 1, the step it happened in (the one a resumed run would log again).
+    assert events == [{"step": 1, "event": "oom_split", "pieces": 2}]
     # Same samples, same optimizer steps: every step's gradient is the one the run without the
     # error computed, and so is its loss.
     assert_same_gradients(plain_grads, split_grads)

@@ -3,7 +3,9 @@
     vlm-unsloth train-sft --model tiny-qwen2-vl --backend hf --max-steps 20
     python scripts/train_sft.py ...   (the same function)
 
-A problem the user can fix prints one line (`error: ...`) and exits 2; nothing else is caught.
+A problem the user can fix prints one line (`error: ...`) and exits 2; a training run stopped by
+Ctrl-C (saved, resumable) exits 130, as shells report a command Ctrl-C stopped, so scripts and
+schedulers can tell it from a finished one. Nothing else is caught.
 Heavy modules are imported inside each command: `--help` and a bad flag answer at once.
 """
 
@@ -17,21 +19,30 @@ from vlm_unsloth.config import chosen_backend, parse_args
 from vlm_unsloth.console import quiet_library_notices
 from vlm_unsloth.errors import VlmUnslothError
 
+INTERRUPTED = 130
+"""Exit status of a run stopped by Ctrl-C: 128 + SIGINT, what shells report for one."""
 
-def run_reporting_errors(run: Callable[[], object]) -> int:
-    """Run a command; a VlmUnslothError becomes one `error:` line and exit status 2.
+
+def run_reporting_errors(run: Callable[[], int | None]) -> int:
+    """Run a command: its exit status (0 unless it returns one); a VlmUnslothError becomes one
+    `error:` line and exit status 2.
 
     Library notices the user cannot act on are dropped first, before torch is imported
     (`console.quiet_library_notices`)."""
     quiet_library_notices()
     try:
-        run()
+        return run() or 0
     except VlmUnslothError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:
         distributed.leave_process_group()
-    return 0
+
+
+def training_exit_status(result) -> int:
+    """0 for a run that trained to its end (or had already), INTERRUPTED for one that Ctrl-C
+    stopped after saving (`train_sft`/`train_dpo` return its summary either way)."""
+    return INTERRUPTED if result.summary["interrupted"] else 0
 
 
 def parse(dataclass_types: Sequence[type], argv: Sequence[str] | None) -> tuple:
@@ -57,7 +68,7 @@ def train_sft_main(argv: Sequence[str] | None = None) -> int:
         )
         from vlm_unsloth.train.sft import train_sft
 
-        train_sft(model_args, lora_args, data_args, train_args)
+        return training_exit_status(train_sft(model_args, lora_args, data_args, train_args))
 
     return run_reporting_errors(run)
 
@@ -75,7 +86,8 @@ def dpo_main(argv: Sequence[str] | None = None) -> int:
         )
         from vlm_unsloth.train.dpo import train_dpo
 
-        train_dpo(model_args, lora_args, data_args, train_args, dpo_args)
+        result = train_dpo(model_args, lora_args, data_args, train_args, dpo_args)
+        return training_exit_status(result)
 
     return run_reporting_errors(run)
 

@@ -13,7 +13,11 @@ with `metrics.score_predictions` (exact match, relaxed accuracy, ANLS, CER). The
     report.md          the same metrics table and gallery, text only
     predictions.jsonl  every row: source, question, reference, base and fine-tuned answers
     metrics.json       base, fine_tuned and delta (fine-tuned minus base) per metric
-    run_config.yaml    this evaluation's settings (and the marker --overwrite looks for)
+    run_config.yaml    this evaluation's settings
+    vlm_unsloth_run.json  the manifest (run_dir.py): --overwrite replaces only such a folder
+
+The folder is written once the answers are in: a typo in --dataset or a failure while answering
+never costs an earlier report.
 
 The weights are loaded ONCE: the fine-tuned answers come from the PEFT model, the base answers
 from the same model inside `model.disable_adapter()` (LoRA layers and modules_to_save copies
@@ -37,7 +41,7 @@ from vlm_unsloth.config import DEMO_DATASET, DataArgs, ModelArgs, TrainArgs
 from vlm_unsloth.console import make_console
 from vlm_unsloth.data.splits import describe_eval_data, load_eval_rows
 from vlm_unsloth.data.validation import validate_dataset
-from vlm_unsloth.errors import ConfigError, OutputDirError
+from vlm_unsloth.errors import ConfigError
 from vlm_unsloth.infer.args import GenerationArgs, PromptDataArgs
 from vlm_unsloth.infer.generation import generate_answers, load_for_inference
 from vlm_unsloth.infer.metrics import METRICS, exact_match, score_predictions
@@ -48,6 +52,8 @@ from vlm_unsloth.models.loading import LoadedModel
 
 EVAL_DIR = "eval"
 """Where `train_sft.py --eval-at-end` (and evaluate.py with a run folder) writes: OUTPUT/eval."""
+EVAL_JOB = "evaluate"
+"""The job an evaluation folder's manifest names (--overwrite replaces only those)."""
 
 # ---------------------------------------------------------------------------------------------
 # Entry points
@@ -198,31 +204,14 @@ def _check_eval_dir(output_dir: str | Path | None, run: TrainedRun, *, overwrite
     output = Path(output_dir).expanduser().resolve()
     adapter = Path(run.adapter_dir).resolve()
     if output == adapter or output in adapter.parents:
-        # --overwrite replaces folders holding run_config.yaml: a training run is one.
         raise ConfigError(
             f"{output} holds the adapter being evaluated",
             where="--output-dir",
             fix=f"choose another folder, e.g. {adapter.parent / EVAL_DIR}",
         )
-    if output.exists() and not output.is_dir():
-        raise OutputDirError(
-            f"{output} is a file", where="--output-dir", fix="choose a folder path"
-        )
-    if output.is_dir() and any(output.iterdir()):
-        if not overwrite:
-            raise OutputDirError(
-                f"{output} is not empty",
-                where="--output-dir",
-                fix="pass --overwrite to replace an earlier evaluation, or choose another folder",
-            )
-        if not (output / run_dir.RUN_MARKER).is_file():
-            raise OutputDirError(
-                f"{output} holds files but no {run_dir.RUN_MARKER}, so it is not an earlier "
-                "evaluation; --overwrite only replaces those",
-                where="--output-dir",
-                fix="choose an empty or new folder",
-            )
-    return output
+    return run_dir.check_output_dir(
+        output, overwrite=overwrite, jobs=(EVAL_JOB,), what="evaluation"
+    )
 
 
 def _text(message: dict) -> str:
@@ -254,22 +243,6 @@ def _evaluate(
     console = console or make_console()
     if max_samples is not None:
         records = records.select(range(min(max_samples, len(records))))
-    # Checked by _check_eval_dir: empty, or an earlier evaluation (run_config.yaml) to replace.
-    run_dir.prepare_output_dir(output, overwrite=True, resume=False)
-    run_dir.save_run_config(
-        output,
-        {
-            "job": "evaluate",
-            "model": run.base_model,
-            "adapter": run.adapter_dir,
-            "max_side": max_side,
-            "system_prompt": run.system_prompt,
-            "GenerationArgs": dataclasses.asdict(generation),
-            "num_samples": num_samples,
-            "max_samples": max_samples,
-            **settings,
-        },
-    )
     started = time.perf_counter()
     columns = (
         TextColumn("{task.description}"),
@@ -339,6 +312,24 @@ def _evaluate(
         predictions=output / "predictions.jsonl",
         info=info,
     )
+    # Checked by _check_eval_dir: empty, or an earlier evaluation (its manifest) to replace.
+    run_dir.start_run(output, job=EVAL_JOB)
+    run_dir.save_run_config(
+        output,
+        {
+            "job": EVAL_JOB,
+            "model": run.base_model,
+            "adapter": run.adapter_dir,
+            "max_side": max_side,
+            "system_prompt": run.system_prompt,
+            "GenerationArgs": dataclasses.asdict(generation),
+            "num_samples": num_samples,
+            "max_samples": max_samples,
+            **settings,
+        },
+    )
     write_outputs(result, num_samples=num_samples)
+    run_dir.record_files(output, run_dir.files_in(output))  # all of it: a fresh folder
+    run_dir.discard_previous_run(output)
     console.print(summary_table(result))
     return result

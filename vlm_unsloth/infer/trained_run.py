@@ -48,12 +48,7 @@ def resolve_adapter(adapter: str | None, model: str | None) -> TrainedRun:
     folder = Path(adapter).expanduser().resolve()
     if (folder / run_dir.RUN_MARKER).is_file():
         if not (folder / run_dir.ADAPTER_DIR / "adapter_config.json").is_file():
-            raise ConfigError(
-                f"{folder} has a {run_dir.RUN_MARKER} but no {run_dir.ADAPTER_DIR}/ adapter "
-                "(a run saves it when training ends; an evaluation folder has none)",
-                where="--adapter",
-                fix="finish the run (train_sft.py --resume) or pass a finished run's folder",
-            )
+            raise no_adapter_yet(folder)
         return _from_run(folder, base_model=model, adapter_dir=folder / run_dir.ADAPTER_DIR)
     if not (folder / "adapter_config.json").is_file():
         raise ConfigError(
@@ -66,6 +61,35 @@ def resolve_adapter(adapter: str | None, model: str | None) -> TrainedRun:
     saved = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
     base = model or saved["base_model_name_or_path"]
     return TrainedRun(base, str(folder), DEFAULT_MAX_SIDE, None)
+
+
+def no_adapter_yet(folder: Path) -> ConfigError:
+    """The error for a run folder without adapter/, with advice that works for its state: an
+    evaluation folder is no model; a run that saved a checkpoint can be resumed (or that
+    checkpoint used as it is); one that saved nothing can only be trained again."""
+    config = run_dir.load_run_config(folder)
+    if config.get("job") == "evaluate":
+        return ConfigError(
+            f"{folder} is an evaluation folder (no {run_dir.ADAPTER_DIR}/ adapter)",
+            where="--adapter",
+            fix="pass the training run's folder, the one holding adapter/",
+        )
+    script = f"python scripts/{'train_dpo.py' if 'DpoArgs' in config else 'train_sft.py'}"
+    checkpoint = run_dir.last_checkpoint(folder)
+    if checkpoint is None:
+        return ConfigError(
+            f"{folder} has no {run_dir.ADAPTER_DIR}/ adapter and no checkpoint: the run stopped "
+            "before it saved anything",
+            where="--adapter",
+            fix=f"train it again: {script} <its options> --output-dir {folder} --overwrite",
+        )
+    return ConfigError(
+        f"{folder} has no {run_dir.ADAPTER_DIR}/ adapter yet: the run stopped after saving "
+        f"{checkpoint.name}",
+        where="--adapter",
+        fix=f"finish it with the command that started it plus --resume ({script} <its options> "
+        f"--output-dir {folder} --resume), or use that checkpoint as it is: --adapter {checkpoint}",
+    )
 
 
 def _from_run(folder: Path, *, base_model: str | None, adapter_dir: Path | None) -> TrainedRun:

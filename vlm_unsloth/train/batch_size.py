@@ -68,13 +68,10 @@ def settle_batch_size(
     else:
         choice = _measure_batch_size(trainer, train_args, data, loaded, per_process, console)
         console.print(choice.describe())
+        # run_config.yaml records it (`resolved`) when the run claims its folder.
         settled = dataclasses.replace(
             train_args, batch_size=choice.batch_size, grad_accum=choice.grad_accum
         )
-        if distributed.is_main_process():
-            run_dir.update_resolved(
-                output, batch_size=settled.batch_size, grad_accum=settled.grad_accum
-            )
     trainer.args.per_device_train_batch_size = settled.batch_size
     trainer.args.per_device_eval_batch_size = settled.batch_size
     trainer.args.gradient_accumulation_steps = settled.grad_accum

@@ -1,6 +1,7 @@
-"""Trainer callbacks: metrics.jsonl, the rich progress line, and a graceful Ctrl-C.
+"""Trainer callbacks: the run folder's books, metrics.jsonl, the rich progress line, a graceful
+Ctrl-C, the data wait and the model's inputs.
 
-All three are plain `transformers.TrainerCallback`s, so SFT and DPO (and both backends) share them.
+All are plain `transformers.TrainerCallback`s, so SFT and DPO (and both backends) share them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,41 @@ def peak_gpu_memory_gib() -> float | None:
     if not torch.cuda.is_available():
         return None
     return torch.cuda.max_memory_reserved() / 2**30
+
+
+class NothingLeftToTrain(Exception):
+    """Raised by RunFolderCallback when training begins: the resumed checkpoint is already the
+    run's final step. `step` is that step; the model holds the checkpoint's weights."""
+
+    def __init__(self, step: int):
+        super().__init__(f"the checkpoint is the run's final step ({step})")
+        self.step = step
+
+
+class RunFolderCallback(TrainerCallback):
+    """The run folder across --resume and saves (install it first: it may stop training).
+
+    When training begins on a resumed run: stop (NothingLeftToTrain) if its checkpoint is already
+    the final step — transformers checks max_steps only after a step, so it would train one step
+    more and each --resume would add another — else drop the metrics.jsonl lines logged after the
+    checkpoint, which the run logs again. The trainer has loaded the checkpoint's weights,
+    optimizer and state by then. After each save: record the checkpoint in the run's manifest,
+    and delete the earlier run that --overwrite set aside (the new run has replaced it now).
+    """
+
+    def __init__(self, output: Path):
+        self.output = output
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps > 0:
+            raise NothingLeftToTrain(state.global_step)
+        if state.global_step > 0 and state.is_world_process_zero:
+            run_dir.drop_metrics_after(self.output, state.global_step)
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            run_dir.record_files(self.output, [f"checkpoint-{state.global_step}/"])
+            run_dir.discard_previous_run(self.output)
 
 
 class MetricsCallback(TrainerCallback):

@@ -3,9 +3,10 @@
     python scripts/train_dpo.py --model tiny-qwen2-vl --backend hf --max-steps 20  # CPU demo
     python scripts/train_dpo.py --adapter outputs/sft/adapter --max-side 768        # GPU, after SFT
 
-backend → output folder → model + LoRA (or the SFT adapter of --adapter) → preference data (load,
-validate) → collator → TRL DPOTrainer → held-out preference accuracy → train (resumable, Ctrl-C
-safe) → preference accuracy again → save adapter (+ merged) → loss curve and summary.
+backend → output folder checked → model + LoRA (or the SFT adapter of --adapter) → preference
+data (load, validate) → collator → TRL DPOTrainer → held-out preference accuracy → the run claims
+the folder → train (resumable, Ctrl-C safe) → preference accuracy again → save adapter (+ merged)
+→ loss curve and summary.
 
 The reference policy is never a second model in memory. Given a PEFT model and no ref_model,
 TRL's DPOTrainer scores the reference pass through the same weights: with the adapter disabled,
@@ -34,7 +35,13 @@ from vlm_unsloth.models.loading import LoadedModel
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.train import steps
 from vlm_unsloth.train.batch_size import settle_batch_size
-from vlm_unsloth.train.summary import FinishedRun, TrainResult, finish, print_banner
+from vlm_unsloth.train.summary import (
+    FinishedRun,
+    TrainResult,
+    already_finished,
+    finish,
+    print_banner,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -154,10 +161,10 @@ def train_dpo(
     setup = steps.setup_device(model_args, train_args)
     console = console or make_console()
     config = to_dict(model_args, lora_args, data_args, train_args, dpo_args)
-    output = steps.prepare_output(train_args, config, setup)
+    output = steps.check_output(train_args, console)  # writes nothing: see claim_output
 
     loaded = steps.load_model_for_training(model_args, lora_args, data_args, train_args, setup)
-    data = steps.load_training_data(data_args, loaded, train_args, output, preference=True)
+    data = steps.load_training_data(data_args, loaded, train_args, preference=True)
     trainer = build_trainer(
         loaded, data, data_args, train_args, dpo_args, output, console=console,
         callbacks=steps.callbacks(output, console) + list(extra_callbacks or []),
@@ -177,8 +184,12 @@ def train_dpo(
         console.print(f"preference accuracy before DPO: {_describe(before)}")
     if train_args.resume:
         restore_trained_adapter(trainer, output)
-    with logits_cover_input_ids(loaded):
-        interrupted = steps.run_training(trainer, train_args, output)
+    claim = steps.claim_output(output, train_args, config, setup, data, job="DPO", console=console)
+    with claim, logits_cover_input_ids(loaded):
+        outcome = steps.run_training(trainer, train_args, output, console)
+        if outcome == steps.ALREADY_FINISHED:
+            return already_finished(output, console)
+        interrupted = outcome == steps.INTERRUPTED
         after = None if interrupted else score()
         extra = {"reference": reference, **_summary(before, "before"), **_summary(after, "after")}
         run = FinishedRun("DPO", trainer, loaded, data, train_args, output, started, interrupted)
@@ -255,7 +266,8 @@ def restore_trained_adapter(trainer: DPOTrainer, output: Path) -> None:
     model = trainer.accelerator.unwrap_model(trainer.model)
     if "ref" not in model.peft_config:
         return  # one adapter: the trainer's own resume loads it
-    model.load_adapter(run_dir.last_checkpoint(output), model.active_adapter, is_trainable=True)
+    checkpoint = str(run_dir.last_checkpoint(output))
+    model.load_adapter(checkpoint, model.active_adapter, is_trainable=True)
 
 
 def preference_accuracy(

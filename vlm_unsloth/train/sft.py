@@ -3,8 +3,9 @@
     python scripts/train_sft.py --max-side 768                      # Qwen2-VL-7B, demo data, GPU
     python scripts/train_sft.py --model tiny-qwen2-vl --backend hf  # offline CPU demo
 
-backend → output folder → model + LoRA → data (load, validate, split) → collator → TRL
-SFTTrainer → train (resumable, Ctrl-C safe) → save adapter (+ merged) → loss curve and summary.
+backend → output folder checked → model + LoRA → data (load, validate, split) → collator → TRL
+SFTTrainer → the run claims the folder → train (resumable, Ctrl-C safe) → save adapter (+ merged)
+→ loss curve and summary.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from vlm_unsloth.models.backend import backend_module
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.train import steps
 from vlm_unsloth.train.batch_size import settle_batch_size
-from vlm_unsloth.train.summary import FinishedRun, TrainResult, finish, print_banner
+from vlm_unsloth.train.summary import (
+    FinishedRun,
+    TrainResult,
+    already_finished,
+    finish,
+    print_banner,
+)
 
 
 def train_sft(
@@ -47,12 +54,11 @@ def train_sft(
             fix="pass --eval-dataset, --eval-split or --eval-fraction (or drop --eval-at-end)",
         )
     console = console or make_console()
-    output = steps.prepare_output(
-        train_args, to_dict(model_args, lora_args, data_args, train_args), setup
-    )
+    config = to_dict(model_args, lora_args, data_args, train_args)
+    output = steps.check_output(train_args, console)  # writes nothing: see claim_output
 
     loaded = steps.load_model_for_training(model_args, lora_args, data_args, train_args, setup)
-    data = steps.load_training_data(data_args, loaded, train_args, output, preference=False)
+    data = steps.load_training_data(data_args, loaded, train_args, preference=False)
     collator = backend_module(setup.backend).make_sft_collator(
         loaded.model,
         loaded.processor,
@@ -89,9 +95,13 @@ def train_sft(
     )
     train_args = settle_batch_size(trainer, train_args, data, loaded, output, console)
     print_banner(console, "SFT", loaded, data, train_args, output)
-    interrupted = steps.run_training(trainer, train_args, output)
-    run = FinishedRun("SFT", trainer, loaded, data, train_args, output, started, interrupted)
-    result = finish(run, console)
+    with steps.claim_output(output, train_args, config, setup, data, job="SFT", console=console):
+        outcome = steps.run_training(trainer, train_args, output, console)
+        if outcome == steps.ALREADY_FINISHED:
+            return already_finished(output, console)
+        interrupted = outcome == steps.INTERRUPTED
+        run = FinishedRun("SFT", trainer, loaded, data, train_args, output, started, interrupted)
+        result = finish(run, console)
     if train_args.eval_at_end and not interrupted and distributed.is_main_process():
         # The model just trained answers (no reload, no second copy); base answers come from
         # the same weights with the adapter switched off. Writes OUTPUT/eval/.

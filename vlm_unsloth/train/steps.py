@@ -1,16 +1,23 @@
 """The steps every training method takes, in the order `sft.py` and `dpo.py` call them:
 
-    setup_device → prepare_output → load_model_for_training → load_training_data →
-    trainer_arguments → build_trainer (callbacks, OOM recovery, optimizer) → run_training
+    setup_device → check_output → load_model_for_training → load_training_data →
+    trainer_arguments → build_trainer (callbacks, OOM recovery, whole checkpoints, optimizer) →
+    with claim_output(...): run_training
 
 Sizing the batch (`batch_size.py`) and the end of a run (`summary.py`: save, summarise, print)
 are steps too, in their own modules. Importing them imports no transformers, TRL or PEFT: Unsloth
 must be imported before those (`setup_device` does it), so they are imported inside the steps.
+
+Nothing is written to the output folder before `claim_output`, right before training: a run that
+fails while it loads or checks leaves the folder as it found it (run_dir's docstring tells how
+--overwrite replaces an earlier run).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +39,11 @@ from vlm_unsloth.models.loading import LoadedModel, load_model, resolve_model
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.perf.oom import RecordKeepingCollator, with_oom_recovery
 from vlm_unsloth.perf.optimizer import optimizer_cls_and_kwargs
+from vlm_unsloth.train.checkpoints import checkpoint_to_resume, with_whole_checkpoints
 from vlm_unsloth.train.hub import check_can_push
+
+TRAINED, INTERRUPTED, ALREADY_FINISHED = "trained", "interrupted", "already finished"
+"""What `run_training` reports."""
 
 
 @dataclass
@@ -67,26 +78,62 @@ def setup_device(model_args: ModelArgs, train_args: TrainArgs) -> DeviceSetup:
     return setup
 
 
-def prepare_output(train_args: TrainArgs, config: dict[str, Any], setup: DeviceSetup) -> Path:
-    """Check (every process) and create (the main one) the output folder; save the run's
-    resolved configuration in it."""
+def check_output(train_args: TrainArgs, console) -> Path:
+    """--output-dir, checked by every process before anything loads; nothing is written. A new
+    run: the folder is empty, or --overwrite and an earlier run (nothing else) in it. --resume:
+    a complete checkpoint to continue from, every file of it readable."""
     check_can_push(train_args.push_to_hub)
-    options = dict(overwrite=train_args.overwrite, resume=train_args.resume)
-    # Every process checks (so all stop with the same error); only the main one writes.
-    output = run_dir.prepare_output_dir(train_args.output_dir, check_only=True, **options)
-    # Every process must have looked before the main one writes (else the others find the
-    # folder it just made and refuse it).
-    distributed.wait_for_everyone()
-    if distributed.is_main_process():
-        run_dir.prepare_output_dir(output, **options)
-        if not train_args.resume:  # a resumed run keeps the configuration it started with
-            resolved = {
-                "backend": setup.backend, "device": setup.device, "dtype": setup.dtype,
-                "processes": distributed.world_size(),
-            }  # fmt: skip
-            run_dir.save_run_config(output, {**config, "resolved": resolved})
-    distributed.wait_for_everyone()
+    if not train_args.resume:
+        return run_dir.check_output_dir(train_args.output_dir, overwrite=train_args.overwrite)
+    output = Path(train_args.output_dir).expanduser().resolve()
+    checkpoint_to_resume(output, console)
     return output
+
+
+@contextmanager
+def claim_output(
+    output: Path,
+    train_args: TrainArgs,
+    config: dict[str, Any],
+    setup: DeviceSetup,
+    data: TrainingData,
+    *,
+    job: str,
+    console,
+) -> Iterator[None]:
+    """Around training and saving: a new run takes --output-dir (the main process writes its
+    manifest, run_config.yaml and rejected rows; an earlier run is set aside). If the block
+    fails before the run saved anything, its files go and the earlier run comes back; once it
+    has saved, the earlier run is deleted. A resumed run keeps its folder and configuration."""
+    main = distributed.is_main_process()
+    distributed.wait_for_everyone()  # every process checked the folder before it changes
+    if main and not train_args.resume:
+        new_files = (
+            run_dir.RUN_MARKER, run_dir.REJECTED_FILE, run_dir.METRICS_FILE,
+            run_dir.MODEL_CARD_FILE, f"{run_dir.PARTIAL_CHECKPOINT_DIR}/",
+        )  # fmt: skip
+        run_dir.start_run(output, job=job, files=new_files)
+        resolved = {
+            "backend": setup.backend, "device": setup.device, "dtype": setup.dtype,
+            "processes": distributed.world_size(),
+            "batch_size": train_args.batch_size, "grad_accum": train_args.grad_accum,
+        }  # fmt: skip
+        run_dir.save_run_config(output, {**config, "resolved": resolved})
+        write_rejected(data.report, output / run_dir.REJECTED_FILE)
+    distributed.wait_for_everyone()
+    try:
+        yield
+    finally:
+        if main and not train_args.resume:
+            if run_dir.has_saved(output):
+                run_dir.discard_previous_run(output)
+            else:
+                restored = run_dir.abandon_run(output)
+                console.print(
+                    "[yellow]the run stopped before saving anything: its files are removed"
+                    + (f"; the earlier run is in {restored}" if restored else "")
+                    + "[/]"
+                )
 
 
 def load_model_for_training(
@@ -111,12 +158,11 @@ def load_training_data(
     data_args: DataArgs,
     loaded: LoadedModel,
     train_args: TrainArgs,
-    output: Path,
     *,
     preference: bool,
 ) -> TrainingData:
     """Train and eval records (SFT, or preference pairs for DPO), validated with the model's
-    processor; the rejected training rows are written to the run folder."""
+    processor (`claim_output` writes the rejected rows to the run folder)."""
     with distributed.main_process_first():
         train, held_out = load_train_and_eval(
             data_args, preference=preference, seed=train_args.seed
@@ -131,8 +177,6 @@ def load_training_data(
             fit_images=data_args.fit_images,
         )
         report = validate_dataset(train, **check)
-        if distributed.is_main_process():
-            write_rejected(report, output / run_dir.REJECTED_FILE)
         eval_kept = validate_dataset(held_out, **check).kept if held_out is not None else None
     return TrainingData(train=report.kept, eval=eval_kept, report=report)
 
@@ -206,9 +250,11 @@ def callbacks(output: Path, console) -> list:
         MetricsCallback,
         ModelInputsCallback,
         RichProgressCallback,
+        RunFolderCallback,
     )
 
     return [
+        RunFolderCallback(output),  # first: when it stops a resumed run, nothing else started
         DataWaitCallback(),  # first: its log entry must exist when MetricsCallback writes
         MetricsCallback(output),
         RichProgressCallback(console),
@@ -219,10 +265,12 @@ def callbacks(output: Path, console) -> list:
 
 def build_trainer(trainer_class: type, *, loss_is_mean_over_rows: bool, console, output, **kwargs):
     """`trainer_class` (TRL's SFTTrainer/DPOTrainer, as Unsloth patched them) with out-of-memory
-    recovery (perf/oom.py: its collator keeps each batch's records so a batch can be split) and
-    the optimizer of perf/optimizer.py."""
+    recovery (perf/oom.py: its collator keeps each batch's records so a batch can be split),
+    checkpoints written whole (checkpoints.py) and the optimizer of perf/optimizer.py."""
     recovering = with_oom_recovery(trainer_class, loss_is_mean_over_rows=loss_is_mean_over_rows)
-    trainer = recovering(data_collator=RecordKeepingCollator(kwargs.pop("data_collator")), **kwargs)
+    trainer_class = with_whole_checkpoints(recovering)
+    collator = RecordKeepingCollator(kwargs.pop("data_collator"))
+    trainer = trainer_class(data_collator=collator, **kwargs)
     # --optim as transformers resolves it, without bitsandbytes' per-parameter GPU stalls.
     trainer.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs(trainer.args, trainer.model)
 
@@ -233,25 +281,41 @@ def build_trainer(trainer_class: type, *, loss_is_mean_over_rows: bool, console,
         )
         console.print(f"[yellow]{line}[/]")
         if distributed.is_main_process():
-            run_dir.append_metrics(output, {"step": step, "event": "oom_split", "pieces": pieces})
+            # The step it happened in (as above): a resumed run drops it with that step's log.
+            event = {"step": step + 1, "event": "oom_split", "pieces": pieces}
+            run_dir.append_metrics(output, event)
 
     trainer.on_split = on_split
     return trainer
 
 
-def run_training(trainer, train_args: TrainArgs, output: Path) -> bool:
-    """Train (from the last checkpoint with --resume). True when stopped early by Ctrl-C."""
+def run_training(trainer, train_args: TrainArgs, output: Path, console) -> str:
+    """Train (from the last complete checkpoint with --resume). Returns TRAINED, INTERRUPTED
+    (Ctrl-C: saved and stopped early) or ALREADY_FINISHED (a resumed run that had finished:
+    nothing to do, nothing changed). A resumed run whose checkpoint is its final step but which
+    did not finish (it died right after that save) trains no further: TRAINED, with the
+    checkpoint's weights in the model, for the caller to save."""
     from transformers.trainer_callback import PrinterCallback
 
-    from vlm_unsloth.train.callbacks import GracefulInterruptCallback
+    from vlm_unsloth.train.callbacks import GracefulInterruptCallback, NothingLeftToTrain
 
     # The rich progress line and metrics.jsonl replace the trainer's raw dict printing.
     trainer.remove_callback(PrinterCallback)
     resume_from = run_dir.last_checkpoint(output) if train_args.resume else None
     if resume_from is not None:
         distributed.let_cpu_processes_load_checkpoints()
-    trainer.train(resume_from_checkpoint=resume_from)
-    return installed_callback(trainer, GracefulInterruptCallback).interrupted
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except NothingLeftToTrain as stop:
+        if run_dir.finished_at(output, stop.step):
+            return ALREADY_FINISHED
+        console.print(
+            f"checkpoint-{stop.step} is the run's final step: saving its adapter, "
+            "no further training"
+        )
+    if installed_callback(trainer, GracefulInterruptCallback).interrupted:
+        return INTERRUPTED
+    return TRAINED
 
 
 def installed_callback(trainer, kind: type):

@@ -5,7 +5,7 @@ print (the summary table).
     print_banner(console, "SFT", loaded, data, train_args, output)
     ...
     result = finish(FinishedRun("SFT", trainer, loaded, data, train_args, output, started,
-                                interrupted), console)
+                                interrupted), console)   # or already_finished(output, console)
 """
 
 from __future__ import annotations
@@ -124,18 +124,32 @@ def finish(run: FinishedRun, console, *, extra: dict[str, Any] | None = None) ->
     """Save, evaluate (the trainer's eval loss), summarise and print. `extra`: more
     summary.json entries, also printed as rows."""
     adapter_dir = run.output / run_dir.ADAPTER_DIR
-    if distributed.is_main_process():
+    main = distributed.is_main_process()
+    if main:
         save_adapter(run.trainer, run.loaded, adapter_dir)
+        run_dir.record_files(run.output, run_dir.files_in(adapter_dir))
     # Evaluation is collective under DDP: every process takes part. Before the loss curve is
     # drawn, so that its last eval point is on it.
     has_eval = run.data.eval is not None and not run.interrupted
     eval_metrics = run.trainer.evaluate() if has_eval else {}
     saved = save_outputs(run, adapter_dir)
     summary = summarise(run, saved, eval_metrics, extra or {})
-    if distributed.is_main_process():
+    if main:
         run_dir.write_summary(run.output, summary)
+        merged = run_dir.files_in(saved.merged_dir) if saved.merged_dir else []
+        run_dir.record_files(run.output, [run_dir.SUMMARY_FILE, run_dir.LOSS_CURVE_FILE, *merged])
     print_summary(console, summary, saved, run.output, extra or {})
     return TrainResult(output_dir=run.output, adapter_dir=adapter_dir, summary=summary)
+
+
+def already_finished(output: Path, console) -> TrainResult:
+    """--resume of a run that had finished: say so, change nothing, return its summary."""
+    summary = run_dir.read_summary(output)
+    console.print(
+        f"[yellow]{output} already finished at step {summary['global_step']}: nothing to resume, "
+        "nothing changed. To train longer, resume with a larger --max-steps (or --epochs).[/]"
+    )
+    return TrainResult(output, output / run_dir.ADAPTER_DIR, summary)
 
 
 def save_adapter(trainer, loaded: LoadedModel, adapter_dir: Path) -> None:
