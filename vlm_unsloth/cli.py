@@ -80,6 +80,24 @@ def dpo_main(argv: Sequence[str] | None = None) -> int:
     return run_reporting_errors(run)
 
 
+def grpo_main(argv: Sequence[str] | None = None) -> int:
+    """`vlm-unsloth train-grpo` / scripts/train_grpo.py."""
+
+    def run():
+        from vlm_unsloth.config import DataArgs, ModelArgs
+        from vlm_unsloth.models.lora import LoraArgs
+        from vlm_unsloth.train.grpo import GrpoArgs, GrpoTrainArgs
+
+        model_args, lora_args, data_args, train_args, grpo_args = parse(
+            [ModelArgs, LoraArgs, DataArgs, GrpoTrainArgs, GrpoArgs], argv
+        )
+        from vlm_unsloth.train.grpo import train_grpo
+
+        train_grpo(model_args, lora_args, data_args, train_args, grpo_args)
+
+    return run_reporting_errors(run)
+
+
 def infer_main(argv: Sequence[str] | None = None) -> int:
     """`vlm-unsloth infer` / scripts/infer.py."""
 
@@ -151,6 +169,10 @@ def plan_main(argv: Sequence[str] | None = None) -> int:
 COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
     "train-sft": ("Supervised fine-tuning (QLoRA) of a VLM.", train_sft_main),
     "train-dpo": ("Preference optimisation (DPO) of a VLM's LoRA adapter.", dpo_main),
+    "train-grpo": (
+        "Reinforcement learning (GRPO) of a VLM's LoRA adapter with verifiable rewards.",
+        grpo_main,
+    ),
     "infer": ("Answer questions about images (streamed, or a dataset in batches).", infer_main),
     "plan": (
         "Predict peak GPU memory per batch size; recommend batch and accumulation.",
