@@ -57,12 +57,14 @@ def _png(image: Image.Image) -> dict:
     return {"bytes": buffer.getvalue(), "path": None}
 
 
-def _records(count: int = 4) -> list[dict]:
-    """Canonical SFT records of the colour task (the answer is only in the image)."""
+def _records(count: int = 4, sides: tuple[int, ...] = (IMAGE_SIDE,)) -> list[dict]:
+    """Canonical SFT records of the colour task (the answer is only in the image), with images
+    of the given sizes in turn."""
     rng = random.Random(0)
     records = []
     for index in range(count):
         colour = sorted(COLOURS)[index % 4]
+        side = sides[index % len(sides)]
         user = [{"type": "image", "text": None}, {"type": "text", "text": QUESTION}]
         records.append(
             {
@@ -70,7 +72,7 @@ def _records(count: int = 4) -> list[dict]:
                     {"role": "user", "content": user},
                     {"role": "assistant", "content": [{"type": "text", "text": colour}]},
                 ],
-                "images": [_png(draw_square(colour, rng))],
+                "images": [_png(draw_square(colour, rng, side=side))],
                 "source": f"test.jsonl:{index + 1}",
             }
         )
@@ -84,16 +86,17 @@ text_length = checked("text_length", lambda completions, **kw: [
 ])  # fmt: skip
 
 
-def _trainer(name: str, output: Path, **grpo):
+def _trainer(name: str, output: Path, *, batch_size=4, sides=(IMAGE_SIDE,), **grpo):
     """The trainer `train_grpo` builds, on four records, with a reward that varies."""
     lora = LoraArgs(lora_r=8, lora_alpha=16, modules_to_save=["lm_head"])
     model_args = ModelArgs(model=name, backend="hf", gradient_checkpointing=False)
     loaded = load_model(model_args, lora, CPU, seed=0)
-    records = Dataset.from_list(_records(), features=SFT_FEATURES)
+    records = Dataset.from_list(_records(sides=sides), features=SFT_FEATURES)
     data = TrainingData(train=records, eval=None, report=None)
     train_args = GrpoTrainArgs(
-        output_dir=str(output), batch_size=4, grad_accum=1, max_steps=1, learning_rate=1e-3
-    )
+        output_dir=str(output), batch_size=batch_size, grad_accum=1, max_steps=1,
+        learning_rate=1e-3,
+    )  # fmt: skip
     grpo_args = GrpoArgs(**{"num_generations": 4, "max_completion_length": 4, **grpo})
     trainer = build_trainer(loaded, data, DataArgs(), train_args, grpo_args, [text_length], output)
     return loaded, trainer
@@ -172,6 +175,33 @@ def test_images_reach_the_policy_log_probabilities_in_the_loss(name, tmp_path, o
         if p.requires_grad and ("visual" in n or "vision_model" in n)
     ]
     assert vision and any(p.grad is not None and p.grad.abs().sum() > 0 for p in vision)
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-qwen2.5-vl"])
+def test_image_token_types_line_up_with_left_padded_prompts(name, tmp_path, one_thread):
+    """TRL left-pads the prompt ids, and its loss-path processor call pads mm_token_type_ids (which
+    place Qwen's M-RoPE image positions) on the tokenizer's side: they must agree on prompts of
+    different lengths."""
+    from trl import GRPOTrainer
+
+    # 4 prompts x 2 answers: all four records, images of two sizes, so prompts of two lengths.
+    loaded, trainer = _trainer(name, tmp_path, batch_size=8, num_generations=2, sides=(84, 112))
+    tokenizer = loaded.processor.tokenizer
+    image_id = tokenizer.convert_tokens_to_ids(loaded.family.image_token)
+    rows = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train()
+
+    def image_types_match(batch) -> bool:
+        prompt_ids = batch["prompt_ids"]
+        types = batch["mm_token_type_ids"][:, : prompt_ids.size(1)]
+        return torch.equal(types == 1, prompt_ids == image_id)
+
+    ours = trainer._generate_and_score_completions(rows)
+    assert len(set(ours["prompt_mask"].sum(1).tolist())) == 2  # there is padding to get right
+    assert image_types_match(ours)
+    assert tokenizer.padding_side == "right"  # restored for the collators and the saved files
+    plain = GRPOTrainer._generate_and_score_completions(trainer, rows)
+    assert not image_types_match(plain)  # TRL alone (if it matches, the padding can go)
 
 
 def test_media_tokens_are_never_sampled(tiny_processor, tiny_ref):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -145,7 +146,7 @@ class GrpoArgs:
             )
         try:
             answer_format(self.answer_format)
-        except Exception as error:  # re.error or the missing group: say which
+        except (re.error, ValueError) as error:  # a bad expression, or no answer group
             found.append(
                 f"--answer-format {self.answer_format!r}: {error}; use "
                 f"{' or '.join(ANSWER_FORMATS)}, or a regular expression with (?P<answer>...)"
@@ -268,10 +269,7 @@ def train_grpo(
         console.print(f"held-out reward before GRPO: {_describe(before)}")
     if train_args.resume:
         restore_trained_adapter(trainer, output)
-    from vlm_unsloth.train.grpo_trainer import prompts_padded_left
-
-    with prompts_padded_left(loaded.processor):
-        interrupted = steps.run_training(trainer, train_args, output)
+    interrupted = steps.run_training(trainer, train_args, output)
     after = None if interrupted else score()
     if after is not None:
         console.print(f"held-out reward after GRPO: {_describe(after)}")

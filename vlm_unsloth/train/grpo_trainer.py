@@ -1,15 +1,20 @@
-"""TRL's GRPOTrainer with what vision GRPO needs on top, for families whose images enter by
-cross-attention (Llama 3.2 Vision, `Family.images_by_cross_attention`): the inputs TRL 1.14.2
-drops. Its loss batch keeps only `pixel_values` of Mllama's image inputs ("`aspect_ratio_ids`
-must be provided if `pixel_values` is provided"), and its generation inputs pass a
-cross-attention mask aligned to the unpadded prompt ids it then left-pads. Nothing changes for
-the other families. (The unsloth backend refuses those families: `GRPO_CROSS_ATTENTION_IMAGES`.)
+"""TRL's GRPOTrainer with what vision GRPO needs on top (`VisionGRPOTrainer`):
 
-Imported by `grpo.py` once the backend is active (it imports TRL: Unsloth must come first).
-Two more settings every vision GRPO run needs are here too: `media_token_ids` (never sample an
-image placeholder: "Image features and image tokens do not match" in the loss forward) and
-`prompts_padded_left` (TRL's loss-path processor call pads on the tokenizer's side while the
-prompt ids are left-padded: Qwen's mm_token_type_ids, and so its M-RoPE positions, would shift).
+- prompts padded on the left while a batch is sampled and scored: TRL left-pads the prompt ids
+  itself, but its loss-path processor call pads on the tokenizer's side (ours: right), so Qwen's
+  mm_token_type_ids, and with them its M-RoPE positions, would be shifted on every shorter
+  prompt of a batch (silently: 1e-3 nats off on the tiny model);
+- for families whose images enter by cross-attention (Llama 3.2 Vision,
+  `Family.images_by_cross_attention`), the inputs TRL 1.14.2 drops: its loss batch keeps only
+  `pixel_values` of Mllama's image inputs ("`aspect_ratio_ids` must be provided if
+  `pixel_values` is provided"), and its generation inputs pass a cross-attention mask aligned to
+  the unpadded prompt ids it then left-pads. Nothing changes for the other families. (The
+  unsloth backend refuses those families: `GRPO_CROSS_ATTENTION_IMAGES`.)
+
+Two settings every vision GRPO run needs are here too: `media_token_ids` (never sample an image
+placeholder: "Image features and image tokens do not match" in the loss forward) and
+`end_completions_at_end_of_turn`. Imported by `grpo.py` once the backend is active (it imports
+TRL: Unsloth must come first).
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ def end_completions_at_end_of_turn(model, tokenizer, family: Family) -> None:
 
 @contextmanager
 def prompts_padded_left(processor) -> Iterator[None]:
-    """The tokenizer pads on the left while GRPO trains (restored after: saved processors and
+    """The tokenizer pads on the left inside the block (restored after: saved processors and
     the SFT collators keep their own side)."""
     tokenizer = processor.tokenizer
     side = tokenizer.padding_side
@@ -65,7 +70,7 @@ def prompts_padded_left(processor) -> Iterator[None]:
 
 
 class VisionGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer plus the module docstring's inputs. `family` is the model's Family."""
+    """GRPOTrainer plus the module docstring's two fixes. `family` is the model's Family."""
 
     def __init__(self, *args, family: Family, **kwargs):
         self.family = family
@@ -86,8 +91,10 @@ class VisionGRPOTrainer(GRPOTrainer):
         return prompt_ids, images, fields
 
     def _generate_and_score_completions(self, inputs):
-        """The scored batch, plus the aspect ratios the loss forward of Mllama needs."""
-        output = super()._generate_and_score_completions(inputs)
+        """The scored batch (prompts padded left), plus the aspect ratios Mllama's loss forward
+        needs."""
+        with prompts_padded_left(self.processing_class):
+            output = super()._generate_and_score_completions(inputs)
         if self.family.images_by_cross_attention and "pixel_values" in output:
             images = [row.get("images") or [row["image"]] for row in inputs]
             extra = self.processing_class.image_processor(images=images, return_tensors="pt")
