@@ -280,6 +280,50 @@ def test_train_grpo_logs_saves_and_resumes(name, tmp_path, one_thread):
 
 
 @pytest.mark.slow
+def test_resuming_an_sft_adapter_run_with_a_reference_continues_from_the_checkpoint(
+    tmp_path, one_thread
+):
+    """--adapter with --beta > 0: TRL keeps a frozen "ref" copy of the SFT adapter, and the
+    checkpoint holds both; --resume must continue from the trained one (reference.py)."""
+    from safetensors.torch import load_file
+
+    train, _ = _write_task(tmp_path / "task")
+    sft_model = load_model(
+        ModelArgs(model="tiny-qwen2-vl", backend="hf"), LoraArgs(lora_r=4), CPU, seed=0
+    ).model
+    with torch.no_grad():  # an SFT adapter that differs from the base
+        for parameter in (p for p in sft_model.parameters() if p.requires_grad):
+            parameter.add_(0.2 * torch.randn(parameter.shape, generator=torch.manual_seed(7)))
+    sft_model.save_pretrained(tmp_path / "sft_adapter")
+    rewards_file = tmp_path / "length.py"  # varies between answers: the adapter moves
+    rewards_file.write_text(
+        "def length(completions, **kwargs):\n"
+        "    return [float(len(c[-1]['content'])) for c in completions]\n"
+    )
+    run = tmp_path / "run"
+    common = [
+        "--model", "tiny-qwen2-vl", "--backend", "hf", "--adapter", str(tmp_path / "sft_adapter"),
+        "--dataset", str(train), "--output-dir", str(run), "--beta", "0.04",
+        "--rewards", f"{rewards_file}:length",
+        "--num-generations", "2", "--batch-size", "4", "--grad-accum", "1",
+        "--max-completion-length", "3", "--max-steps", "2", "--save-steps", "2",
+        "--learning-rate", "1e-2", "--no-gradient-checkpointing",
+    ]  # fmt: skip
+    assert grpo_main(common) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert "frozen copy of the starting adapter" in summary["reference"]
+    assert (run / "checkpoint-2" / "ref").is_dir() and not (run / "adapter" / "ref").exists()
+    checkpoint = load_file(run / "checkpoint-2" / "adapter_model.safetensors")
+    (run / "adapter" / "adapter_model.safetensors").unlink()
+    assert grpo_main([*common, "--resume"]) == 0  # 0 steps left: saves what it resumed
+    resumed = load_file(run / "adapter" / "adapter_model.safetensors")
+    sft = load_file(tmp_path / "sft_adapter" / "adapter_model.safetensors")
+    assert resumed.keys() == checkpoint.keys()
+    assert all(torch.equal(resumed[key], checkpoint[key]) for key in checkpoint)
+    assert not all(torch.equal(resumed[key], sft[key]) for key in sft)
+
+
+@pytest.mark.slow
 def test_a_reward_that_raises_in_training_stops_with_one_line(tmp_path, capsys, one_thread):
     train, evaluation = _write_task(tmp_path / "task")
     rewards_file = tmp_path / "flaky.py"

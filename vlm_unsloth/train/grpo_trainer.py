@@ -77,9 +77,12 @@ class VisionGRPOTrainer(GRPOTrainer):
         self._cross_attention_batch: dict | None = None
         super().__init__(*args, **kwargs)
 
-    def _tokenize_prompts(self, prompts):
+    # Every override passes its arguments through untouched for the other families: Unsloth's
+    # patched trainer has its own signatures for these methods.
+
+    def _tokenize_prompts(self, *args, **kwargs):
         """Generation inputs: the cross-attention mask re-aligned to the left-padded ids."""
-        prompt_ids, images, fields = super()._tokenize_prompts(prompts)
+        prompt_ids, images, fields = super()._tokenize_prompts(*args, **kwargs)
         mask = fields.get("cross_attention_mask")
         if self.family.images_by_cross_attention and mask is not None:
             mask = torch.as_tensor(np.asarray(mask))
@@ -90,11 +93,11 @@ class VisionGRPOTrainer(GRPOTrainer):
             fields["cross_attention_mask"] = aligned
         return prompt_ids, images, fields
 
-    def _generate_and_score_completions(self, inputs):
+    def _generate_and_score_completions(self, inputs, *args, **kwargs):
         """The scored batch (prompts padded left), plus the aspect ratios Mllama's loss forward
         needs."""
         with prompts_padded_left(self.processing_class):
-            output = super()._generate_and_score_completions(inputs)
+            output = super()._generate_and_score_completions(inputs, *args, **kwargs)
         if self.family.images_by_cross_attention and "pixel_values" in output:
             images = [row.get("images") or [row["image"]] for row in inputs]
             extra = self.processing_class.image_processor(images=images, return_tensors="pt")
@@ -102,43 +105,35 @@ class VisionGRPOTrainer(GRPOTrainer):
                 output[key] = extra[key].to(self.accelerator.device)
         return output
 
-    def _compute_loss(self, model, inputs):
+    def _compute_loss(self, model, inputs, *args, **kwargs):
         # TRL passes the loss forward a fixed list of keys: keep the aspect ratios at hand.
         self._cross_attention_batch = {k: inputs[k] for k in CROSS_ATTENTION_KEYS if k in inputs}
         try:
-            return super()._compute_loss(model, inputs)
+            return super()._compute_loss(model, inputs, *args, **kwargs)
         finally:
             self._cross_attention_batch = None
 
-    def _get_per_token_logps_and_entropies(
-        self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
-        compute_entropy=False, compute_aux_loss=False, pixel_values=None, num_images=None,
-        aspect_ratio_ids=None, aspect_ratio_mask=None, cross_attention_mask=None, **kwargs,
-    ):  # fmt: skip
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, *args, **kw):
         if not self.family.images_by_cross_attention:
             return super()._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
-                compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss,
-                pixel_values=pixel_values, num_images=num_images, **kwargs,
-            )  # fmt: skip
-        if aspect_ratio_ids is None and self._cross_attention_batch:
-            aspect_ratio_ids = self._cross_attention_batch["aspect_ratio_ids"]
-            aspect_ratio_mask = self._cross_attention_batch["aspect_ratio_mask"]
+                model, input_ids, attention_mask, *args, **kw
+            )
+        # TRL 1.14.2 calls (model, input_ids, attention_mask, logits_to_keep, **keywords).
+        (logits_to_keep,) = args
+        ratios = {key: kw.get(key) for key in CROSS_ATTENTION_KEYS}
+        if ratios["aspect_ratio_ids"] is None and self._cross_attention_batch:
+            ratios = dict(self._cross_attention_batch)
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False,
                   "logits_to_keep": logits_to_keep + 1}  # fmt: skip
-        if pixel_values is not None:
-            inputs.update(
-                pixel_values=pixel_values,
-                aspect_ratio_ids=aspect_ratio_ids,
-                aspect_ratio_mask=aspect_ratio_mask,
-                cross_attention_mask=self._whole_sequence_mask(input_ids, aspect_ratio_mask),
-            )
+        if kw.get("pixel_values") is not None:
+            mask = self._whole_sequence_mask(input_ids, ratios["aspect_ratio_mask"])
+            inputs.update(pixel_values=kw["pixel_values"], cross_attention_mask=mask, **ratios)
         with self.accelerator.autocast():
             logits = model(**inputs).logits[:, :-1, :][:, -logits_to_keep:, :]
         completion_ids = input_ids[:, -logits_to_keep:]
         row_mask = attention_mask[:, -logits_to_keep:]
         # Only completion ids are gathered: Mllama's <|image|> id (past the LM head) never is.
-        if compute_entropy:
+        if kw.get("compute_entropy"):
             logps, entropies = selective_log_softmax_and_entropy(
                 logits, completion_ids, entropy_requires_grad=self._entropy_bonus_enabled,
                 temperature=self.temperature, row_mask=row_mask,
