@@ -55,7 +55,8 @@ LOSS_TYPES = ("dapo", "grpo", "dr_grpo")
 
 @dataclass
 class GrpoArgs:
-    """Rewards, sampling and the GRPO loss (TRL GRPOConfig fields of the same names)."""
+    """Rewards, sampling and the GRPO loss (sampling and loss options are TRL GRPOConfig fields
+    of the same names)."""
 
     rewards: list[str] = field(
         default_factory=lambda: ["exact_match"],
@@ -417,7 +418,7 @@ def held_out_reward(
             log_extra=lambda *a, **k: None,
             log_metric=lambda *a, **k: None,
             **columns,
-        )  # fmt: skip
+        )
         for function in rewards
     ]
     weights = list(weights or [1.0] * len(rewards))
