@@ -3,7 +3,8 @@
     python scripts/bench.py --model qwen2-vl-7b --backends unsloth hf --settings 2x4 8x1 16x1
     python scripts/bench.py --model tiny-qwen2-vl --backends hf --settings 1x1 2x1 --steps 3
 
-Each run is `vlm-unsloth train-sft` in its own process; see vlm_unsloth.bench.
+Each run is `vlm-unsloth train-sft` (or `--command train-grpo`) in its own process; see
+vlm_unsloth.perf.bench.
 """
 
 import sys

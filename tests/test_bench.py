@@ -33,6 +33,22 @@ def test_benchmark_runs_each_setting_and_writes_the_table(tmp_path):
     assert "group_by_length: true" in config and "lora_r: 4" in config  # --train-flags reached it
 
 
+@pytest.mark.slow
+def test_benchmark_runs_train_grpo_and_reports_generation_speed(tmp_path):
+    args = BenchArgs(
+        command="train-grpo", model="tiny-qwen2-vl", backends=["hf"], settings=["2x2"],
+        baseline="hf:2x2", steps=2, warmup_steps=1, work_dir=str(tmp_path / "work"),
+        output=str(tmp_path / "b.json"),
+        train_flags="--num-generations 4 --max-completion-length 4 --lora-r 4",
+    )  # fmt: skip
+    (row,) = run_benchmark(args)
+    assert row.error is None and row.batch == "2x2"
+    assert row.seconds_per_step > 0 and row.generated_tokens_per_second > 0
+    assert row.mfu is None  # 6 x N x tokens is SFT's count; GRPO also samples
+    summary = (tmp_path / "work" / "hf-2x2" / "summary.json").read_text()
+    assert '"job": "GRPO"' in summary
+
+
 def test_a_failing_run_becomes_a_row_not_a_crash(tmp_path):
     args = BenchArgs(
         model=str(tmp_path / "no-model"), backends=["hf"], settings=["1x1"], steps=1,

@@ -33,7 +33,8 @@ def test_entry_modules_leave_transformers_for_after_unsloth():
     # Unsloth patches transformers, TRL and PEFT when it is imported and must come first: the
     # modules a notebook or the CLI imports before the backend is chosen must not import them.
     modules = (
-        "vlm_unsloth.train.sft", "vlm_unsloth.train.dpo", "vlm_unsloth.train.inspect",
+        "vlm_unsloth.train.sft", "vlm_unsloth.train.dpo", "vlm_unsloth.train.grpo",
+        "vlm_unsloth.train.rewards", "vlm_unsloth.train.inspect",
         "vlm_unsloth.infer.evaluate", "vlm_unsloth.infer.predict", "vlm_unsloth.cli",
     )  # fmt: skip
     result = _run_python(

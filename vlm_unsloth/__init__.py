@@ -46,6 +46,7 @@ _EXPORTS = {
     # training
     "train_sft": "vlm_unsloth.train.sft",
     "train_dpo": "vlm_unsloth.train.dpo",
+    "train_grpo": "vlm_unsloth.train.grpo",
     "inspect_dataset": "vlm_unsloth.train.inspect",
 }
 
@@ -65,6 +66,7 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from vlm_unsloth.models.lora import LoraArgs
     from vlm_unsloth.models.tiny import build_tiny_checkpoint
     from vlm_unsloth.train.dpo import train_dpo
+    from vlm_unsloth.train.grpo import train_grpo
     from vlm_unsloth.train.inspect import inspect_dataset
     from vlm_unsloth.train.sft import train_sft
 

@@ -41,7 +41,7 @@ def run_reporting_errors(run: Callable[[], int | None]) -> int:
 
 def training_exit_status(result) -> int:
     """0 for a run that trained to its end (or had already), INTERRUPTED for one that Ctrl-C
-    stopped after saving (`train_sft`/`train_dpo` return its summary either way)."""
+    stopped after saving (the training functions return its summary either way)."""
     return INTERRUPTED if result.summary["interrupted"] else 0
 
 
@@ -87,6 +87,25 @@ def dpo_main(argv: Sequence[str] | None = None) -> int:
         from vlm_unsloth.train.dpo import train_dpo
 
         result = train_dpo(model_args, lora_args, data_args, train_args, dpo_args)
+        return training_exit_status(result)
+
+    return run_reporting_errors(run)
+
+
+def grpo_main(argv: Sequence[str] | None = None) -> int:
+    """`vlm-unsloth train-grpo` / scripts/train_grpo.py."""
+
+    def run():
+        from vlm_unsloth.config import DataArgs, ModelArgs
+        from vlm_unsloth.models.lora import LoraArgs
+        from vlm_unsloth.train.grpo import GrpoArgs, GrpoTrainArgs
+
+        model_args, lora_args, data_args, train_args, grpo_args = parse(
+            [ModelArgs, LoraArgs, DataArgs, GrpoTrainArgs, GrpoArgs], argv
+        )
+        from vlm_unsloth.train.grpo import train_grpo
+
+        result = train_grpo(model_args, lora_args, data_args, train_args, grpo_args)
         return training_exit_status(result)
 
     return run_reporting_errors(run)
@@ -163,6 +182,10 @@ def plan_main(argv: Sequence[str] | None = None) -> int:
 COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
     "train-sft": ("Supervised fine-tuning (QLoRA) of a VLM.", train_sft_main),
     "train-dpo": ("Preference optimisation (DPO) of a VLM's LoRA adapter.", dpo_main),
+    "train-grpo": (
+        "Reinforcement learning (GRPO) of a VLM's LoRA adapter with verifiable rewards.",
+        grpo_main,
+    ),
     "infer": ("Answer questions about images (streamed, or a dataset in batches).", infer_main),
     "plan": (
         "Predict peak GPU memory per batch size; recommend batch and accumulation.",

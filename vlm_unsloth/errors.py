@@ -47,5 +47,10 @@ class ImageError(VlmUnslothError):
         super().__init__(what, where=where, fix=fix)
 
 
+class RewardError(VlmUnslothError):
+    """A GRPO reward function cannot be loaded, raised, or returned something other than one
+    number (or None) per completion; `where` names the function and the row."""
+
+
 class OutputDirError(VlmUnslothError):
     """The output folder holds a previous run and neither --resume nor --overwrite was given."""

@@ -38,6 +38,13 @@ class Family:
     """How the processor turns an image into tokens: the scheme `data.image_tokens` counts with
     ("qwen": merged patches; "mllama": tiles behind one <|image|> token)."""
 
+    @property
+    def images_by_cross_attention(self) -> bool:
+        """Images reach the language model through cross-attention layers (Mllama), not as
+        tokens of the sequence: a forward over prompt + completion needs the aspect ratios and a
+        cross-attention mask covering the whole sequence, which TRL's GRPO does not carry."""
+        return self.image_tokens == "mllama"
+
 
 _QWEN_CHAT = dict(
     instruction_part="<|im_start|>user\n",

@@ -61,7 +61,7 @@ PARTIAL_CHECKPOINT_DIR = "partial-checkpoint"
 CHECKPOINT_NEEDS = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
 """Files every complete checkpoint holds (besides its weights and rng_state*.pth)."""
 _CHECKPOINT_NAME = re.compile(r"checkpoint-\d+")
-TRAINING_JOBS = ("SFT", "DPO")
+TRAINING_JOBS = ("SFT", "DPO", "GRPO")
 LISTED_AT_MOST = 5
 """Files named in a refusal (then "and N more")."""
 
@@ -358,7 +358,8 @@ def read_metrics(output: Path) -> list[dict[str, Any]]:
 
 
 def plot_loss_curve(output: Path) -> Path | None:
-    """loss_curve.png from metrics.jsonl (training loss, and eval loss when there is one)."""
+    """loss_curve.png from metrics.jsonl (training loss, and eval loss when there is one; GRPO's
+    mean reward on a second axis: its loss says little, its reward is what rises)."""
     # A bare Figure needs no pyplot backend: no display on servers, and a notebook's inline
     # backend is left alone.
     from matplotlib.figure import Figure
@@ -376,7 +377,13 @@ def plot_loss_curve(output: Path) -> Path | None:
     axes.set_xlabel("step")
     axes.set_ylabel("loss")
     axes.grid(alpha=0.3)
-    axes.legend()
+    axes.legend(loc="upper left")
+    reward = [(r["step"], r["reward"]) for r in rows if r.get("reward") is not None]
+    if reward:
+        right = axes.twinx()
+        right.plot(*zip(*reward, strict=True), color="tab:green", label="reward (mean)")
+        right.set_ylabel("reward")
+        right.legend(loc="upper right")
     path = output / LOSS_CURVE_FILE
     figure.tight_layout()
     figure.savefig(path)

@@ -226,3 +226,37 @@ class PreferenceCollator:
             start, end = spans[-1]  # earlier answers (a multi-turn prompt) are context
             mask[start:end] = attention_mask[start:end]
         return mask
+
+
+class PromptRows:
+    """Canonical SFT records → GRPO rows, as `datasets.Dataset.with_transform(PromptRows(...))`:
+    {"prompt": the conversation without its final answer (image parts as placeholders),
+    "images": the decoded, capped images, "answer": the final answer's text, "source"}.
+
+    TRL's GRPOTrainer generates from `prompt` + `images` and hands every other column (here
+    `answer`, `source`, `images`) to each reward function as a keyword list. Images are decoded
+    only when a batch of rows is read, as in the collators above.
+    """
+
+    def __init__(self, family: Family, *, max_side: int):
+        self.family = family
+        self.max_side = max_side
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        columns = list(batch)
+        records = [
+            dict(zip(columns, values, strict=True)) for values in zip(*batch.values(), strict=True)
+        ]
+        side, family = self.max_side, self.family
+        return {
+            "prompt": [to_chat_template_messages(r["messages"][:-1]) for r in records],
+            "images": [decode_images(r, max_side=side, family=family) for r in records],
+            "answer": [reference_answer(r) for r in records],
+            "source": [r["source"] for r in records],
+        }
+
+
+def reference_answer(record: dict[str, Any]) -> str:
+    """The text of a record's final assistant answer (what GRPO's rewards compare with)."""
+    final = record["messages"][-1]["content"]
+    return "".join(part["text"] or "" for part in final if part["type"] == "text").strip()

@@ -27,6 +27,10 @@ from vlm_unsloth.models.lora import LoraArgs
 class Backend(Protocol):
     """What a training/inference backend provides (each is a module of these functions)."""
 
+    GRPO_CROSS_ATTENTION_IMAGES: bool
+    """Whether GRPO on this backend can train a family whose images enter by cross-attention
+    (Llama 3.2 Vision): its trainer must carry their inputs to the loss forward."""
+
     def load(
         self, path: str, *, quantization: str, setup: DeviceSetup, max_seq_length: int
     ) -> tuple[Any, Any]:

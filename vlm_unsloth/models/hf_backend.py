@@ -15,6 +15,9 @@ from vlm_unsloth.families import Family
 from vlm_unsloth.models.device import DeviceSetup
 from vlm_unsloth.models.lora import LoraArgs, lora_target_regex
 
+GRPO_CROSS_ATTENTION_IMAGES = True
+"""train/grpo_trainer.py carries Llama 3.2 Vision's image inputs through TRL's GRPOTrainer."""
+
 
 def load(path: str, *, quantization: str, setup: DeviceSetup, max_seq_length: int):
     """(model, processor) through transformers, quantized by bitsandbytes for 4bit/8bit."""

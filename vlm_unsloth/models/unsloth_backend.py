@@ -17,6 +17,12 @@ from vlm_unsloth.families import Family
 from vlm_unsloth.models.device import DeviceSetup
 from vlm_unsloth.models.lora import LoraArgs
 
+GRPO_CROSS_ATTENTION_IMAGES = False
+"""Unsloth 2026.10.9 rewrites GRPOTrainer's log-probability and loss path, and its vision inputs
+(unsloth/models/rl_replacements.py, `_unsloth_grpo_vision_inputs`) have no aspect ratios or
+cross-attention mask: Llama 3.2 Vision's images would not reach the loss. GRPO refuses it here;
+the hf backend trains it."""
+
 
 def import_unsloth():
     """Import Unsloth (patches transformers/TRL/PEFT) and return the module."""

@@ -3,22 +3,27 @@
     python scripts/bench.py --model qwen2-vl-7b --backends unsloth hf --settings 2x4 8x1 16x1
     python scripts/bench.py --model qwen2-vl-7b --settings hf:2x4 unsloth:auto \
         --gpu-memory-gib 12 --image-side 1280 --max-side 1024
+    python scripts/bench.py --command train-grpo --model qwen2.5-vl-7b --settings 2x2 \
+        --gpu-memory-gib 12 --train-flags='--num-generations 4 --max-completion-length 64'
 
-Every run is the real `train-sft` command (a fresh process, so one backend's patches or memory
-never leak into the next) for `--warmup-steps + --steps` optimizer steps; only the steps after
-the warm-up are measured (Unsloth compiles on the first). `--model` may name a real
-architecture (qwen2-vl-7b, qwen2.5-vl-7b, llama-3.2-11b-vision): a random-weight checkpoint of
-that size is built once, since speed and memory do not depend on trained values.
+Every run is the real `train-sft` (or `--command train-grpo`) command (a fresh process, so one
+backend's patches or memory never leak into the next) for `--warmup-steps + --steps` optimizer
+steps; only the steps after the warm-up are measured (Unsloth compiles on the first). `--model`
+may name a real architecture (qwen2-vl-7b, qwen2.5-vl-7b, llama-3.2-11b-vision): a random-weight
+checkpoint of that size is built once, since speed and memory do not depend on trained values.
 
 A setting is BATCHxACCUM or `auto` (`--batch-size auto --effective-batch-size
 --auto-effective-batch`), optionally for one backend only (`hf:2x4`). `--image-side` upscales a
 copy of the dataset's images to that longest side first, so that --max-side 768 and 1024 differ
 (the demo charts are at most 480 px).
 
-Writes a JSON file and prints a table: the batch used, samples/s, tokens/s, peak reserved GiB,
-the memory planner's prediction for that batch (where the model is calibrated), MFU (6 x
-parameters x tokens/s over the GPU's dense bf16 peak), the share of step time spent waiting for
-data, and the ratio to the baseline row. A benchmark script, not a timed test.
+Writes a JSON file and prints a table: the batch used, samples/s, tokens/s, seconds per step,
+generated tokens/s (GRPO: answer tokens sampled per second of step time, which also scores and
+trains), peak reserved GiB, the memory planner's prediction for that batch (where the model is
+calibrated), MFU (SFT only: 6 x parameters x tokens/s over the GPU's dense bf16 peak), the share
+of step time spent waiting for data, and the ratio to the baseline row. For train-grpo a
+setting's batch counts sampled answers (2x2 with 4 generations: one prompt's 4 answers a step,
+trained 2 at a time). A benchmark script, not a timed test.
 """
 
 from __future__ import annotations
@@ -59,6 +64,14 @@ class BenchArgs:
             "random weights, built once into --work-dir), a model folder, a hub id or tiny-*."
         },
     )
+    command: str = field(
+        default="train-sft",
+        metadata={
+            "help": "The training command every run is: train-sft, or train-grpo (its --rewards, "
+            "--num-generations, --max-completion-length ... through --train-flags).",
+            "choices": ("train-sft", "train-grpo"),
+        },
+    )
     backends: list[str] = field(
         default_factory=lambda: ["unsloth", "hf"], metadata={"help": "Backends to run."}
     )
@@ -90,7 +103,7 @@ class BenchArgs:
     train_flags: str = field(
         default="",
         metadata={
-            "help": "More train-sft flags for every run, as one string after '=': "
+            "help": "More training flags for every run, as one string after '=': "
             "--train-flags='--group-by-length --dataloader-num-workers 0'."
         },
     )
@@ -146,6 +159,9 @@ class BenchRow:
     """The batch x accumulation the run used (what auto settled on)."""
     samples_per_second: float | None = None
     tokens_per_second: float | None = None
+    seconds_per_step: float | None = None
+    generated_tokens_per_second: float | None = None
+    """GRPO: answer tokens sampled per second of step time."""
     peak_reserved_gib: float | None = None
     planned_gib: float | None = None
     """The memory planner's prediction for this batch at the data's longest sample."""
@@ -229,7 +245,7 @@ def _run_one(
         batch_flags = ["--batch-size", batch, "--grad-accum", accum]
     output = work / f"{backend}-{setting}"
     command = [
-        sys.executable, "-m", "vlm_unsloth.cli", "train-sft", "--model", model,
+        sys.executable, "-m", "vlm_unsloth.cli", args.command, "--model", model,
         "--backend", backend, "--dataset", dataset, "--max-side", str(args.max_side),
         *batch_flags,
         "--max-steps", str(args.warmup_steps + args.steps), "--logging-steps", "1",
@@ -254,15 +270,21 @@ def _run_one(
     summary = json.loads((output / run_dir.SUMMARY_FILE).read_text())
     row.batch = f"{summary['batch_size']}x{summary['grad_accum']}"
     row.planned_gib = summary.get("planned_peak_gib")
-    row.samples_per_second = sum(m["samples_per_second"] for m in measured) / len(measured)
-    row.tokens_per_second = sum(m["tokens_per_second"] for m in measured) / len(measured)
+    row.samples_per_second = _mean(measured, "samples_per_second")
+    row.tokens_per_second = _mean(measured, "tokens_per_second")
+    row.seconds_per_step = _mean(measured, "seconds_per_step")
+    row.generated_tokens_per_second = _mean(measured, "generated_tokens_per_second")
     row.peak_reserved_gib = summary.get("peak_gpu_memory_gib")
-    waits = [m["data_wait_fraction"] for m in measured if "data_wait_fraction" in m]
-    row.data_wait_fraction = sum(waits) / len(waits) if waits else None
+    row.data_wait_fraction = _mean(measured, "data_wait_fraction")
     flops = peak_flops(summary.get("device_name", ""))
-    if flops:
+    if flops and args.command == "train-sft":  # GRPO's steps also sample: not 6 x N x tokens
         row.mfu = 6 * summary["parameters"]["total"] * row.tokens_per_second / flops
     return row
+
+
+def _mean(logs: list[dict], key: str) -> float | None:
+    values = [log[key] for log in logs if log.get(key) is not None]
+    return sum(values) / len(values) if values else None
 
 
 def _add_ratios(rows: list[BenchRow], baseline: str) -> None:
@@ -281,8 +303,8 @@ def results_table(rows: list[BenchRow], *, title: str):
 
     table = Table(title=title)
     columns = (
-        "backend", "setting", "batch", "samples/s", "tokens/s", "peak GiB", "planned", "MFU",
-        "data wait", "vs base",
+        "backend", "setting", "batch", "samples/s", "tokens/s", "s/step", "generated tok/s",
+        "peak GiB", "planned", "MFU", "data wait", "vs base",
     )  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right")
@@ -297,6 +319,8 @@ def results_table(rows: list[BenchRow], *, title: str):
             row.batch or "-",
             row.error or number(row.samples_per_second, "{:.2f}"),
             number(row.tokens_per_second, "{:.0f}"),
+            number(row.seconds_per_step, "{:.2f}"),
+            number(row.generated_tokens_per_second, "{:.0f}"),
             number(row.peak_reserved_gib, "{:.2f}"),
             number(row.planned_gib, "{:.2f}"),
             number(row.mfu, "{:.1%}"),

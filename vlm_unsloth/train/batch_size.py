@@ -31,28 +31,10 @@ def settle_batch_size(
     """Fix the per-device batch and accumulation: measured with `--batch-size auto`, derived
     from `--effective-batch-size`, or as given. Applies them to `trainer`; returns the settled
     options (batch size an int). A resumed run keeps the batch it started with (data order)."""
-    world = distributed.world_size()
     if not train_args.auto_batch_size and train_args.effective_batch_size is None:
         return train_args
-    samples = train_args.effective_batch_size
-    if samples is None:
-        samples = DEFAULT_AUTO_EFFECTIVE_BATCH
-    if samples % world:
-        raise ConfigError(
-            f"{samples} samples per step do not split over {world} processes",
-            where="--effective-batch-size",
-            fix=f"use a multiple of {world}",
-        )
-    per_process = samples // world
     if not train_args.auto_batch_size:
-        if per_process % train_args.batch_size:
-            raise ConfigError(
-                f"{samples} is not a multiple of batch size {train_args.batch_size} x {world} "
-                "process(es)",
-                where="--effective-batch-size",
-                fix="pick a multiple, or --batch-size auto",
-            )
-        settled = dataclasses.replace(train_args, grad_accum=per_process // train_args.batch_size)
+        settled = accumulation_for_effective_batch(train_args)
     elif train_args.resume:
         resolved = run_dir.load_run_config(output).get("resolved", {})
         if "batch_size" not in resolved:
@@ -66,6 +48,7 @@ def settle_batch_size(
         )
         console.print(f"batch size auto: resuming with the run's {settled.batch_size}")
     else:
+        per_process = _samples_per_process(train_args)
         choice = _measure_batch_size(trainer, train_args, data, loaded, per_process, console)
         console.print(choice.describe())
         # run_config.yaml records it (`resolved`) when the run claims its folder.
@@ -77,6 +60,37 @@ def settle_batch_size(
     trainer.args.gradient_accumulation_steps = settled.grad_accum
     trainer._train_batch_size = trainer.args.train_batch_size
     return settled
+
+
+def accumulation_for_effective_batch(train_args: TrainArgs) -> TrainArgs:
+    """The options with --grad-accum derived from --effective-batch-size and a fixed batch size
+    (unchanged without --effective-batch-size)."""
+    if train_args.effective_batch_size is None:
+        return train_args
+    per_process = _samples_per_process(train_args)
+    if per_process % train_args.batch_size:
+        raise ConfigError(
+            f"{train_args.effective_batch_size} is not a multiple of batch size "
+            f"{train_args.batch_size} x {distributed.world_size()} process(es)",
+            where="--effective-batch-size",
+            fix="pick a multiple, or --batch-size auto",
+        )
+    return dataclasses.replace(train_args, grad_accum=per_process // train_args.batch_size)
+
+
+def _samples_per_process(train_args: TrainArgs) -> int:
+    """--effective-batch-size (default 16 with --batch-size auto) over this run's processes."""
+    world = distributed.world_size()
+    samples = train_args.effective_batch_size
+    if samples is None:
+        samples = DEFAULT_AUTO_EFFECTIVE_BATCH
+    if samples % world:
+        raise ConfigError(
+            f"{samples} samples per step do not split over {world} processes",
+            where="--effective-batch-size",
+            fix=f"use a multiple of {world}",
+        )
+    return samples // world
 
 
 def _measure_batch_size(

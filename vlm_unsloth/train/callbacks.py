@@ -1,7 +1,8 @@
 """Trainer callbacks: the run folder's books, metrics.jsonl, the rich progress line, a graceful
 Ctrl-C, the data wait and the model's inputs.
 
-All are plain `transformers.TrainerCallback`s, so SFT and DPO (and both backends) share them.
+All are plain `transformers.TrainerCallback`s, so SFT, DPO and GRPO (and both backends) share
+them.
 """
 
 from __future__ import annotations
@@ -62,8 +63,10 @@ class RunFolderCallback(TrainerCallback):
 class MetricsCallback(TrainerCallback):
     """Adds throughput and memory to every log and appends it to `metrics.jsonl`.
 
-    samples/s and tokens/s are measured over the interval since the previous log, so a slow first
-    step (Unsloth compiles on it) does not hide the steady-state speed.
+    samples/s, tokens/s and seconds per step are measured over the interval since the previous
+    log, so a slow first step (Unsloth compiles on it) does not hide the steady-state speed. With
+    GRPO's completion lengths in the log, also the generated tokens/s (completions per step x
+    their mean length over the interval: generation, scoring and training together).
     """
 
     def __init__(self, output: Path):
@@ -92,6 +95,10 @@ class MetricsCallback(TrainerCallback):
             logs["samples_per_second"] = round(steps * self.samples_per_step / elapsed, 4)
             tokens = state.num_input_tokens_seen - self._last_tokens
             logs["tokens_per_second"] = round(tokens / elapsed, 2)
+            logs["seconds_per_step"] = round(elapsed / steps, 4)
+            if "completions/mean_length" in logs:
+                generated = steps * self.samples_per_step * logs["completions/mean_length"]
+                logs["generated_tokens_per_second"] = round(generated / elapsed, 2)
             self._last_time, self._last_step = now, state.global_step
             self._last_tokens = state.num_input_tokens_seen
         peak = peak_gpu_memory_gib()
@@ -148,14 +155,16 @@ class DataWaitCallback(TrainerCallback):
 
 
 class RichProgressCallback(TrainerCallback):
-    """One live progress line: step, loss, samples/s, GPU memory, ETA."""
+    """One live progress line: step, loss (GRPO: reward), samples/s, GPU memory, ETA."""
 
     SHOWN = {
         "loss": "loss {:.4f}",
+        "reward": "reward {:.3f}",
         "eval_loss": "eval_loss {:.4f}",
         "rewards/accuracies": "reward acc {:.2f}",
         "rewards/margins": "margin {:.3f}",
         "samples_per_second": "{:.2f} samples/s",
+        "generated_tokens_per_second": "{:.0f} generated tokens/s",
         "peak_gpu_memory_gib": "{:.1f} GiB",
     }
 
@@ -252,7 +261,8 @@ class GracefulInterruptCallback(TrainerCallback):
 
 
 class ModelInputsCallback(TrainerCallback):
-    """Records the tensor inputs (name -> shape) of the first training forward of the VLM.
+    """Records the tensor inputs (name -> shape) of the first training forward of the VLM (in
+    training mode, with gradients: not GRPO's generation, nor a reference pass).
 
     Vision training has silently lost images before (TRL's DPO once dropped Qwen2-VL's
     image_grid_thw), so the summary shows what the model itself received: for Qwen
@@ -271,7 +281,7 @@ class ModelInputsCallback(TrainerCallback):
         vlm = getattr(base, "model", base)
 
         def record(module, positional, keywords):
-            if self.first_inputs is None and module.training:
+            if self.first_inputs is None and module.training and torch.is_grad_enabled():
                 self.first_inputs = {
                     name: list(value.shape)
                     for name, value in keywords.items()

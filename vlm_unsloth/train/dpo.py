@@ -8,10 +8,10 @@ data (load, validate) → collator → TRL DPOTrainer → held-out preference ac
 the folder → train (resumable, Ctrl-C safe) → preference accuracy again → save adapter (+ merged)
 → loss curve and summary.
 
-The reference policy is never a second model in memory. Given a PEFT model and no ref_model,
-TRL's DPOTrainer scores the reference pass through the same weights: with the adapter disabled,
-or with a frozen copy of the starting adapter named "ref" that it adds to the model.
-`reference_is_the_starting_policy` keeps that copy only when it differs from the base (an SFT
+The reference policy is never a second model in memory (`reference.py`). Given a PEFT model and
+no ref_model, TRL's DPOTrainer scores the reference pass through the same weights: with the
+adapter disabled, or with a frozen copy of the starting adapter named "ref" that it adds to the
+model. `reference_is_the_starting_policy` keeps that copy only when it differs from the base (an SFT
 adapter from --adapter, which DPO must stay close to); a fresh LoRA adapter is the identity, so
 there the reference is the base with the adapter disabled and nothing is copied.
 """
@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlm_unsloth import run_dir
 from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, to_dict
 from vlm_unsloth.console import make_console
 from vlm_unsloth.data.collate import PreferenceCollator
@@ -35,6 +34,10 @@ from vlm_unsloth.models.loading import LoadedModel
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.train import steps
 from vlm_unsloth.train.batch_size import settle_batch_size
+from vlm_unsloth.train.reference import (
+    reference_is_the_starting_policy,
+    restore_trained_adapter,
+)
 from vlm_unsloth.train.summary import (
     FinishedRun,
     TrainResult,
@@ -237,37 +240,6 @@ def build_trainer(
         processing_class=loaded.processor,
         callbacks=list(callbacks),
     )
-
-
-def reference_is_the_starting_policy(trainer: DPOTrainer, *, started_from_adapter: bool) -> str:
-    """Make the trainer's reference the policy DPO starts from, without a second model.
-
-    TRL copies the starting adapter into a frozen "ref" adapter. For a fresh LoRA adapter that
-    copy equals the base (LoRA B starts at zero; saved modules start as the originals), so it is
-    dropped: TRL then scores the reference with the adapter disabled, and checkpoints hold one
-    adapter. An --adapter (e.g. SFT) run keeps it: its reference is the SFT policy. Returns a
-    description for the banner and summary.
-    """
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if started_from_adapter and "ref" in model.peft_config:
-        return "a frozen copy of the starting adapter (--adapter), on the shared base weights"
-    if "ref" in model.peft_config:
-        model.delete_adapter("ref")
-    return "the base model (adapter disabled), on the shared base weights"
-
-
-def restore_trained_adapter(trainer: DPOTrainer, output: Path) -> None:
-    """Load the last checkpoint's trained adapter when the model also holds TRL's "ref" copy.
-
-    Such a checkpoint has the trained adapter at its root and "ref" in a sub-folder, and
-    transformers 5.17 restores only sub-folder adapters when there are any: without this, --resume
-    would silently continue from the starting adapter with the checkpoint's optimizer state.
-    """
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if "ref" not in model.peft_config:
-        return  # one adapter: the trainer's own resume loads it
-    checkpoint = str(run_dir.last_checkpoint(output))
-    model.load_adapter(checkpoint, model.active_adapter, is_trainable=True)
 
 
 def preference_accuracy(

@@ -42,7 +42,7 @@ class FinishedRun:
     """A run whose training loop has returned: what the end-of-run steps read."""
 
     job: str
-    """"SFT" or "DPO"."""
+    """"SFT", "DPO" or "GRPO"."""
     trainer: Any
     loaded: LoadedModel
     data: TrainingData
@@ -189,8 +189,12 @@ def summarise(
     from vlm_unsloth.train.callbacks import ModelInputsCallback, peak_gpu_memory_gib
 
     history = [r for r in run_dir.read_metrics(run.output) if "loss" in r]
-    speeds = [r["samples_per_second"] for r in history[1:] if "samples_per_second" in r]
-    waits = [r["data_wait_fraction"] for r in history[1:] if "data_wait_fraction" in r]
+
+    def mean_after_first(key: str, digits: int) -> float | None:
+        """The mean of a logged speed over every log but the first (Unsloth compiles there)."""
+        values = [r[key] for r in history[1:] if r.get(key) is not None]
+        return round(sum(values) / len(values), digits) if values else None
+
     loaded, train_args = run.loaded, run.train_args
     planned = (
         planned_peak_gib(loaded, run.data, train_args.batch_size) if run.job == "SFT" else None
@@ -201,9 +205,11 @@ def summarise(
         "global_step": run.trainer.state.global_step,
         "wall_time_s": round(time.perf_counter() - run.started, 1),
         "final_loss": history[-1]["loss"] if history else None,
-        "samples_per_second": round(sum(speeds) / len(speeds), 3) if speeds else None,
+        "samples_per_second": mean_after_first("samples_per_second", 3),
+        "seconds_per_step": mean_after_first("seconds_per_step", 3),
+        "generated_tokens_per_second": mean_after_first("generated_tokens_per_second", 1),
         "peak_gpu_memory_gib": peak_gpu_memory_gib(),
-        "data_wait_fraction": round(sum(waits) / len(waits), 4) if waits else None,
+        "data_wait_fraction": mean_after_first("data_wait_fraction", 4),
         "eval": eval_metrics,
         "adapter_dir": str(saved.adapter_dir),
         "merged_dir": str(saved.merged_dir) if saved.merged_dir else None,
@@ -238,6 +244,12 @@ def print_summary(
         ("wall time", f"{summary['wall_time_s']} s"),
         ("final loss", summary["final_loss"]),
         ("samples/s", summary["samples_per_second"]),
+        ("seconds/step", summary["seconds_per_step"]),
+        *(
+            [("generated tokens/s", summary["generated_tokens_per_second"])]
+            if summary["generated_tokens_per_second"] is not None
+            else []
+        ),
         ("waiting for data", f"{100 * wait:.1f}% of the time" if wait is not None else "n/a"),
         ("peak GPU memory", f"{peak:.2f} GiB" if peak else "n/a (CPU)"),
         ("eval loss", summary["eval"].get("eval_loss", "n/a")),

@@ -1,0 +1,471 @@
+"""GRPO on the tiny models (hf backend, CPU): the images reach the policy's log-probabilities in
+the loss, image placeholders are never sampled, every family trains, resumes and logs through the
+real command, a bad reward stops with one line, and GRPO on an image-dependent
+task raises held-out accuracy (and does not with blank images). Plus the options and --help."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, TINY_MODELS
+from datasets import Dataset
+from PIL import Image
+from tasks import colour_training_args, write_colour_task
+
+from vlm_unsloth.cli import grpo_main, train_sft_main
+from vlm_unsloth.config import DataArgs, ModelArgs, parse_args
+from vlm_unsloth.data.demo_colours import COLOURS, IMAGE_SIDE, QUESTION, draw_square
+from vlm_unsloth.data.records import SFT_FEATURES
+from vlm_unsloth.errors import ConfigError
+from vlm_unsloth.models.device import DeviceSetup
+from vlm_unsloth.models.loading import load_model
+from vlm_unsloth.models.lora import LoraArgs
+from vlm_unsloth.train.grpo import GrpoArgs, GrpoTrainArgs, build_trainer
+from vlm_unsloth.train.rewards import checked, completion_text
+from vlm_unsloth.train.steps import TrainingData
+
+CPU = DeviceSetup(backend="hf", device="cpu", dtype="float32", why="test")
+GRPO_ARGS = [ModelArgs, LoraArgs, DataArgs, GrpoTrainArgs, GrpoArgs]
+
+
+@pytest.fixture
+def one_thread():
+    """GRPO on 1 thread: on a busy 2-core machine 2 threads made its steps 10-50x slower (OpenMP
+    spin-waits under contention)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _png(image: Image.Image) -> dict:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return {"bytes": buffer.getvalue(), "path": None}
+
+
+def _records(count: int = 4, sides: tuple[int, ...] = (IMAGE_SIDE,)) -> list[dict]:
+    """Canonical SFT records of the colour task (the answer is only in the image), with images
+    of the given sizes in turn."""
+    rng = random.Random(0)
+    records = []
+    for index in range(count):
+        colour = sorted(COLOURS)[index % 4]
+        side = sides[index % len(sides)]
+        user = [{"type": "image", "text": None}, {"type": "text", "text": QUESTION}]
+        records.append(
+            {
+                "messages": [
+                    {"role": "user", "content": user},
+                    {"role": "assistant", "content": [{"type": "text", "text": colour}]},
+                ],
+                "images": [_png(draw_square(colour, rng, side=side))],
+                "source": f"test.jsonl:{index + 1}",
+            }
+        )
+    return records
+
+
+# Varies between sampled answers (so advantages, and gradients, are not zero) and needs no
+# trained model.
+text_length = checked("text_length", lambda completions, **kw: [
+    float(len(completion_text(c))) for c in completions
+])  # fmt: skip
+
+
+def _trainer(name: str, output: Path, *, batch_size=4, sides=(IMAGE_SIDE,), **grpo):
+    """The trainer `train_grpo` builds, on four records, with a reward that varies."""
+    lora = LoraArgs(lora_r=8, lora_alpha=16, modules_to_save=["lm_head"])
+    model_args = ModelArgs(model=name, backend="hf", gradient_checkpointing=False)
+    loaded = load_model(model_args, lora, CPU, seed=0)
+    records = Dataset.from_list(_records(sides=sides), features=SFT_FEATURES)
+    data = TrainingData(train=records, eval=None, report=None)
+    train_args = GrpoTrainArgs(
+        output_dir=str(output), batch_size=batch_size, grad_accum=1, max_steps=1,
+        learning_rate=1e-3,
+    )  # fmt: skip
+    grpo_args = GrpoArgs(**{"num_generations": 4, "max_completion_length": 4, **grpo})
+    trainer = build_trainer(loaded, data, DataArgs(), train_args, grpo_args, [text_length], output)
+    return loaded, trainer
+
+
+def _loss_batch(trainer) -> dict:
+    """The batch GRPOTrainer's loss received at its first step (after sampling and scoring)."""
+    seen = []
+    original = trainer._compute_loss
+
+    def keep(model, inputs):
+        if not seen:
+            seen.append({k: v.clone() if torch.is_tensor(v) else v for k, v in inputs.items()})
+        return original(model, inputs)
+
+    trainer._compute_loss = keep
+    try:
+        trainer.train()
+    finally:
+        del trainer._compute_loss
+    return seen[0]
+
+
+def _loss_path_logps(trainer, inputs: dict) -> torch.Tensor:
+    """The policy's per-token log-probabilities as `_compute_loss` computes them for `inputs`."""
+    seen = []
+    original = trainer._get_per_token_logps_and_entropies
+
+    def keep(*args, **kwargs):
+        result = original(*args, **kwargs)
+        seen.append(result[0].detach())
+        return result
+
+    trainer._get_per_token_logps_and_entropies = keep
+    try:
+        with torch.no_grad():
+            trainer._compute_loss(trainer.model, inputs)
+    finally:
+        del trainer._get_per_token_logps_and_entropies
+    return seen[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The images reach the loss
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_images_reach_the_policy_log_probabilities_in_the_loss(name, tmp_path, one_thread):
+    loaded, trainer = _trainer(name, tmp_path)
+    inputs = _loss_batch(trainer)
+    assert inputs["advantages"].abs().sum() > 0  # answers differ, so the loss has a gradient
+    rows = inputs["prompt_ids"].size(0)
+    assert rows == 4 and "pixel_values" in inputs
+    if loaded.family.images_by_cross_attention:
+        assert {"aspect_ratio_ids", "aspect_ratio_mask"} <= set(inputs)  # what TRL drops
+    else:
+        assert inputs["image_grid_thw"].shape == (4, 3)
+
+    white = Image.new("RGB", (IMAGE_SIDE, IMAGE_SIDE), "white")
+    images = [[white]] * rows if loaded.family.images_by_cross_attention else [white] * rows
+    blank = loaded.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+    assert blank.shape == inputs["pixel_values"].shape  # only the pixels change
+    mask = inputs["completion_mask"].bool()
+    real = _loss_path_logps(trainer, inputs)
+    again = _loss_path_logps(trainer, inputs)
+    blanked = _loss_path_logps(trainer, {**inputs, "pixel_values": blank})
+    print(name, "mean |Δ log p| with blank images:", (real - blanked)[mask].abs().mean().item())
+    assert (real - again)[mask].abs().max() < 1e-5
+    assert (real - blanked)[mask].abs().max() > 1e-3
+
+    trainer.model.zero_grad()
+    trainer._compute_loss(trainer.model, inputs).backward()
+    vision = [
+        p
+        for n, p in trainer.model.named_parameters()
+        if p.requires_grad and ("visual" in n or "vision_model" in n)
+    ]
+    assert vision and any(p.grad is not None and p.grad.abs().sum() > 0 for p in vision)
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-qwen2.5-vl"])
+def test_image_token_types_line_up_with_left_padded_prompts(name, tmp_path, one_thread):
+    """TRL left-pads the prompt ids, and its loss-path processor call pads mm_token_type_ids (which
+    place Qwen's M-RoPE image positions) on the tokenizer's side: they must agree on prompts of
+    different lengths."""
+    from trl import GRPOTrainer
+
+    # 4 prompts x 2 answers: all four records, images of two sizes, so prompts of two lengths.
+    loaded, trainer = _trainer(name, tmp_path, batch_size=8, num_generations=2, sides=(84, 112))
+    tokenizer = loaded.processor.tokenizer
+    image_id = tokenizer.convert_tokens_to_ids(loaded.family.image_token)
+    rows = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train()
+
+    def image_types_match(batch) -> bool:
+        prompt_ids = batch["prompt_ids"]
+        types = batch["mm_token_type_ids"][:, : prompt_ids.size(1)]
+        return torch.equal(types == 1, prompt_ids == image_id)
+
+    ours = trainer._generate_and_score_completions(rows)
+    assert len(set(ours["prompt_mask"].sum(1).tolist())) == 2  # there is padding to get right
+    assert image_types_match(ours)
+    assert tokenizer.padding_side == "right"  # restored for the collators and the saved files
+    plain = GRPOTrainer._generate_and_score_completions(trainer, rows)
+    assert not image_types_match(plain)  # TRL alone (if it matches, the padding can go)
+
+
+def test_media_tokens_are_never_sampled(tiny_processor, tiny_ref):
+    from vlm_unsloth.train.grpo_trainer import media_token_ids
+
+    for name in TINY_MODELS:
+        tokenizer = tiny_processor(name).tokenizer
+        family = tiny_ref(name).family
+        ids = media_token_ids(tokenizer, family)
+        names = tokenizer.convert_ids_to_tokens(ids)
+        print(name, names)
+        assert family.image_token in names
+        if family.image_tokens == "qwen":
+            assert {"<|vision_start|>", "<|vision_end|>", "<|video_pad|>"} <= set(names)
+        end_of_turn = tokenizer.convert_tokens_to_ids(family.end_of_turn)
+        assert end_of_turn not in ids
+
+
+# ---------------------------------------------------------------------------------------------
+# The real command on every family: train, log, save, resume; a bad reward stops with one line
+
+
+def _write_task(folder: Path, rows: int = 8) -> tuple[Path, Path]:
+    task = write_colour_task(folder, train_rows=rows, eval_rows=4)
+    return task.train, task.eval
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_train_grpo_logs_saves_and_resumes(name, tmp_path, one_thread):
+    train, evaluation = _write_task(tmp_path / "task")
+    rewards_file = tmp_path / "my_rewards.py"
+    rewards_file.write_text(
+        "def seen_columns(completions, answer, source, images, **kwargs):\n"
+        "    assert len(images[0]) == 1 and images[0][0].size == (84, 84), images[0]\n"
+        "    return [float(len(a) > 2 and '.jsonl:' in s) for a, s in "
+        "zip(answer, source)]\n"
+    )
+    output = tmp_path / "run"
+    common = [
+        "--model", name, "--backend", "hf", "--dataset", str(train),
+        "--eval-dataset", str(evaluation), "--output-dir", str(output),
+        "--rewards", "exact_match", f"{rewards_file}:seen_columns", "format",
+        "--reward-weights", "1", "0.5", "0.2", "--beta", "0.04",
+        "--num-generations", "2", "--batch-size", "2", "--grad-accum", "2",
+        "--max-completion-length", "3", "--lora-r", "4", "--save-steps", "2",
+        "--no-gradient-checkpointing", "--learning-rate", "1e-3",
+    ]  # fmt: skip
+    assert grpo_main([*common, "--max-steps", "2"]) == 0
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["job"] == "GRPO" and summary["global_step"] == 2
+    for key in ("heldout_reward_before", "heldout_reward_after", "heldout_exact_match_before",
+                "heldout_seen_columns_after", "heldout_format_after"):  # fmt: skip
+        assert key in summary, key
+    assert summary["heldout_seen_columns_before"] == 1.0  # answer and source reached it
+    assert summary["heldout_rows_after"] == 4
+    assert summary["seconds_per_step"] > 0 and summary["generated_tokens_per_second"] > 0
+    assert "adapter disabled" in summary["reference"]  # a fresh adapter: no "ref" copy
+    assert "pixel_values" in summary["model_inputs_first_step"]
+    logged = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    steps = [row for row in logged if "loss" in row]
+    for key in ("reward", "reward_std", "rewards/exact_match/mean", "rewards/exact_match/std",
+                "rewards/seen_columns/mean", "rewards/format/std", "completions/mean_length",
+                "kl", "seconds_per_step", "generated_tokens_per_second"):  # fmt: skip
+        assert all(key in row for row in steps), key
+    assert all(row["rewards/seen_columns/mean"] == 1.0 for row in steps)
+    assert (output / "checkpoint-2").is_dir()
+    assert (output / "adapter" / "adapter_config.json").is_file()
+    assert not (output / "adapter" / "ref").exists()
+
+    assert grpo_main([*common, "--max-steps", "3", "--resume"]) == 0
+    resumed = json.loads((output / "summary.json").read_text())
+    assert resumed["global_step"] == 3
+    steps = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in steps if "loss" in row][-1] == 3
+
+
+@pytest.mark.slow
+def test_resuming_an_sft_adapter_run_with_a_reference_continues_from_the_checkpoint(
+    tmp_path, one_thread
+):
+    """--adapter with --beta > 0: TRL keeps a frozen "ref" copy of the SFT adapter, and the
+    checkpoint holds both; --resume must continue from the trained one (reference.py)."""
+    from safetensors.torch import load_file
+
+    train, _ = _write_task(tmp_path / "task")
+    sft_model = load_model(
+        ModelArgs(model="tiny-qwen2-vl", backend="hf"), LoraArgs(lora_r=4), CPU, seed=0
+    ).model
+    with torch.no_grad():  # an SFT adapter that differs from the base
+        for parameter in (p for p in sft_model.parameters() if p.requires_grad):
+            parameter.add_(0.2 * torch.randn(parameter.shape, generator=torch.manual_seed(7)))
+    sft_model.save_pretrained(tmp_path / "sft_adapter")
+    rewards_file = tmp_path / "length.py"  # varies between answers: the adapter moves
+    rewards_file.write_text(
+        "def length(completions, **kwargs):\n"
+        "    return [float(len(c[-1]['content'])) for c in completions]\n"
+    )
+    run = tmp_path / "run"
+    common = [
+        "--model", "tiny-qwen2-vl", "--backend", "hf", "--adapter", str(tmp_path / "sft_adapter"),
+        "--dataset", str(train), "--output-dir", str(run), "--beta", "0.04",
+        "--rewards", f"{rewards_file}:length",
+        "--num-generations", "2", "--batch-size", "4", "--grad-accum", "1",
+        "--max-completion-length", "3", "--max-steps", "2", "--save-steps", "2",
+        "--learning-rate", "1e-2", "--no-gradient-checkpointing",
+    ]  # fmt: skip
+    assert grpo_main(common) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert "frozen copy of the starting adapter" in summary["reference"]
+    assert (run / "checkpoint-2" / "ref").is_dir() and not (run / "adapter" / "ref").exists()
+    checkpoint = load_file(run / "checkpoint-2" / "adapter_model.safetensors")
+    (run / "adapter" / "adapter_model.safetensors").unlink()
+    assert grpo_main([*common, "--resume"]) == 0  # 0 steps left: saves what it resumed
+    resumed = load_file(run / "adapter" / "adapter_model.safetensors")
+    sft = load_file(tmp_path / "sft_adapter" / "adapter_model.safetensors")
+    assert resumed.keys() == checkpoint.keys()
+    assert all(torch.equal(resumed[key], checkpoint[key]) for key in checkpoint)
+    assert not all(torch.equal(resumed[key], sft[key]) for key in sft)
+
+
+@pytest.mark.slow
+def test_a_reward_that_raises_in_training_stops_with_one_line(tmp_path, capsys, one_thread):
+    train, evaluation = _write_task(tmp_path / "task")
+    rewards_file = tmp_path / "flaky.py"
+    rewards_file.write_text(
+        "def flaky(completions, source, **kwargs):\n"
+        "    return [1 / 0 if s.endswith('train.jsonl:3') else 0.0 for s in source]\n"
+    )
+    code = grpo_main([
+        "--model", "tiny-qwen2-vl", "--backend", "hf", "--dataset", str(train),
+        "--output-dir", str(tmp_path / "run"), "--rewards", f"{rewards_file}:flaky",
+        # 8 prompts x 2 answers: every row of the 8-row set is in the first step
+        "--num-generations", "2", "--batch-size", "16", "--grad-accum", "1",
+        "--max-completion-length", "2", "--max-steps", "1", "--no-gradient-checkpointing",
+    ])  # fmt: skip
+    assert code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    print(error)
+    assert error.startswith("error: reward ") and "flaky.py:flaky" in error
+    assert "row train.jsonl:3" in error and "ZeroDivisionError" in error
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning: GRPO with exact_match after a short SFT run, through the real scripts
+
+
+@pytest.fixture(scope="module")
+def sft_start(tmp_path_factory):
+    """The colour task and a 48-step SFT adapter on it (the colour recipe at seed 0: ~50%
+    held-out exact match, above chance and clearly short of perfect), made once per module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        folder = tmp_path_factory.mktemp("grpo-learning")
+        task = write_colour_task(folder / "task", seed=0)
+        flags = colour_training_args(task, folder / "sft") + ["--max-steps", "48", "--seed", "0"]
+        assert train_sft_main(flags) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return task, folder / "sft" / "adapter"
+
+
+def _grpo(task, adapter: Path, train: Path, output: Path) -> dict:
+    """100 GRPO steps of 4 prompts x 8 answers with exact_match, through scripts/train_grpo.py."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import train_grpo  # the real script
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    code = train_grpo.main([
+        "--model", "tiny-qwen2-vl", "--backend", "hf", "--adapter", str(adapter),
+        "--dataset", str(train), "--eval-dataset", str(task.eval), "--output-dir", str(output),
+        "--rewards", "exact_match", "--num-generations", "8", "--batch-size", "32",
+        "--grad-accum", "1", "--max-completion-length", "4", "--temperature", "1.0",
+        "--max-steps", "100", "--learning-rate", "5e-4",
+        "--lr-scheduler-type", "constant_with_warmup", "--warmup-ratio", "0.05",
+        "--save-steps", "1000", "--no-gradient-checkpointing", "--seed", "0",
+    ])  # fmt: skip
+    assert code == 0
+    return json.loads((output / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_grpo_raises_held_out_accuracy_on_a_task_that_needs_the_image(
+    sft_start, tmp_path, one_thread
+):
+    task, adapter = sft_start
+    summary = _grpo(task, adapter, task.train, tmp_path / "grpo")
+    before, after = summary["heldout_exact_match_before"], summary["heldout_exact_match_after"]
+    print(f"GRPO on images: held-out exact match {before:.1%} -> {after:.1%} "
+          f"({summary['wall_time_s']} s, {summary['seconds_per_step']} s/step)")  # fmt: skip
+    assert 0.3 <= before <= 0.8  # the SFT start: above chance, clearly short of perfect
+    assert after - before >= 0.2 or after >= 0.9
+
+
+@pytest.mark.slow
+def test_grpo_on_blank_images_does_not(sft_start, tmp_path, one_thread):
+    """The control: the same run with every training image blank has nothing to learn from."""
+    task, adapter = sft_start
+    rows = [json.loads(line) for line in task.train.read_text().splitlines()]
+    blank = task.folder / "blank_train.jsonl"
+    blank.write_text("".join(json.dumps({**r, "image": "images/blank.png"}) + "\n" for r in rows))
+    summary = _grpo(task, adapter, blank, tmp_path / "grpo")
+    before, after = summary["heldout_exact_match_before"], summary["heldout_exact_match_after"]
+    print(f"GRPO on blank images: held-out exact match {before:.1%} -> {after:.1%}")
+    assert 0.3 <= before <= 0.8
+    assert after - before < 0.2 and after < 0.9
+
+
+# ---------------------------------------------------------------------------------------------
+# Options and the script
+
+
+def test_grpo_defaults_and_flags():
+    *_, train, grpo = parse_args(GRPO_ARGS, [])
+    assert train.output_dir == "outputs/grpo"
+    assert (train.learning_rate, train.warmup_ratio) == (5e-6, 0.1)
+    assert (grpo.rewards, grpo.num_generations, grpo.loss_type, grpo.beta) == (
+        ["exact_match"], 4, "dapo", 0.0,
+    )  # fmt: skip
+    *_, grpo = parse_args(
+        GRPO_ARGS,
+        ["--rewards", "relaxed_accuracy", "format", "--reward-weights", "1", "0.2",
+         "--loss-type", "grpo", "--importance-sampling-level", "sequence"],
+    )  # fmt: skip
+    assert grpo.rewards == ["relaxed_accuracy", "format"] and grpo.reward_weights == [1.0, 0.2]
+    assert (grpo.loss_type, grpo.importance_sampling_level) == ("grpo", "sequence")
+
+
+def test_every_grpo_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as error:
+        parse_args(
+            GRPO_ARGS,
+            ["--batch-size", "auto", "--group-by-length", "--num-generations", "1",
+             "--rewards", "exact_match", "--reward-weights", "1", "2", "--temperature", "0",
+             "--answer-format", "(no group", "--use-vllm", "--eval-at-end"],
+        )  # fmt: skip
+    message = str(error.value)
+    for expected in ("--batch-size auto", "--group-by-length", "--num-generations 1",
+                     "--reward-weights has 2 values", "--temperature 0", "--answer-format",
+                     "--use-vllm", "--eval-at-end"):  # fmt: skip
+        assert expected in message
+    assert "\n" not in message
+
+
+def test_use_vllm_and_a_batch_of_partial_groups_stop_with_one_line(tmp_path, capsys):
+    assert grpo_main(["--backend", "hf", "--model", "tiny-qwen2-vl", "--use-vllm"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and "--use-vllm" in error and "\n" not in error
+    code = grpo_main([
+        "--backend", "hf", "--model", "tiny-qwen2-vl", "--batch-size", "3", "--grad-accum", "1",
+        "--num-generations", "4", "--output-dir", str(tmp_path / "run"),
+    ])  # fmt: skip
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert "3 answers a step, not whole groups of 4" in error and "\n" not in error
+    assert not (tmp_path / "run").exists()  # stopped before anything was written
+
+
+def test_train_grpo_script_help():
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train_grpo.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    for flag in ("--rewards", "--reward-weights", "--answer-format", "--num-generations",
+                 "--max-completion-length", "--temperature", "--beta", "--loss-type",
+                 "--importance-sampling-level", "--use-vllm", "--adapter", "--resume"):  # fmt: skip
+        assert flag in result.stdout
+    assert "(default: 5e-06)" in result.stdout

@@ -1,0 +1,483 @@
+"""Group relative policy optimisation (GRPO) with verifiable rewards, top to bottom.
+
+    python scripts/train_grpo.py --adapter outputs/mine --dataset charts.jsonl \\
+        --rewards relaxed_accuracy format --max-side 768                   # GPU, after SFT
+    python scripts/train_grpo.py --model tiny-qwen2-vl --backend hf --adapter outputs/tiny-sft
+
+backend → rewards (a missing file or function stops here, before anything slow) → output folder
+→ model + LoRA (or the adapter of --adapter) → data (the SFT layouts, validated; prompts only,
+never truncated) → TRL GRPOTrainer → held-out reward → train (resumable, Ctrl-C safe) → held-out
+reward again → save adapter (+ merged) → summary.
+
+Each step samples --num-generations answers to each prompt (at --temperature, up to
+--max-completion-length tokens, from the policy itself: no vLLM), scores each with the rewards
+(rewards.py) against the row's reference answer, and pushes up the answers that scored above
+their group's mean. The held-out reward is the same rewards on greedy answers to the eval rows.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vlm_unsloth import distributed
+from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, to_dict
+from vlm_unsloth.console import make_console
+from vlm_unsloth.data.collate import PromptRows
+from vlm_unsloth.errors import ConfigError
+from vlm_unsloth.families import Family
+from vlm_unsloth.infer.args import GenerationArgs
+from vlm_unsloth.infer.generation import generate_answers
+from vlm_unsloth.models.backend import backend_module
+from vlm_unsloth.models.loading import LoadedModel, resolve_model
+from vlm_unsloth.models.lora import LoraArgs
+from vlm_unsloth.perf.optimizer import optimizer_cls_and_kwargs
+from vlm_unsloth.train import steps
+from vlm_unsloth.train.batch_size import accumulation_for_effective_batch
+from vlm_unsloth.train.reference import (
+    reference_is_the_starting_policy,
+    restore_trained_adapter,
+)
+from vlm_unsloth.train.rewards import ANSWER_FORMATS, BUILT_IN, answer_format, load_rewards
+from vlm_unsloth.train.summary import (
+    FinishedRun,
+    TrainResult,
+    already_finished,
+    finish,
+    print_banner,
+)
+
+if TYPE_CHECKING:
+    from trl import GRPOTrainer
+
+LOSS_TYPES = ("dapo", "grpo", "dr_grpo")
+
+
+@dataclass
+class GrpoArgs:
+    """Rewards, sampling and the GRPO loss (sampling and loss options are TRL GRPOConfig fields
+    of the same names)."""
+
+    rewards: list[str] = field(
+        default_factory=lambda: ["exact_match"],
+        metadata={
+            "help": f"Reward functions, summed: built-ins {', '.join(BUILT_IN)}, or your own as "
+            "path/to/file.py:function or package.module:function (TRL's signature: keyword "
+            "arguments prompts, completions, answer, ..., **kwargs; one float or None a "
+            "completion)."
+        },
+    )
+    reward_weights: list[float] | None = field(
+        default=None, metadata={"help": "One weight per --rewards entry (default: 1 each)."}
+    )
+    answer_format: str = field(
+        default="answer_tag",
+        metadata={
+            "help": "The shape the `format` reward asks for, and where the other built-ins find "
+            "the final answer: answer_tag (reasoning, then <answer>...</answer>), think_answer "
+            "(<think>...</think><answer>...</answer>), or a regular expression with a group "
+            "(?P<answer>...). Answers without that part are scored whole."
+        },
+    )
+    num_generations: int = field(
+        default=4,
+        metadata={"help": "Answers sampled per prompt; each is scored against its group's mean."},
+    )
+    max_completion_length: int = field(
+        default=256, metadata={"help": "Longest sampled answer, in tokens."}
+    )
+    temperature: float = field(
+        default=1.0,
+        metadata={"help": "Sampling temperature: answers in a group must differ to learn."},
+    )
+    beta: float = field(
+        default=0.0,
+        metadata={
+            "help": "KL penalty towards the starting policy (0: none, and no reference pass). "
+            "The reference is the --adapter policy, or the base model: never a second model."
+        },
+    )
+    loss_type: str = field(
+        default="dapo",
+        metadata={
+            "help": "dapo (token-level mean over the batch, TRL's default), grpo (per-answer "
+            "mean) or dr_grpo (constant normaliser, no length bias).",
+            "choices": LOSS_TYPES,
+        },
+    )
+    importance_sampling_level: str = field(
+        default="token",
+        metadata={
+            "help": "token, or sequence: GSPO (sequence-level importance ratios; usually with "
+            "--loss-type grpo).",
+            "choices": ("token", "sequence"),
+        },
+    )
+    scale_rewards: str = field(
+        default="group",
+        metadata={
+            "help": "Divide advantages by the group's reward spread (group), the batch's "
+            "(batch), or not at all (none, as Dr. GRPO recommends).",
+            "choices": ("group", "batch", "none"),
+        },
+    )
+    reward_rows: int = field(
+        default=200,
+        metadata={
+            "help": "Eval rows answered greedily and scored with the rewards before and after "
+            "training (the held-out reward); 0 skips it."
+        },
+    )
+    use_vllm: bool = field(
+        default=False,
+        metadata={
+            "help": "Sample with vLLM. Not available in vlm-unsloth: GRPO samples with the model "
+            "itself (README: Reinforcement learning (GRPO) says how to use vLLM)."
+        },
+    )
+
+    def problems(self) -> list[str]:
+        found = []
+        if not self.rewards:
+            found.append("--rewards: give at least one reward function")
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.rewards):
+            found.append(
+                f"--reward-weights has {len(self.reward_weights)} values for "
+                f"{len(self.rewards)} --rewards: give one weight per reward"
+            )
+        try:
+            answer_format(self.answer_format)
+        except (re.error, ValueError) as error:  # a bad expression, or no answer group
+            found.append(
+                f"--answer-format {self.answer_format!r}: {error}; use "
+                f"{' or '.join(ANSWER_FORMATS)}, or a regular expression with (?P<answer>...)"
+            )
+        if self.num_generations < 2:
+            found.append(
+                f"--num-generations {self.num_generations}: must be >= 2 (a reward is only "
+                "judged against the other answers to the same prompt)"
+            )
+        if self.max_completion_length < 1:
+            found.append(f"--max-completion-length {self.max_completion_length}: must be >= 1")
+        if self.temperature <= 0:
+            found.append(f"--temperature {self.temperature}: must be > 0 (GRPO samples)")
+        if self.beta < 0:
+            found.append(f"--beta {self.beta}: must be >= 0")
+        if self.reward_rows < 0:
+            found.append(f"--reward-rows {self.reward_rows}: must be >= 0")
+        if self.use_vllm:
+            installed = importlib.util.find_spec("vllm") is not None
+            found.append(
+                "--use-vllm: vlm-unsloth samples GRPO answers with the model itself"
+                + ("" if installed else ", and vLLM is not installed on this machine")
+                + "; drop --use-vllm (README, Reinforcement learning (GRPO): using vLLM)"
+            )
+        return found
+
+
+@dataclass
+class GrpoTrainArgs(TrainArgs):
+    """TrainArgs with GRPO's defaults. `--batch-size` counts answers (completions), not prompts:
+    batch x accumulation x processes answers a step, in groups of --num-generations.
+
+    5e-6: the learning rate of Unsloth's vision GRPO notebooks for LoRA on 7B models (sampled
+    rewards are noisy; SFT's 2e-4 drifts). 10% warm-up: Adam's first steps are sign steps of
+    the full learning rate on every weight that has a gradient, and sparse 0/1 rewards make
+    those noise (measured on the tiny models: collapse to junk answers without warm-up).
+    """
+
+    output_dir: str = field(
+        default="outputs/grpo", metadata={"help": "Folder for the adapter, checkpoints, metrics."}
+    )
+    learning_rate: float = field(
+        default=5e-6, metadata={"help": "Peak learning rate (LoRA GRPO: 5e-6; SFT's 2e-4)."}
+    )
+    warmup_ratio: float = field(
+        default=0.1, metadata={"help": "Fraction of the steps spent warming the learning rate up."}
+    )
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        if self.auto_batch_size:
+            found.append(
+                "--batch-size auto: not for GRPO (a step samples before it trains, and TRL needs "
+                "whole groups of --num-generations answers in a batch); give a number, e.g. "
+                "--batch-size 4 with --num-generations 4"
+            )
+        if self.group_by_length:
+            found.append(
+                "--group-by-length: GRPO batches hold whole groups of one prompt's answers; drop it"
+            )
+        if self.eval_at_end or self.eval_steps:
+            found.append(
+                "--eval-at-end/--eval-steps: GRPO reports the held-out reward before and after "
+                "training instead (--reward-rows); drop them"
+            )
+        return found
+
+
+@dataclass(frozen=True)
+class HeldOutReward:
+    total: float
+    """Mean over rows of the weighted sum of the rewards (functions returning None skipped)."""
+    per_reward: dict[str, float | None]
+    """Each reward's mean over the rows it scored (None: it scored none)."""
+    rows: int
+
+
+def train_grpo(
+    model_args: ModelArgs,
+    lora_args: LoraArgs,
+    data_args: DataArgs,
+    train_args: TrainArgs,
+    grpo_args: GrpoArgs,
+    *,
+    console=None,
+    extra_callbacks: list | None = None,
+) -> TrainResult:
+    """Train a LoRA adapter with TRL's GRPOTrainer on either backend; see the module docstring.
+
+    `extra_callbacks`: more `transformers.TrainerCallback`s (e.g. a notebook's own logging).
+    """
+    started = time.perf_counter()
+    # Backend first: Unsloth must be imported before transformers/TRL/PEFT to patch them.
+    setup = steps.setup_device(model_args, train_args)
+    console = console or make_console()
+    rewards = load_rewards(grpo_args.rewards, answer_format_spec=grpo_args.answer_format)
+    train_args = accumulation_for_effective_batch(train_args)
+    check_batch_holds_groups(train_args, grpo_args)
+    with distributed.main_process_first():  # may build a tiny checkpoint: one writer
+        check_backend_trains_family(resolve_model(model_args.model).family, setup.backend)
+    config = to_dict(model_args, lora_args, data_args, train_args, grpo_args)
+    output = steps.check_output(train_args, console)  # writes nothing: see claim_output
+
+    loaded = steps.load_model_for_training(model_args, lora_args, data_args, train_args, setup)
+    data = steps.load_training_data(data_args, loaded, train_args, preference=False)
+    trainer = build_trainer(
+        loaded, data, data_args, train_args, grpo_args, rewards, output,
+        callbacks=steps.callbacks(output, console) + list(extra_callbacks or []),
+    )  # fmt: skip
+    reference = "none (--beta 0: no reference pass, no KL term)"
+    if grpo_args.beta > 0:
+        from_adapter = model_args.adapter is not None
+        reference = reference_is_the_starting_policy(trainer, started_from_adapter=from_adapter)
+    print_banner(console, "GRPO", loaded, data, train_args, output)
+    console.print(describe_run(train_args, grpo_args, trainer, reference))
+
+    score = _scorer(loaded, data, data_args, train_args, grpo_args, trainer)
+    before = score()  # the starting policy (also when resuming)
+    if before is not None:
+        console.print(f"held-out reward before GRPO: {_describe(before)}")
+    if train_args.resume:
+        restore_trained_adapter(trainer, output)
+    with steps.claim_output(output, train_args, config, setup, data, job="GRPO", console=console):
+        outcome = steps.run_training(trainer, train_args, output, console)
+        if outcome == steps.ALREADY_FINISHED:
+            return already_finished(output, console)
+        interrupted = outcome == steps.INTERRUPTED
+        after = None if interrupted else score()
+        if after is not None:
+            console.print(f"held-out reward after GRPO: {_describe(after)}")
+        extra = {"reference": reference, **_summary(before, "before"), **_summary(after, "after")}
+        # The trainer has no eval set (TRL would sample the eval rows): the held-out reward
+        # above takes the place of an eval loss.
+        no_eval = replace(data, eval=None)
+        run = FinishedRun(
+            "GRPO", trainer, loaded, no_eval, train_args, output, started, interrupted
+        )
+        return finish(run, console, extra=extra)
+
+
+def check_batch_holds_groups(train_args: TrainArgs, grpo_args: GrpoArgs) -> None:
+    """A step samples batch x accumulation answers per process: whole groups of
+    --num-generations (TRL refuses otherwise, and Unsloth silently changes the batch)."""
+    answers = train_args.batch_size * train_args.grad_accum
+    if answers % grpo_args.num_generations:
+        raise ConfigError(
+            f"batch {train_args.batch_size} x accumulation {train_args.grad_accum} = {answers} "
+            f"answers a step, not whole groups of {grpo_args.num_generations}",
+            where="--batch-size/--grad-accum/--num-generations",
+            fix=f"make batch x accumulation a multiple of {grpo_args.num_generations}, e.g. "
+            f"--batch-size {grpo_args.num_generations} --grad-accum 1",
+        )
+
+
+def check_backend_trains_family(family: Family, backend: str) -> None:
+    """Refuse a family whose images this backend's GRPO cannot carry to the loss."""
+    if family.images_by_cross_attention and not backend_module(backend).GRPO_CROSS_ATTENTION_IMAGES:
+        raise ConfigError(
+            f"{family.key}'s images enter by cross-attention, and GRPO on the {backend} backend "
+            "cannot pass them to the loss",
+            where=f"--backend {backend}",
+            fix="train it with --backend hf (transformers + PEFT, also on a GPU)",
+        )
+
+
+def build_trainer(
+    loaded: LoadedModel,
+    data: steps.TrainingData,
+    data_args: DataArgs,
+    train_args: TrainArgs,
+    grpo_args: GrpoArgs,
+    rewards: Sequence,
+    output: Path,
+    *,
+    callbacks: Sequence = (),
+) -> GRPOTrainer:
+    """TRL's GRPOTrainer (`grpo_trainer.VisionGRPOTrainer`) over our validated records."""
+    from trl import GRPOConfig
+
+    from vlm_unsloth.train.grpo_trainer import (
+        VisionGRPOTrainer,
+        end_completions_at_end_of_turn,
+        media_token_ids,
+    )
+
+    tokenizer = loaded.processor.tokenizer
+    arguments = steps.trainer_arguments(train_args, loaded.setup, output, has_eval=False)
+    # TRL counts GRPO's prompt and answer tokens itself (its batches are rows, not tensors).
+    arguments["include_num_input_tokens_seen"] = "no"
+    trainer_config = GRPOConfig(
+        **arguments,
+        num_generations=grpo_args.num_generations,
+        max_completion_length=grpo_args.max_completion_length,
+        temperature=grpo_args.temperature,
+        beta=grpo_args.beta,
+        loss_type=grpo_args.loss_type,
+        importance_sampling_level=grpo_args.importance_sampling_level,
+        scale_rewards=grpo_args.scale_rewards,
+        reward_weights=grpo_args.reward_weights,
+        # A sampled image placeholder would be taken for an image in the loss forward.
+        generation_kwargs={"suppress_tokens": media_token_ids(tokenizer, loaded.family)},
+        # `answer` and `source` must reach the rewards (GRPOConfig's default too).
+        remove_unused_columns=False,
+    )
+    end_completions_at_end_of_turn(loaded.model, tokenizer, loaded.family)
+    # Prompts are never truncated (TRL 1.14 has no max_prompt_length): validation rejected every
+    # row over --max-seq-length, or shrank its images with --fit-images.
+    prompts = data.train.with_transform(PromptRows(loaded.family, max_side=data_args.max_side))
+    trainer = VisionGRPOTrainer(
+        model=loaded.model,
+        reward_funcs=list(rewards),
+        args=trainer_config,
+        train_dataset=prompts,
+        processing_class=loaded.processor,
+        callbacks=list(callbacks),
+        family=loaded.family,
+    )
+    # --optim as transformers resolves it, without bitsandbytes' per-parameter GPU stalls.
+    trainer.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs(trainer.args, trainer.model)
+    return trainer
+
+
+def describe_run(train_args: TrainArgs, grpo_args: GrpoArgs, trainer, reference: str) -> str:
+    """The GRPO line under the start banner."""
+    answers = train_args.samples_per_step(distributed.world_size())
+    weights = grpo_args.reward_weights or [1.0] * len(grpo_args.rewards)
+    names = trainer.reward_func_names
+    rewards = " + ".join(f"{w:g} x {n}" for w, n in zip(weights, names, strict=True))
+    sampling = "sequence (GSPO)" if grpo_args.importance_sampling_level == "sequence" else "token"
+    return (
+        f"GRPO: {answers // grpo_args.num_generations} prompts x {grpo_args.num_generations} "
+        f"answers a step (up to {grpo_args.max_completion_length} tokens, temperature "
+        f"{grpo_args.temperature}); reward {rewards}; loss {grpo_args.loss_type}, "
+        f"{sampling}-level importance sampling, beta {grpo_args.beta}; learning rate "
+        f"{train_args.learning_rate}; reference: {reference}"
+    )
+
+
+def held_out_reward(
+    loaded: LoadedModel,
+    records: Sequence[dict[str, Any]],
+    rewards: Sequence,
+    *,
+    weights: Sequence[float] | None = None,
+    max_new_tokens: int,
+    max_side: int,
+    batch_size: int = 8,
+    trainer_state: Any = None,
+) -> HeldOutReward:
+    """The rewards of the model's greedy answers to `records` (canonical SFT records: their
+    final answer is the reference), called as GRPOTrainer calls them."""
+    implementation = backend_module(loaded.setup.backend)
+    rows = PromptRows(loaded.family, max_side=max_side)(
+        {key: [r[key] for r in records] for key in records[0]}
+    )
+    was_training = loaded.model.training
+    implementation.for_inference(loaded.model)
+    try:
+        answers = generate_answers(
+            loaded, records, GenerationArgs(max_new_tokens=max_new_tokens, batch_size=batch_size),
+            max_side=max_side,
+        )  # fmt: skip
+    finally:
+        if was_training:
+            implementation.for_training(loaded.model)
+    tokenizer = loaded.processor.tokenizer
+    columns = {key: value for key, value in rows.items() if key != "prompt"}
+    scores = [
+        function(
+            prompts=rows["prompt"],
+            completions=[[{"role": "assistant", "content": answer}] for answer in answers],
+            completion_ids=[tokenizer.encode(a, add_special_tokens=False) for a in answers],
+            trainer_state=trainer_state,
+            log_extra=lambda *a, **k: None,
+            log_metric=lambda *a, **k: None,
+            **columns,
+        )
+        for function in rewards
+    ]
+    weights = list(weights or [1.0] * len(rewards))
+    totals = []
+    for row in zip(*scores, strict=True):
+        scored = [(w, s) for w, s in zip(weights, row, strict=True) if _scored(s)]
+        if scored:
+            totals.append(sum(w * s for w, s in scored))
+    per_reward = {}
+    for function, values in zip(rewards, scores, strict=True):
+        scored = [s for s in values if _scored(s)]
+        per_reward[function.__name__] = sum(scored) / len(scored) if scored else None
+    total = sum(totals) / len(totals) if totals else float("nan")
+    return HeldOutReward(total=total, per_reward=per_reward, rows=len(records))
+
+
+def _scored(value: float | None) -> bool:
+    return value is not None and not math.isnan(value)
+
+
+def _scorer(loaded, data, data_args: DataArgs, train_args: TrainArgs, grpo_args, trainer):
+    """score() -> HeldOutReward of the policy on the first --reward-rows eval rows."""
+    if data.eval is None or grpo_args.reward_rows == 0 or len(data.eval) == 0:
+        return lambda: None
+    rows = data.eval.select(range(min(grpo_args.reward_rows, len(data.eval))))
+    records = [rows[i] for i in range(len(rows))]
+    return lambda: held_out_reward(
+        loaded, records, trainer.reward_funcs, weights=grpo_args.reward_weights,
+        max_new_tokens=grpo_args.max_completion_length, max_side=data_args.max_side,
+        batch_size=train_args.batch_size, trainer_state=trainer.state,
+    )  # fmt: skip
+
+
+def _describe(score: HeldOutReward) -> str:
+    parts = ", ".join(
+        f"{name} {'n/a' if value is None else f'{value:.3f}'}"
+        for name, value in score.per_reward.items()
+    )
+    return f"{score.total:.3f} ({parts}) on {score.rows} eval rows, greedy answers"
+
+
+def _summary(score: HeldOutReward | None, when: str) -> dict[str, Any]:
+    """Flat summary.json entries (also the summary table's rows)."""
+    if score is None:
+        return {}
+    entries: dict[str, Any] = {f"heldout_reward_{when}": round(score.total, 4)}
+    for name, value in score.per_reward.items():
+        entries[f"heldout_{name}_{when}"] = None if value is None else round(value, 4)
+    entries[f"heldout_rows_{when}"] = score.rows
+    return entries

@@ -1,0 +1,162 @@
+"""TRL's GRPOTrainer with what vision GRPO needs on top (`VisionGRPOTrainer`):
+
+- prompts padded on the left while a batch is sampled and scored: TRL left-pads the prompt ids
+  itself, but its loss-path processor call pads on the tokenizer's side (ours: right), so Qwen's
+  mm_token_type_ids, and with them its M-RoPE positions, would be shifted on every shorter
+  prompt of a batch (silently: 1e-3 nats off on the tiny model);
+- for families whose images enter by cross-attention (Llama 3.2 Vision,
+  `Family.images_by_cross_attention`), the inputs TRL 1.14.2 drops: its loss batch keeps only
+  `pixel_values` of Mllama's image inputs ("`aspect_ratio_ids` must be provided if
+  `pixel_values` is provided"), and its generation inputs pass a cross-attention mask aligned to
+  the unpadded prompt ids it then left-pads. Nothing changes for the other families. (The
+  unsloth backend refuses those families: `GRPO_CROSS_ATTENTION_IMAGES`.)
+
+Two settings every vision GRPO run needs are here too: `media_token_ids` (never sample an image
+placeholder: "Image features and image tokens do not match" in the loss forward) and
+`end_completions_at_end_of_turn`. Imported by `grpo.py` once the backend is active (it imports
+TRL: Unsloth must come first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from trl import GRPOTrainer
+from trl.trainer.utils import selective_log_softmax, selective_log_softmax_and_entropy
+
+from vlm_unsloth.families import Family
+
+CROSS_ATTENTION_KEYS = ("aspect_ratio_ids", "aspect_ratio_mask")
+"""Mllama's image inputs besides pixel_values that the loss forward needs and TRL drops."""
+
+_MEDIA_WORDS = ("image", "video", "vision")
+
+
+def media_token_ids(tokenizer, family: Family) -> list[int]:
+    """Ids of the tokenizer's image/video special tokens (the family's image token included):
+    suppressed in sampling, since a sampled placeholder would be taken for an image."""
+    ids = {tokenizer.convert_tokens_to_ids(family.image_token)}
+    for token_id, token in tokenizer.added_tokens_decoder.items():
+        if token.special and any(word in token.content.lower() for word in _MEDIA_WORDS):
+            ids.add(token_id)
+    return sorted(i for i in ids if i is not None and i != tokenizer.unk_token_id)
+
+
+def end_completions_at_end_of_turn(model, tokenizer, family: Family) -> None:
+    """Make the family's end-of-turn token (what SFT taught answers to end with) one of the
+    model's eos ids: TRL stops sampling, and masks a completion, at those ids only."""
+    config = model.generation_config
+    ids = config.eos_token_id
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    end_of_turn = tokenizer.convert_tokens_to_ids(family.end_of_turn)
+    if end_of_turn not in ids:
+        config.eos_token_id = [*ids, end_of_turn]
+
+
+@contextmanager
+def prompts_padded_left(processor) -> Iterator[None]:
+    """The tokenizer pads on the left inside the block (restored after: saved processors and
+    the SFT collators keep their own side)."""
+    tokenizer = processor.tokenizer
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        yield
+    finally:
+        tokenizer.padding_side = side
+
+
+class VisionGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer plus the module docstring's two fixes. `family` is the model's Family."""
+
+    def __init__(self, *args, family: Family, **kwargs):
+        self.family = family
+        self._cross_attention_batch: dict | None = None
+        super().__init__(*args, **kwargs)
+
+    # Every override passes its arguments through untouched for the other families: Unsloth's
+    # patched trainer has its own signatures for these methods.
+
+    def _tokenize_prompts(self, *args, **kwargs):
+        """Generation inputs: the cross-attention mask re-aligned to the left-padded ids."""
+        prompt_ids, images, fields = super()._tokenize_prompts(*args, **kwargs)
+        mask = fields.get("cross_attention_mask")
+        if self.family.images_by_cross_attention and mask is not None:
+            mask = torch.as_tensor(np.asarray(mask))
+            width = max(len(ids) for ids in prompt_ids)
+            aligned = mask.new_zeros((mask.size(0), width, *mask.shape[2:]))
+            for row, ids in enumerate(prompt_ids):
+                aligned[row, width - len(ids) :] = mask[row, : len(ids)]
+            fields["cross_attention_mask"] = aligned
+        return prompt_ids, images, fields
+
+    def _generate_and_score_completions(self, inputs, *args, **kwargs):
+        """The scored batch (prompts padded left), plus the aspect ratios Mllama's loss forward
+        needs."""
+        with prompts_padded_left(self.processing_class):
+            output = super()._generate_and_score_completions(inputs, *args, **kwargs)
+        if self.family.images_by_cross_attention and "pixel_values" in output:
+            images = [row.get("images") or [row["image"]] for row in inputs]
+            extra = self.processing_class.image_processor(images=images, return_tensors="pt")
+            for key in CROSS_ATTENTION_KEYS:
+                output[key] = extra[key].to(self.accelerator.device)
+        return output
+
+    def _compute_loss(self, model, inputs, *args, **kwargs):
+        # TRL passes the loss forward a fixed list of keys: keep the aspect ratios at hand.
+        self._cross_attention_batch = {k: inputs[k] for k in CROSS_ATTENTION_KEYS if k in inputs}
+        try:
+            return super()._compute_loss(model, inputs, *args, **kwargs)
+        finally:
+            self._cross_attention_batch = None
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, *args, **kw):
+        if not self.family.images_by_cross_attention:
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, *args, **kw
+            )
+        # TRL 1.14.2 calls (model, input_ids, attention_mask, logits_to_keep, **keywords).
+        (logits_to_keep,) = args
+        ratios = {key: kw.get(key) for key in CROSS_ATTENTION_KEYS}
+        if ratios["aspect_ratio_ids"] is None and self._cross_attention_batch:
+            ratios = dict(self._cross_attention_batch)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False,
+                  "logits_to_keep": logits_to_keep + 1}  # fmt: skip
+        if kw.get("pixel_values") is not None:
+            mask = self._whole_sequence_mask(input_ids, ratios["aspect_ratio_mask"])
+            inputs.update(pixel_values=kw["pixel_values"], cross_attention_mask=mask, **ratios)
+        with self.accelerator.autocast():
+            logits = model(**inputs).logits[:, :-1, :][:, -logits_to_keep:, :]
+        completion_ids = input_ids[:, -logits_to_keep:]
+        row_mask = attention_mask[:, -logits_to_keep:]
+        # Only completion ids are gathered: Mllama's <|image|> id (past the LM head) never is.
+        if kw.get("compute_entropy"):
+            logps, entropies = selective_log_softmax_and_entropy(
+                logits, completion_ids, entropy_requires_grad=self._entropy_bonus_enabled,
+                temperature=self.temperature, row_mask=row_mask,
+            )  # fmt: skip
+            return logps, entropies, None
+        logps = selective_log_softmax(
+            logits, completion_ids, temperature=self.temperature, row_mask=row_mask
+        )
+        return logps, None, None
+
+    def _whole_sequence_mask(self, input_ids, aspect_ratio_mask):
+        """Mllama's cross-attention mask over prompt + completion, rebuilt from the token ids:
+        an image is attended from its <|image|> token to the end of the sequence, the span
+        Mllama's generation extends token by token (transformers' processing_mllama helpers)."""
+        from transformers.models.mllama.processing_mllama import (
+            convert_sparse_cross_attention_mask_to_dense,
+            get_cross_attention_token_mask,
+        )
+
+        image_id = self._tokenizer.convert_tokens_to_ids(self.family.image_token)
+        spans = [get_cross_attention_token_mask(row, image_id) for row in input_ids.tolist()]
+        tiles = aspect_ratio_mask.sum(-1).tolist()  # tiles per image, per row
+        dense = convert_sparse_cross_attention_mask_to_dense(
+            spans, tiles, aspect_ratio_mask.size(-1), input_ids.size(1)
+        )
+        return torch.as_tensor(dense, device=input_ids.device)
