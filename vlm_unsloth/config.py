@@ -40,7 +40,7 @@ class ModelArgs:
         default=FAMILIES["qwen2-vl"].default_model,
         metadata={
             "help": "Hub id, local folder, or a tiny offline model: tiny-qwen2-vl, "
-            "tiny-qwen2.5-vl, tiny-llama-3.2-vision."
+            "tiny-qwen2.5-vl, tiny-llama-3.2-vision, tiny-smolvlm, tiny-smolvlm2, tiny-pixtral."
         },
     )
     backend: str = field(
