@@ -30,7 +30,7 @@ def load_for_inference(model_args: ModelArgs, adapter_dir: str | None) -> Loaded
     With an adapter, the processor is the one training saved next to it: same chat template
     and image settings as training, even if the base model's files have changed since.
     """
-    backend, why = activate_backend(model_args.backend)
+    backend, why = activate_backend(model_args.backend, model_args.model)
     setup = choose_device(backend, why, "auto")
     loaded = load_model(model_args, None, setup, seed=0)
     if adapter_dir:
