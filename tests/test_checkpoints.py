@@ -203,3 +203,34 @@ def test_the_product_keeps_working_for_such_a_family(unsloth_cannot_train_smolvl
     resolved = (output / "run_config.yaml").read_text()
     assert "backend: hf" in resolved
     assert json.loads((output / "summary.json").read_text())["global_step"] == 2
+
+
+# Total parameters of the hub checkpoints (their model cards / safetensors index), to within 3%:
+# the random-weight architectures must be the real sizes, or bench.py measures something else.
+REAL_PARAMETERS = {
+    "qwen2-vl-7b": 8.29e9,
+    "qwen2.5-vl-7b": 8.29e9,
+    "llama-3.2-11b-vision": 10.67e9,
+    "smolvlm-instruct": 2.25e9,
+    "pixtral-12b": 12.68e9,
+}
+
+
+@pytest.mark.parametrize("arch", list(REAL_ARCHITECTURES))
+def test_random_weight_architectures_have_the_real_parameter_count(arch):
+    import torch
+
+    from vlm_unsloth.models.tiny_architectures import ARCHITECTURES, model_class
+
+    spec = REAL_ARCHITECTURES[arch]
+    parts = ARCHITECTURES[FAMILIES[spec["family"]].model_type]
+    processor = parts.processor(real_size=True)
+    config = parts.config(
+        processor.tokenizer, text=spec["text_config"], vision=spec["vision_config"],
+        top=spec.get("config"),
+    )  # fmt: skip
+    with torch.device("meta"):  # shapes only: no memory, no time
+        model = model_class(parts)._from_config(config)
+    total = sum(p.numel() for p in model.parameters())
+    print(f"{arch}: {total / 1e9:.2f}B parameters")
+    assert abs(total - REAL_PARAMETERS[arch]) <= 0.03 * REAL_PARAMETERS[arch], total
