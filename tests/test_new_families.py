@@ -222,3 +222,64 @@ def test_learns_what_only_the_image_shows(name, tmp_path):
           f"{seconds} s")  # fmt: skip
     assert base <= 0.3 and tuned >= 0.95
     assert on_blank <= 0.4  # 40 rows, chance 25%
+
+
+# --- the course's preset -------------------------------------------------------------------------
+
+
+def test_the_course_preset_is_smolvlm_instruct_on_chartqa_at_768():
+    from conftest import REPO
+
+    from vlm_unsloth.config import parse_args
+
+    preset = REPO / "configs" / "smolvlm-instruct-12gb.yaml"
+    model, lora, data, train = parse_args(
+        [ModelArgs, LoraArgs, DataArgs, TrainArgs], ["--config", str(preset)]
+    )
+    assert (model.model, data.dataset, data.max_side) == (
+        "HuggingFaceTB/SmolVLM-Instruct", "HuggingFaceM4/ChartQA", 768,
+    )  # fmt: skip
+    assert (train.batch_size, train.grad_accum, train.learning_rate) == (4, 4, 1e-4)
+    assert data.system_prompt.startswith("You are a Vision Language Model specialized")
+
+
+@pytest.mark.slow
+def test_the_course_preset_trains_offline_on_a_local_chartqa_copy(tmp_path):
+    """The course reader's command, with the tiny SmolVLM and a ChartQA-shaped local copy (the
+    real one needs the Hub): the recipe's options run end to end."""
+    from conftest import REPO
+    from datasets import DatasetDict, Features, Sequence, Value
+    from datasets import Image as ImageFeature
+
+    from vlm_unsloth.cli import train_sft_main
+
+    charts = sorted((DEMO_DIR / "images").glob("*.png"))
+    features = Features(
+        {"image": ImageFeature(), "query": Value("string"), "label": Sequence(Value("string"))}
+    )
+
+    def rows(paths):
+        return {"image": [str(p) for p in paths], "query": ["Which bar is highest?"] * len(paths),
+                "label": [["A", "a"]] * len(paths)}  # fmt: skip
+
+    from datasets import Dataset
+
+    copy = DatasetDict(
+        train=Dataset.from_dict(rows(charts[:16]), features=features),
+        val=Dataset.from_dict(rows(charts[16:20]), features=features),
+    )
+    copy.save_to_disk(tmp_path / "chartqa")
+    output = tmp_path / "run"
+    argv = [
+        "--config", str(REPO / "configs" / "smolvlm-instruct-12gb.yaml"),
+        "--model", "tiny-smolvlm", "--backend", "hf", "--quantization", "16bit",
+        "--dataset", str(tmp_path / "chartqa"), "--dataset-adapter", "chartqa",
+        "--max-samples", "16", "--max-steps", "1", "--output-dir", str(output),
+    ]  # fmt: skip
+    assert train_sft_main(argv) == 0
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["global_step"] == 1 and summary["batch_size"] == 4
+    import yaml
+
+    saved = yaml.safe_load((output / "run_config.yaml").read_text())
+    assert "specialized in interpreting visual data" in saved["DataArgs"]["system_prompt"]
