@@ -124,3 +124,65 @@ def test_images_are_capped_before_the_processor_sees_them(tiny_ref, tiny_process
         tiny_processor("tiny-qwen2-vl"), ref.family, max_side=768, train_on_prompt=False
     )([big])
     assert int(batch["image_grid_thw"][0].prod()) // 4 < 567
+
+
+# Unsloth's vision collator, run on CPU in its own process (importing unsloth patches
+# transformers). unsloth.trainer's class is a stub on CPU; the unsloth_zoo class it wraps on a GPU
+# runs anywhere. Fed through our UnslothRecordCollator, as the unsloth backend does.
+_UNSLOTH_LABELS = r"""
+import json, sys
+import unsloth
+from transformers import AutoModelForImageTextToText
+from unsloth_zoo.vision_utils import UnslothVisionDataCollator
+sys.path.insert(0, sys.argv[1])
+from test_collate import _multi_turn
+from test_tiny import _record
+from vlm_unsloth.data.collate import IGNORE_INDEX, UnslothRecordCollator
+from vlm_unsloth.data.image_tokens import image_cap
+from vlm_unsloth.models.loading import load_processor, resolve_model
+result = {}
+for name in sys.argv[2:]:
+    ref = resolve_model(name)
+    processor = load_processor(ref)
+    model = AutoModelForImageTextToText.from_pretrained(ref.path)
+    family = ref.family
+    theirs = UnslothVisionDataCollator(
+        model, processor, resize="max", max_seq_length=2048, train_on_responses_only=True,
+        instruction_part=family.instruction_part, response_part=family.response_part,
+    )
+    collator = UnslothRecordCollator(theirs, family, max_side=image_cap(family, 768, processor))
+    batch = collator([_record("red"), _multi_turn()])
+    result[name] = [
+        processor.tokenizer.decode([i for i, l in zip(ids, labels) if l != IGNORE_INDEX])
+        for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist())
+    ]
+print("RESULT" + json.dumps(result))
+"""
+
+
+def test_unsloths_collator_supervises_the_same_tokens_as_ours(tiny_ref, tiny_processor):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = str(Path(__file__).resolve().parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", _UNSLOTH_LABELS, tests, *TINY_MODELS],
+        capture_output=True, text=True, timeout=900,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    theirs = json.loads(proc.stdout.split("RESULT", 1)[1])
+    for name in TINY_MODELS:
+        batch = _collator(name, tiny_ref, tiny_processor)([_record("red"), _multi_turn()])
+        tokenizer = tiny_processor(name).tokenizer
+        ours = [
+            tokenizer.decode([i for i, label in zip(ids, labels, strict=True) if label != -100])
+            for ids, labels in zip(
+                batch["input_ids"].tolist(), batch["labels"].tolist(), strict=True
+            )
+        ]
+        print(name, ours)
+        assert ours == theirs[name], (name, ours, theirs[name])

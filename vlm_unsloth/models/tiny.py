@@ -8,6 +8,9 @@ with the family's special tokens, image/video processor configs, the family's ch
 the same `from_pretrained(folder)` code that loads a hub checkpoint loads it — transformers' and
 Unsloth's. Tests, the CPU demo and GPU smoke runs use them; `--model tiny-qwen2-vl` etc. name them.
 
+Each architecture's parts (processor, config, model class) are in `tiny_architectures.py`, the
+tokenizer and chat templates in `tiny_tokenizer.py`.
+
 Folders are cached under $VLM_UNSLOTH_CACHE (default ~/.cache/vlm_unsloth/tiny) in a sub-folder
 keyed by a hash of this builder's source, so a changed builder never serves a stale checkpoint.
 """
