@@ -3,7 +3,8 @@
     python scripts/make_random_checkpoint.py --arch qwen2-vl-7b --output-dir /tmp/qwen2-vl-7b
     python scripts/train_sft.py --model /tmp/qwen2-vl-7b --max-side 768 --max-steps 30
 
-Architectures: qwen2-vl-7b, qwen2.5-vl-7b, llama-3.2-11b-vision.
+Architectures: qwen2-vl-7b, qwen2.5-vl-7b, llama-3.2-11b-vision, smolvlm-instruct (SmolVLM-Instruct,
+2.2B), pixtral-12b (vlm_unsloth/models/random_weights.py has their configs).
 """
 
 import sys
@@ -16,7 +17,13 @@ class RandomCheckpointArgs:
         default="qwen2-vl-7b",
         metadata={
             "help": "Real architecture to build.",
-            "choices": ("qwen2-vl-7b", "qwen2.5-vl-7b", "llama-3.2-11b-vision"),
+            "choices": (
+                "qwen2-vl-7b",
+                "qwen2.5-vl-7b",
+                "llama-3.2-11b-vision",
+                "smolvlm-instruct",
+                "pixtral-12b",
+            ),
         },
     )
     output_dir: str = field(

@@ -17,7 +17,10 @@ os.environ.setdefault("VLM_UNSLOTH_CACHE", tempfile.mkdtemp(prefix="vlm-unsloth-
 
 import pytest  # noqa: E402
 
-TINY_MODELS = ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-llama-3.2-vision"]
+TINY_MODELS = [
+    "tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-llama-3.2-vision", "tiny-smolvlm", "tiny-smolvlm2",
+    "tiny-pixtral",
+]  # fmt: skip
 REPO = Path(__file__).resolve().parent.parent
 """The checkout: scripts/ and configs/ are found from here, never from the current folder."""
 
@@ -39,13 +42,14 @@ def tiny_ref():
 
 @pytest.fixture(scope="session")
 def tiny_processor(tiny_ref):
-    from transformers import AutoProcessor
+    """tiny_processor(name) -> the processor as the product loads it (family settings applied)."""
+    from vlm_unsloth.models.loading import load_processor
 
     cache = {}
 
     def get(name: str):
         if name not in cache:
-            cache[name] = AutoProcessor.from_pretrained(tiny_ref(name).path)
+            cache[name] = load_processor(tiny_ref(name))
         return cache[name]
 
     return get

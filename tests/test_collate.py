@@ -8,6 +8,7 @@ from test_tiny import _record
 
 from vlm_unsloth.data.collate import IGNORE_INDEX, SftCollator
 from vlm_unsloth.data.image_tokens import count_image_tokens
+from vlm_unsloth.data.records import to_chat_template_messages
 from vlm_unsloth.errors import DataError
 
 
@@ -27,6 +28,19 @@ def _multi_turn() -> dict:
     return record
 
 
+def _answers_as_rendered(processor, family, record) -> list[str]:
+    """Each answer as the chat template writes it after the assistant marker (SmolVLM's keeps
+    the space of "Assistant: red")."""
+    text = processor.apply_chat_template(
+        to_chat_template_messages(record["messages"]), tokenize=False
+    )
+    return [part.split(family.end_of_turn)[0] for part in text.split(family.response_part)[1:]]
+
+
+def _unsupervised_ids(tokenizer, family) -> set[int]:
+    return {tokenizer.convert_tokens_to_ids(token) for token in family.unsupervised_tokens}
+
+
 @pytest.mark.parametrize("name", TINY_MODELS)
 def test_only_answers_and_their_end_of_turn_are_supervised(name, tiny_ref, tiny_processor):
     collator = _collator(name, tiny_ref, tiny_processor)
@@ -35,8 +49,10 @@ def test_only_answers_and_their_end_of_turn_are_supervised(name, tiny_ref, tiny_
     short, long = _record("red"), _multi_turn()
     batch = collator([short, long])
     eot = tokenizer.convert_tokens_to_ids(family.end_of_turn)
-    image_id = tokenizer.convert_tokens_to_ids(family.image_token)
-    for row, answers in ((0, ["red"]), (1, ["red", "a square"])):
+    image_ids = _unsupervised_ids(tokenizer, family)
+    for row, record in ((0, short), (1, long)):
+        answers = _answers_as_rendered(tiny_processor(name), family, record)
+        assert [a.strip() for a in answers] == (["red"] if row == 0 else ["red", "a square"])
         ids = batch["input_ids"][row].tolist()
         labels = batch["labels"][row].tolist()
         mask = batch["attention_mask"][row].tolist()
@@ -45,6 +61,7 @@ def test_only_answers_and_their_end_of_turn_are_supervised(name, tiny_ref, tiny_
         search_from = 0
         for answer in answers:
             answer_ids = tokenizer.encode(answer, add_special_tokens=False)
+            assert tokenizer.decode(answer_ids[:1]).strip()  # no whitespace-only first token
             start = next(
                 i for i in range(search_from, len(ids))
                 if ids[i : i + len(answer_ids)] == answer_ids
@@ -56,7 +73,7 @@ def test_only_answers_and_their_end_of_turn_are_supervised(name, tiny_ref, tiny_
             search_from = end + 1
         assert labels == expected
         for label, token, attended in zip(labels, ids, mask, strict=True):
-            if not attended or token == image_id:
+            if not attended or token in image_ids:
                 assert label == IGNORE_INDEX
     assert batch["attention_mask"][0].sum() < batch["attention_mask"][1].sum()  # padded row
 
@@ -65,13 +82,16 @@ def test_only_answers_and_their_end_of_turn_are_supervised(name, tiny_ref, tiny_
 def test_train_on_prompt_keeps_text_but_never_images_or_padding(name, tiny_ref, tiny_processor):
     collator = _collator(name, tiny_ref, tiny_processor, train_on_prompt=True)
     tokenizer = tiny_processor(name).tokenizer
-    image_id = tokenizer.convert_tokens_to_ids(tiny_ref(name).family.image_token)
+    # The image token and the layout tokens the processor writes around it (Qwen's vision
+    # start/end, SmolVLM's tile separators, Pixtral's row breaks), as Unsloth masks them.
+    image_ids = _unsupervised_ids(tokenizer, tiny_ref(name).family)
     batch = collator([_record("red"), _multi_turn()])
+    assert any(token in image_ids for token in batch["input_ids"][0].tolist())
     for row in range(2):
         ids, labels = batch["input_ids"][row].tolist(), batch["labels"][row].tolist()
         mask = batch["attention_mask"][row].tolist()
         for token, label, attended in zip(ids, labels, mask, strict=True):
-            if not attended or token == image_id:
+            if not attended or token in image_ids:
                 assert label == IGNORE_INDEX
             else:
                 assert label == token
@@ -104,3 +124,65 @@ def test_images_are_capped_before_the_processor_sees_them(tiny_ref, tiny_process
         tiny_processor("tiny-qwen2-vl"), ref.family, max_side=768, train_on_prompt=False
     )([big])
     assert int(batch["image_grid_thw"][0].prod()) // 4 < 567
+
+
+# Unsloth's vision collator, run on CPU in its own process (importing unsloth patches
+# transformers). unsloth.trainer's class is a stub on CPU; the unsloth_zoo class it wraps on a GPU
+# runs anywhere. Fed through our UnslothRecordCollator, as the unsloth backend does.
+_UNSLOTH_LABELS = r"""
+import json, sys
+import unsloth
+from transformers import AutoModelForImageTextToText
+from unsloth_zoo.vision_utils import UnslothVisionDataCollator
+sys.path.insert(0, sys.argv[1])
+from test_collate import _multi_turn
+from test_tiny import _record
+from vlm_unsloth.data.collate import IGNORE_INDEX, UnslothRecordCollator
+from vlm_unsloth.data.image_tokens import image_cap
+from vlm_unsloth.models.loading import load_processor, resolve_model
+result = {}
+for name in sys.argv[2:]:
+    ref = resolve_model(name)
+    processor = load_processor(ref)
+    model = AutoModelForImageTextToText.from_pretrained(ref.path)
+    family = ref.family
+    theirs = UnslothVisionDataCollator(
+        model, processor, resize="max", max_seq_length=2048, train_on_responses_only=True,
+        instruction_part=family.instruction_part, response_part=family.response_part,
+    )
+    collator = UnslothRecordCollator(theirs, family, max_side=image_cap(family, 768, processor))
+    batch = collator([_record("red"), _multi_turn()])
+    result[name] = [
+        processor.tokenizer.decode([i for i, l in zip(ids, labels) if l != IGNORE_INDEX])
+        for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist())
+    ]
+print("RESULT" + json.dumps(result))
+"""
+
+
+def test_unsloths_collator_supervises_the_same_tokens_as_ours(tiny_ref, tiny_processor):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = str(Path(__file__).resolve().parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", _UNSLOTH_LABELS, tests, *TINY_MODELS],
+        capture_output=True, text=True, timeout=900,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    theirs = json.loads(proc.stdout.split("RESULT", 1)[1])
+    for name in TINY_MODELS:
+        batch = _collator(name, tiny_ref, tiny_processor)([_record("red"), _multi_turn()])
+        tokenizer = tiny_processor(name).tokenizer
+        ours = [
+            tokenizer.decode([i for i, label in zip(ids, labels, strict=True) if label != -100])
+            for ids, labels in zip(
+                batch["input_ids"].tolist(), batch["labels"].tolist(), strict=True
+            )
+        ]
+        print(name, ours)
+        assert ours == theirs[name], (name, ours, theirs[name])

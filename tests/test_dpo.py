@@ -127,7 +127,10 @@ def _perturb_adapter(model, seed: int = 1) -> None:
 # The images reach the DPO loss
 
 
-@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-llama-3.2-vision"])
+@pytest.mark.parametrize(
+    "name",
+    ["tiny-qwen2-vl", "tiny-llama-3.2-vision", "tiny-smolvlm", "tiny-smolvlm2", "tiny-pixtral"],
+)
 def test_images_reach_the_dpo_loss(name, tmp_path):
     loaded, trainer, _ = _trainer(name, tmp_path)
     collator = trainer.data_collator
@@ -140,9 +143,14 @@ def test_images_reach_the_dpo_loss(name, tmp_path):
         # builds them for the prompt alone).
         assert coloured["cross_attention_mask"].shape[:2] == coloured["input_ids"].shape
         assert {"pixel_values", "aspect_ratio_ids", "aspect_ratio_mask"} <= set(coloured)
-    else:
+    elif loaded.family.image_tokens == "qwen":
         assert coloured["image_grid_thw"].shape == (8, 3)
         assert coloured["pixel_values"].shape[0] == int(coloured["image_grid_thw"].prod(-1).sum())
+    elif loaded.family.image_tokens == "idefics3":  # one row of views per conversation
+        assert coloured["pixel_values"].shape[0] == 8
+        assert coloured["pixel_attention_mask"].shape[0] == 8
+    else:  # pixtral: every image, with its size
+        assert coloured["image_sizes"].shape == (8, 2)
 
     trainer.model.train()
     _perturb_adapter(trainer.model)  # policy != reference, so the loss depends on both passes
@@ -161,7 +169,7 @@ def test_images_reach_the_dpo_loss(name, tmp_path):
     vision = [
         p
         for n, p in trainer.model.named_parameters()
-        if p.requires_grad and ("visual" in n or "vision_model" in n)
+        if p.requires_grad and any(t in n for t in ("visual", "vision_model", "vision_tower"))
     ]
     assert vision and any(p.grad is not None and p.grad.abs().sum() > 0 for p in vision)
 

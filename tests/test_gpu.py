@@ -1,6 +1,11 @@
 """GPU tests (marker `gpu`): the unsloth backend on the tiny checkpoints. Skipped without CUDA.
 
-Run on the GPU machine:  python -m pytest -m gpu tests/test_gpu.py
+Run on the GPU machine:  python -m pytest -m gpu tests/test_gpu.py -s
+
+Every family is tried with FastVisionModel (load, LoRA, collator). A family whose Unsloth
+training fails is marked `unsloth_trains=False` in families.py with the error in `unsloth_note`;
+its unsloth training tests are then skipped and `--backend auto` must train it on hf instead
+(test_backend_auto_trains_every_family).
 """
 
 from __future__ import annotations
@@ -18,7 +23,21 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
 
-TINY = ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-llama-3.2-vision"]
+TINY = [
+    "tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-llama-3.2-vision", "tiny-smolvlm", "tiny-smolvlm2",
+    "tiny-pixtral",
+]  # fmt: skip
+NEW = ["tiny-smolvlm", "tiny-smolvlm2", "tiny-pixtral"]
+
+
+def _unsloth_trains(name: str) -> None:
+    from vlm_unsloth.families import TINY_MODEL_NAMES
+
+    family = TINY_MODEL_NAMES[name]
+    if not family.unsloth_trains:
+        pytest.skip(f"{name}: Unsloth cannot train {family.key} ({family.unsloth_note})")
+
+
 FLAG_MIXES = [
     mix
     for mix in itertools.product([True, False], repeat=4)
@@ -133,10 +152,12 @@ def test_unsloth_collator_supervises_the_same_tokens_as_ours(name):
     from unsloth import FastVisionModel
 
     from vlm_unsloth.data.collate import IGNORE_INDEX, SftCollator, UnslothRecordCollator
+    from vlm_unsloth.data.image_tokens import prepare_processor
     from vlm_unsloth.models.loading import resolve_model
 
     ref = resolve_model(name)
     model, processor = FastVisionModel.from_pretrained(ref.path, load_in_4bit=False)
+    prepare_processor(ref.family, processor)  # as load_model does on both backends
     ours = SftCollator(processor, ref.family, max_side=768, train_on_prompt=False)
     theirs = make_sft_collator(
         model, processor, ref.family, max_side=768, train_on_prompt=False, max_seq_length=2048
@@ -156,8 +177,9 @@ def test_unsloth_collator_supervises_the_same_tokens_as_ours(name):
         print(name, row, repr(supervised(our_batch, row)))
 
 
-@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-llama-3.2-vision"])
+@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-llama-3.2-vision", *NEW])
 def test_train_sft_on_the_unsloth_backend(name, tmp_path):
+    _unsloth_trains(name)
     from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs
     from vlm_unsloth.models.lora import LoraArgs
     from vlm_unsloth.train.sft import train_sft
@@ -184,10 +206,11 @@ def test_train_sft_on_the_unsloth_backend(name, tmp_path):
     print(name, "adapter reloaded by FastVisionModel:", type(model).__name__)
 
 
-@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-llama-3.2-vision"])
+@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-llama-3.2-vision", *NEW])
 def test_streamed_answer_equals_the_greedy_answer_on_the_unsloth_backend(name):
     """Streaming runs generation in a thread with Unsloth's inference mode; the pieces must join
     to what `generate_answers` returns for the same record."""
+    _unsloth_trains(name)  # (the backend is refused for a family it cannot train)
 
     from vlm_unsloth.config import ModelArgs
     from vlm_unsloth.infer.args import GenerationArgs
@@ -206,3 +229,19 @@ def test_streamed_answer_equals_the_greedy_answer_on_the_unsloth_backend(name):
     pieces = list(stream_answer(loaded, record, greedy, max_side=768))
     assert len(pieces) >= 1
     assert "".join(pieces).strip() == generate_answers(loaded, [record], greedy, max_side=768)[0]
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_backend_auto_trains_every_family(name, tmp_path, capsys):
+    """`--backend auto` on a GPU: Unsloth where it trains the family, else hf with one notice."""
+    from vlm_unsloth.cli import train_sft_main
+    from vlm_unsloth.families import TINY_MODEL_NAMES
+
+    output = tmp_path / "run"
+    argv = ["--model", name, "--output-dir", str(output), "--max-steps", "2", "--max-samples",
+            "4", "--batch-size", "2", "--grad-accum", "1"]  # fmt: skip
+    assert train_sft_main(argv) == 0
+    expected = "unsloth" if TINY_MODEL_NAMES[name].unsloth_trains else "hf"
+    assert f"backend: {expected}" in (output / "run_config.yaml").read_text()
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert len(notes) == (expected == "hf"), notes

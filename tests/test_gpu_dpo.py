@@ -22,6 +22,10 @@ pytestmark = [
 IMAGE_INPUTS = {
     "tiny-qwen2-vl": ("pixel_values", "image_grid_thw"),
     "tiny-llama-3.2-vision": ("pixel_values", "aspect_ratio_ids", "cross_attention_mask"),
+    # SmolVLM: a row of tile views (and which pixels are real); Pixtral: each image's size.
+    "tiny-smolvlm": ("pixel_values", "pixel_attention_mask"),
+    "tiny-smolvlm2": ("pixel_values", "pixel_attention_mask"),
+    "tiny-pixtral": ("pixel_values", "image_sizes"),
 }
 
 
@@ -53,9 +57,13 @@ def _recorder():
     return RecordForwardInputs()
 
 
-@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-llama-3.2-vision"])
+@pytest.mark.parametrize("name", list(IMAGE_INPUTS))
 def test_train_dpo_on_the_unsloth_backend_feeds_the_images(name, tmp_path):
     from vlm_unsloth.config import DataArgs, ModelArgs
+    from vlm_unsloth.families import TINY_MODEL_NAMES
+
+    if not TINY_MODEL_NAMES[name].unsloth_trains:
+        pytest.skip(f"{name}: Unsloth cannot train it ({TINY_MODEL_NAMES[name].unsloth_note})")
     from vlm_unsloth.models.lora import LoraArgs
     from vlm_unsloth.train.dpo import DpoArgs, DpoTrainArgs, train_dpo
 

@@ -9,12 +9,22 @@ aspect_ratio_ids names the (rows, columns) tile canvas.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import transformers
 from PIL import Image
 from transformers.models.mllama.image_processing_mllama import get_all_supported_aspect_ratios
 
-from vlm_unsloth.data.image_tokens import count_image_tokens, mllama_image_tokens, qwen_image_tokens
+from vlm_unsloth.data.image_tokens import (
+    _pixtral_settings,
+    count_image_tokens,
+    image_cap,
+    mllama_image_tokens,
+    pixtral_cap,
+    prepare_processor,
+    qwen_image_tokens,
+)
 from vlm_unsloth.data.images import cap_longest_side
 from vlm_unsloth.families import FAMILIES
 
@@ -149,3 +159,163 @@ def test_mllama_tiles_match_the_real_processor_at_the_tiny_tile(width, height):
     assert counted.resized == (columns * 112, rows * 112)
     assert counted.vision_tokens == real_tiles * 65
     assert mllama_image_tokens(width, height, tile_size=112).tiles == real_tiles
+
+
+# --- SmolVLM / SmolVLM2 (idefics3 scheme) and Pixtral ------------------------------------------
+
+EXTREME_SIZES = [
+    (1, 1), (2, 3), (3, 700), (700, 3), (1, 2000), (60, 40), (127, 129), (128, 128), (300, 200),
+    (384, 384), (385, 383), (500, 333), (640, 480), (767, 769), (768, 576), (1000, 1000),
+    (1025, 1023), (1600, 1200), (2000, 11), (4500, 300), (300, 4500), (4032, 3024),
+]  # fmt: skip
+
+
+def _random_sizes(count: int, seed: int) -> list[tuple[int, int]]:
+    import random
+
+    rng = random.Random(seed)
+    return [(rng.randint(1, 3000), rng.randint(1, 3000)) for _ in range(count)]
+
+
+def _idefics3_processor(name: str, tiny_processor, geometry: str):
+    """The tiny SmolVLM processor, or one with a real checkpoint's image parameters (the count
+    depends on tile size, tokens a view and the resize target, not on trained weights)."""
+    tiny = tiny_processor(name)
+    tile, seq = {"tiny": (128, 16), "2.2B": (384, 81), "256M": (512, 64)}[geometry]
+    # A new processor (the session's tiny one stays as it is). Nearest-neighbour resizing: the
+    # counts do not depend on the filter, and the hub's LANCZOS is slow on these CPUs.
+    image_processor = type(tiny.image_processor)(
+        do_image_splitting=True, size={"longest_edge": 4 * tile},
+        max_image_size={"longest_edge": tile}, resample=0,
+    )  # fmt: skip
+    processor = type(tiny)(
+        image_processor=image_processor,
+        tokenizer=tiny.tokenizer,
+        image_seq_len=seq,
+        chat_template=tiny.chat_template,
+        **({"video_processor": tiny.video_processor} if name == "tiny-smolvlm2" else {}),
+    )
+    return prepare_processor(FAMILIES["smolvlm"], processor)
+
+
+def _idefics3_real(processor, width: int, height: int, do_resize: bool):
+    out = processor(
+        text=["<image>"], images=[[Image.new("RGB", (width, height), "white")]],
+        do_resize=do_resize, add_special_tokens=False,
+    )  # fmt: skip
+    ids = out["input_ids"][0]
+    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    # The tile grid, read from the <row_r_col_c> tokens in the prompt (none: a single view).
+    grid = [
+        tuple(map(int, token[len("<row_") : -1].split("_col_")))
+        for token in processor.tokenizer.convert_ids_to_tokens(ids)
+        if token.startswith("<row_")
+    ]
+    rows, cols = max(grid, default=(0, 0))
+    return len(ids), sum(i == image_id for i in ids), len(out["pixel_values"][0]), (rows, cols)
+
+
+# The image processors of SmolVLM (Idefics3) and SmolVLM2 are copies; their processors (which
+# write the prompt) differ: both with the tiny geometry, and each with a real one.
+IDEFICS3_CASES = [
+    ("tiny-smolvlm", "tiny"), ("tiny-smolvlm2", "tiny"), ("tiny-smolvlm", "2.2B"),
+    ("tiny-smolvlm2", "256M"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "geometry"), IDEFICS3_CASES)
+def test_idefics3_tokens_match_the_real_processor(name, geometry, tiny_processor):
+    processor = _idefics3_processor(name, tiny_processor, geometry)
+    family = FAMILIES["smolvlm" if name == "tiny-smolvlm" else "smolvlm2"]
+    tile = processor.image_processor.max_image_size["longest_edge"]
+    sizes = EXTREME_SIZES + _random_sizes(4, seed=len(geometry))
+    # As shipped (do_resize on: every image resized TO size["longest_edge"], 4 tiles)...
+    processor.image_processor.do_resize = True
+    for width, height in sizes[::3]:
+        expected = count_image_tokens(family, width, height, processor)
+        real = _idefics3_real(processor, width, height, do_resize=True)
+        assert real[:3] == (expected.text_tokens, expected.vision_tokens, expected.tiles), (
+            width, height
+        )  # fmt: skip
+    # ...and as the product sets it, on images capped for --max-side.
+    processor.image_processor.do_resize = False
+    for width, height in sizes:
+        for max_side in (512, 768, 1000):
+            cap = image_cap(family, max_side, processor)
+            capped = cap_longest_side(width, height, cap)
+            expected = count_image_tokens(family, *capped, processor)
+            length, images, views, (rows, cols) = _idefics3_real(processor, *capped, False)
+            assert (length, images, views) == (
+                expected.text_tokens, expected.vision_tokens, expected.tiles,
+            ), (width, height, max_side)  # fmt: skip
+            # What the encoder sees: a tile grid no longer than --max-side (one tile at least).
+            assert max(rows, cols, 1) * tile <= max(max_side, tile)
+            assert max(expected.resized) <= max(max_side, tile)
+
+
+def test_smolvlm_max_side_means_whole_tiles_and_never_upscales(tiny_processor):
+    processor = _idefics3_processor("tiny-smolvlm", tiny_processor, "2.2B")
+    family = FAMILIES["smolvlm"]
+    assert [image_cap(family, s, processor) for s in (300, 768, 1000, 1024, 4000)] == [
+        384, 768, 768, 768, 2304,
+    ]  # fmt: skip
+    # Left to itself the processor resizes a 60x40 image to 1536 px: 13 views, 1083 tokens.
+    processor.image_processor.do_resize = True
+    assert count_image_tokens(family, 60, 40, processor).text_tokens == 1083
+    processor.image_processor.do_resize = False
+    assert count_image_tokens(family, 60, 40, processor).text_tokens == 81 + 3  # one view
+    # --max-side 768: a 4:3 photo is a 2 x 2 grid + global view: 4 x 83 + 1 + 1 + 84 = 418.
+    photo = count_image_tokens(family, *cap_longest_side(4032, 3024, 768), processor)
+    assert (photo.text_tokens, photo.tiles, photo.resized) == (418, 5, (768, 768))
+    small = _idefics3_processor("tiny-smolvlm", tiny_processor, "256M")
+    assert image_cap(family, 768, small) == 512 and image_cap(family, 1024, small) == 1024
+
+
+PIXTRAL_REAL = dict(patch_size=16, spatial_merge_size=1, longest_edge=1024)
+
+
+def _pixtral_real(processor, width: int, height: int):
+    out = processor(
+        text=["[IMG]"], images=[Image.new("RGB", (width, height), "white")],
+        add_special_tokens=False, return_tensors="pt",
+    )  # fmt: skip
+    ids = out["input_ids"][0].tolist()
+    image_id = processor.tokenizer.convert_tokens_to_ids("[IMG]")
+    height_seen, width_seen = out["image_sizes"][0].tolist()
+    return len(ids), ids.count(image_id), (width_seen, height_seen)
+
+
+def test_pixtral_tokens_match_the_real_processor(tiny_processor):
+    processor = copy.deepcopy(tiny_processor("tiny-pixtral"))  # real 1024 px / 16 px patches
+    processor.image_processor.resample = 0  # fast; counts do not depend on the filter
+    family = FAMILIES["pixtral"]
+    assert _pixtral_settings(processor) == PIXTRAL_REAL
+    sizes = [s for s in EXTREME_SIZES + _random_sizes(6, seed=3) if s != (1, 2000)]
+    for width, height in sizes:
+        expected = count_image_tokens(family, width, height, processor)
+        assert _pixtral_real(processor, width, height) == (
+            expected.text_tokens, expected.vision_tokens, expected.resized,
+        ), (width, height)  # fmt: skip
+        for max_side in (512, 768, 1000, 2000):
+            cap = image_cap(family, max_side, processor)
+            capped = cap_longest_side(width, height, cap)
+            expected = count_image_tokens(family, *capped, processor)
+            seen = _pixtral_real(processor, *capped)
+            assert seen == (expected.text_tokens, expected.vision_tokens, expected.resized)
+            assert max(seen[2]) <= min(max_side, 1024), (width, height, max_side)
+    # 1 x 2000 shrinks to 0 px wide at 1024: the processor fails, the count says so.
+    with pytest.raises(ValueError, match="0 px"):
+        count_image_tokens(family, 1, 2000, processor)
+
+
+def test_pixtral_max_side_means_16_px_patches_up_to_1024(tiny_processor):
+    processor = tiny_processor("tiny-pixtral")
+    family = FAMILIES["pixtral"]
+    assert [image_cap(family, s, processor) for s in (768, 1000, 1024, 2048)] == [
+        768, 992, 1024, 1024,
+    ]  # fmt: skip
+    square = count_image_tokens(family, 768, 768, processor)
+    assert (square.text_tokens, square.vision_tokens) == (48 * 49, 48 * 48)  # 2,352 and 2,304
+    photo = count_image_tokens(family, *cap_longest_side(4032, 3024, 768), processor)
+    assert photo.text_tokens == 36 * 49 and photo.resized == (768, 576)
+    assert pixtral_cap(768, **PIXTRAL_REAL) == 768

@@ -64,7 +64,7 @@ def test_selection_matches_unsloth_for_every_family_and_flag_mix(tiny_ref):
             assert ours == theirs[f"{name}:{mix}"], (name, mix)
             assert ours  # every allowed mix adapts something
             compared += 1
-    assert compared == 3 * 9
+    assert compared == len(TINY_MODELS) * 9
 
 
 def test_switches_select_the_expected_parts(tiny_ref):
@@ -105,3 +105,59 @@ def test_nothing_to_train_is_refused_with_every_problem_named(tiny_ref):
     message = str(error.value)
     assert "--lora-r 0" in message and "--no-finetune-language-layers" in message
     assert "\n" not in message
+
+
+# Where each family keeps its towers and the connector between them (nn.Linear leaves).
+PARTS = {
+    "tiny-smolvlm": ("model.vision_model.", "model.text_model.", "model.connector."),
+    "tiny-smolvlm2": ("model.vision_model.", "model.text_model.", "model.connector."),
+    "tiny-pixtral": (
+        "model.vision_tower.", "model.language_model.", "model.multi_modal_projector.",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(PARTS))
+def test_switches_split_the_new_families_and_leave_the_connector_out(name, tiny_ref):
+    """The vision/language and attention/MLP switches pick whole groups; the connector (SmolVLM's
+    modality projection, Pixtral's multi-modal projector) and lm_head are never adapted (as
+    Unsloth): train them fully with --modules-to-save connector / multi_modal_projector."""
+    from transformers import AutoModelForImageTextToText
+
+    from vlm_unsloth.models.lora import linear_leaf_names
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_ref(name).path)
+    vision, language, connector = PARTS[name]
+    linear = linear_leaf_names(model)
+    assert any(n.startswith(connector) for n in linear)  # there is a Linear connector...
+    everything = select_lora_targets(model, LoraArgs())
+    assert not any(n.startswith(connector) or n == "lm_head" for n in everything)  # ...left out
+    towers = [n for n in linear if n.startswith((vision, language)) and ".layers." in n]
+    assert everything == towers  # every Linear of both towers' layer stacks
+    only_vision = select_lora_targets(model, LoraArgs(finetune_language_layers=False))
+    assert only_vision and all(n.startswith(vision) for n in only_vision)
+    only_language = select_lora_targets(model, LoraArgs(finetune_vision_layers=False))
+    assert set(only_vision) | set(only_language) == set(everything)
+    attention = select_lora_targets(model, LoraArgs(finetune_mlp_modules=False))
+    mlp = select_lora_targets(model, LoraArgs(finetune_attention_modules=False))
+    assert attention and mlp and not set(attention) & set(mlp)
+    assert set(attention) | set(mlp) == set(everything)
+    assert all(n.rsplit(".", 1)[-1] in ("q_proj", "k_proj", "v_proj", "o_proj", "out_proj")
+               for n in attention)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(PARTS))
+def test_modules_to_save_trains_the_connector_fully(name, tiny_ref):
+    from vlm_unsloth.models.device import DeviceSetup
+    from vlm_unsloth.models.hf_backend import add_lora, load
+
+    setup = DeviceSetup(backend="hf", device="cpu", dtype="float32", why="test")
+    model, _ = load(tiny_ref(name).path, quantization="16bit", setup=setup, max_seq_length=512)
+    connector = PARTS[name][2].removeprefix("model.").rstrip(".")
+    peft_model = add_lora(
+        model, LoraArgs(modules_to_save=[connector]), seed=0, adapter=None,
+        gradient_checkpointing=False,
+    )  # fmt: skip
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert any(connector in n and "modules_to_save" in n for n in trainable)
+    assert all("lora_" in n or "modules_to_save" in n for n in trainable)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_MODELS
 from PIL import Image
 from rich.console import Console
 
@@ -26,7 +27,7 @@ from vlm_unsloth.data.validation import (
 from vlm_unsloth.errors import DataError
 from vlm_unsloth.families import TINY_MODEL_NAMES
 
-TINY_NAMES = ("tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-llama-3.2-vision")
+TINY_NAMES = tuple(TINY_MODELS)
 QWEN = TINY_MODEL_NAMES["tiny-qwen2-vl"]
 MLLAMA = TINY_MODEL_NAMES["tiny-llama-3.2-vision"]
 

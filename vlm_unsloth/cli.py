@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from vlm_unsloth import distributed
-from vlm_unsloth.config import chosen_backend, parse_args
+from vlm_unsloth.config import chosen_backend, chosen_model, parse_args
 from vlm_unsloth.console import quiet_library_notices
 from vlm_unsloth.errors import VlmUnslothError
 
@@ -51,8 +51,14 @@ def parse(dataclass_types: Sequence[type], argv: Sequence[str] | None) -> tuple:
     backend = chosen_backend(dataclass_types, argv)
     if backend is not None:
         from vlm_unsloth.models.backend import activate_backend
+        from vlm_unsloth.models.checkpoints import peek_family
+        from vlm_unsloth.models.device import backend_notice
 
-        activate_backend(backend)
+        model = chosen_model(dataclass_types, argv)
+        family = peek_family(model) if model else None
+        _, why = activate_backend(backend, model)
+        if family is not None and why == backend_notice(family):  # Unsloth can't train it
+            print(f"note: {why}", file=sys.stderr)
     return parse_args(dataclass_types, argv)
 
 

@@ -42,7 +42,7 @@ class ModelArgs:
         default=FAMILIES["qwen2-vl"].default_model,
         metadata={
             "help": "Hub id, local folder, or a tiny offline model: tiny-qwen2-vl, "
-            "tiny-qwen2.5-vl, tiny-llama-3.2-vision."
+            "tiny-qwen2.5-vl, tiny-llama-3.2-vision, tiny-smolvlm, tiny-smolvlm2, tiny-pixtral."
         },
     )
     backend: str = field(
@@ -285,6 +285,28 @@ def chosen_backend(dataclass_types: Sequence[type], argv: Sequence[str]) -> str 
     except argparse.ArgumentError as error:  # --backend with no value
         raise ConfigError(flag_problem(error)[1], where="--backend") from error
     return flag or yaml_values.get("backend") or "auto"
+
+
+def chosen_model(dataclass_types: Sequence[type], argv: Sequence[str]) -> str | None:
+    """The model these arguments name (--model, else --adapter; flag, else YAML), read like
+    `chosen_backend` so that --backend auto can see its family before Unsloth is imported; None
+    when the options name none (inference then finds it in the training run)."""
+    argv = list(argv)
+    names = {f.name for c in dataclass_types for f in dataclasses.fields(c)}
+    config_path = _config_path(argv)
+    yaml_values = _checked_yaml_values(config_path, dataclass_types) if config_path else {}
+    peek = argparse.ArgumentParser(add_help=False)
+    for name in ("model", "adapter"):
+        peek.add_argument(f"--{name}")
+    flags = peek.parse_known_args(argv)[0]
+    for name in ("model", "adapter"):
+        value = getattr(flags, name) or yaml_values.get(name)
+        if name in names and value:
+            return str(value)
+    return next(
+        (f.default for c in dataclass_types for f in dataclasses.fields(c) if f.name == "model"),
+        None,
+    )
 
 
 def _config_path(argv: list[str]) -> Path | None:

@@ -8,6 +8,7 @@ Code elsewhere asks `family_for_model_type(config.model_type)` instead of sniffi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from vlm_unsloth.errors import ModelError
 
@@ -35,8 +36,28 @@ class Family:
     min_image_side: int
     """Smallest side in pixels the processor can take."""
     image_tokens: str
-    """How the processor turns an image into tokens: the scheme `data.image_tokens` counts with
-    ("qwen": merged patches; "mllama": tiles behind one <|image|> token)."""
+    """How the processor turns an image into tokens: the scheme `data.image_tokens` counts with,
+    which also says what `--max-side` means for the family ("qwen": merged patches; "mllama":
+    tiles behind one <|image|> token; "idefics3": tiles plus a global view; "pixtral": 16 px
+    patches with a break token per row)."""
+    other_image_tokens: tuple[str, ...] = ()
+    """Tokens the processor writes around or between the image tokens (tile separators, row
+    breaks, vision start/end): never supervised, even with --train-on-prompt (as Unsloth)."""
+    nested_images: bool = False
+    """The processor takes a batch's images as one list per row (else one flat list)."""
+    vision_model_type: str | None = None
+    """`config.vision_config.model_type`, where `model_type` alone does not name the family
+    (a LLaVA checkpoint may have any vision tower; only Pixtral's is supported)."""
+    unsloth_trains: bool = True
+    """Whether the unsloth backend can train this family; if not, --backend auto picks hf (with
+    a one-line notice) and --backend unsloth is refused."""
+    unsloth_note: str = ""
+    """Why Unsloth cannot train the family (the error seen), for that notice."""
+
+    @property
+    def unsupervised_tokens(self) -> tuple[str, ...]:
+        """Every token that stands for image content or its layout (labels are always -100)."""
+        return (self.image_token, *self.other_image_tokens)
 
     @property
     def images_by_cross_attention(self) -> bool:
@@ -51,11 +72,35 @@ _QWEN_CHAT = dict(
     response_part="<|im_start|>assistant\n",
     end_of_turn="<|im_end|>",
     image_token="<|image_pad|>",
+    other_image_tokens=("<|vision_start|>", "<|vision_end|>"),
     # smart_resize refuses > 200:1; below 28 px a side cannot make one 28x28 block without
     # an extreme upscale of the other side.
     max_aspect_ratio=200.0,
     min_image_side=28,
     image_tokens="qwen",
+)
+
+# SmolVLM (idefics3) and SmolVLM2 (smolvlm): the Idefics3 prompt format ("User:<image>...
+# <end_of_utterance>\nAssistant: answer<end_of_utterance>"; TRL's idefics3.jinja) and image
+# layout: up to 6 x 6 tiles of `max_image_size` px plus one global view, each view
+# `image_seq_len` <image> tokens, framed by <fake_token_around_image> and a <row_r_col_c> or
+# <global-img> token. The role is followed by ":" before an image and ": " before text, so the
+# answer starts with a space token: the markers have no trailing space.
+_SMOLVLM_CHAT = dict(
+    instruction_part="User:",
+    response_part="Assistant:",
+    end_of_turn="<end_of_utterance>",
+    image_token="<image>",
+    other_image_tokens=(
+        "<fake_token_around_image>",
+        "<global-img>",
+        *(f"<row_{row}_col_{col}>" for row in range(1, 7) for col in range(1, 7)),
+    ),
+    max_aspect_ratio=None,  # any shape: the tile grid follows it (the short side is stretched)
+    min_image_side=1,
+    image_tokens="idefics3",
+    # The processor matches images to rows: a batch with a text-only row needs [[a], [], [b]].
+    nested_images=True,
 )
 
 FAMILIES: dict[str, Family] = {
@@ -87,6 +132,38 @@ FAMILIES: dict[str, Family] = {
             max_aspect_ratio=None,  # tiles any aspect ratio onto a canvas of up to 4 tiles
             min_image_side=1,
             image_tokens="mllama",
+            nested_images=True,
+        ),
+        Family(
+            key="smolvlm",
+            model_type="idefics3",
+            default_model="HuggingFaceTB/SmolVLM-Instruct",
+            tiny_name="tiny-smolvlm",
+            **_SMOLVLM_CHAT,
+        ),
+        Family(
+            key="smolvlm2",
+            model_type="smolvlm",
+            default_model="HuggingFaceTB/SmolVLM2-2.2B-Instruct",
+            tiny_name="tiny-smolvlm2",
+            **_SMOLVLM_CHAT,
+        ),
+        Family(
+            key="pixtral",
+            model_type="llava",
+            vision_model_type="pixtral",
+            default_model="unsloth/Pixtral-12B-2409",
+            tiny_name="tiny-pixtral",
+            instruction_part="[INST]",
+            response_part="[/INST]",
+            end_of_turn="</s>",
+            image_token="[IMG]",
+            # Rows of 16 px patches: [IMG] per patch, [IMG_BREAK] after each row, the last one
+            # [IMG_END]. Any aspect ratio; images are only ever shrunk (to 1024 px at most).
+            other_image_tokens=("[IMG_BREAK]", "[IMG_END]"),
+            max_aspect_ratio=None,
+            min_image_side=1,
+            image_tokens="pixtral",
         ),
     )
 }
@@ -94,14 +171,41 @@ FAMILIES: dict[str, Family] = {
 TINY_MODEL_NAMES: dict[str, Family] = {family.tiny_name: family for family in FAMILIES.values()}
 
 
-def family_for_model_type(model_type: str, *, where: str = "--model") -> Family:
-    """The family of a checkpoint whose config says `model_type`."""
+def family_for_config(config: Any, *, where: str = "--model") -> Family:
+    """The family of a loaded `transformers` config (or a config.json dict)."""
+    if isinstance(config, dict):
+        vision = config.get("vision_config") or {}
+        return family_for_model_type(
+            config["model_type"], vision_model_type=vision.get("model_type"), where=where
+        )
+    vision = getattr(config, "vision_config", None)
+    return family_for_model_type(
+        config.model_type, vision_model_type=getattr(vision, "model_type", None), where=where
+    )
+
+
+def family_for_model_type(
+    model_type: str, *, vision_model_type: str | None = None, where: str = "--model"
+) -> Family:
+    """The family of a checkpoint whose config says `model_type` (and, for families that need
+    it, `vision_config.model_type`)."""
     for family in FAMILIES.values():
-        if family.model_type == model_type:
+        if family.model_type == model_type and family.vision_model_type in (
+            None,
+            vision_model_type,
+        ):
             return family
-    supported = ", ".join(f"{f.key} ({f.model_type})" for f in FAMILIES.values())
+    supported = ", ".join(
+        f"{f.key} ({f.model_type}"
+        + (f" + {f.vision_model_type} vision" if f.vision_model_type else "")
+        + ")"
+        for f in FAMILIES.values()
+    )
+    what = repr(model_type) + (
+        f" with a {vision_model_type!r} vision tower" if vision_model_type else ""
+    )
     raise ModelError(
-        f"model_type {model_type!r} is not a supported vision-language family",
+        f"model_type {what} is not a supported vision-language family",
         where=where,
         fix=f"use a checkpoint of: {supported}",
     )

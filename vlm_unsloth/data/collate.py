@@ -4,13 +4,19 @@ Images are decoded and capped here, at collate time (in dataloader workers when
 --dataloader-num-workers > 0): a dataset holds only image references, so 30,000 images never sit
 in memory. Labels follow one rule on both backends: only the assistant's answers (with the
 end-of-turn token that teaches the model to stop) are supervised; prompt, padding and image
-tokens are -100. `--train-on-prompt` supervises the prompt text too, never padding or images.
+tokens (the family's image token and the layout tokens around it) are -100. `--train-on-prompt`
+supervises the prompt text too, never padding or images.
+
+Every processor call passes add_special_tokens=False (as Unsloth's collator and TRL do): the chat
+template already writes the BOS token, and tokenizers that add one (Llama 3, Mistral) would
+double it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from vlm_unsloth.data.image_tokens import image_cap
 from vlm_unsloth.data.images import load_image
 from vlm_unsloth.data.records import to_chat_template_messages
 from vlm_unsloth.errors import DataError
@@ -20,7 +26,10 @@ IGNORE_INDEX = -100
 
 
 def decode_images(record: dict[str, Any], *, max_side: int, family: Family) -> list:
-    """The record's images, upright RGB and capped (a per-row `max_side` from --fit-images wins)."""
+    """The record's images, upright RGB and capped (a per-row `max_side` from --fit-images wins).
+
+    `max_side` is the family's `image_cap` of --max-side (what collators compute once).
+    """
     side = record.get("max_side") or max_side
     return [
         load_image(ref, max_side=side, family=family, where=record.get("source"))
@@ -38,7 +47,15 @@ class SupervisionMask:
             family.response_part.rstrip(), add_special_tokens=False
         )
         self.end_id = tokenizer.convert_tokens_to_ids(family.end_of_turn)
-        self.image_id = tokenizer.convert_tokens_to_ids(family.image_token)
+        ids = {
+            token: tokenizer.convert_tokens_to_ids(token) for token in family.unsupervised_tokens
+        }
+        # A token the vocabulary lacks maps to <unk> (or None): never mask those by mistake.
+        self.image_ids = {
+            token_id
+            for token, token_id in ids.items()
+            if token_id is not None and tokenizer.convert_ids_to_tokens(token_id) == token
+        }
         self.tokenizer = tokenizer
         self._is_whitespace: dict[int, bool] = {}
 
@@ -54,7 +71,7 @@ class SupervisionMask:
         for position, (token_id, attended) in enumerate(
             zip(input_ids, attention_mask, strict=True)
         ):
-            if not attended or token_id == self.image_id:
+            if not attended or token_id in self.image_ids:
                 labels[position] = IGNORE_INDEX
         return labels
 
@@ -93,7 +110,7 @@ class SftCollator:
     def __init__(self, processor, family: Family, *, max_side: int, train_on_prompt: bool):
         self.processor = processor
         self.family = family
-        self.max_side = max_side
+        self.max_side = image_cap(family, max_side, processor)
         self.train_on_prompt = train_on_prompt
         self.mask = SupervisionMask(processor.tokenizer, family)
 
@@ -112,6 +129,7 @@ class SftCollator:
             images=images_argument(images, self.family),
             padding=True,
             padding_side="right",
+            add_special_tokens=False,
             return_tensors="pt",
         )
         labels = [
@@ -126,8 +144,9 @@ class SftCollator:
 
 
 def images_argument(images: list[list], family: Family):
-    """What the family's processor takes for a batch: Mllama nested per row, Qwen flat."""
-    if family.model_type == "mllama":
+    """What the family's processor takes for a batch: one list per row (Mllama, SmolVLM) or one
+    flat list (Qwen, Pixtral); None for a batch without images."""
+    if family.nested_images:
         return images if any(images) else None
     flat = [image for row in images for image in row]
     return flat or None
@@ -150,7 +169,8 @@ def check_supervised(labels: list[list[int]], records: list[dict[str, Any]]) -> 
 
 
 class UnslothRecordCollator:
-    """Feeds our records to Unsloth's vision collator: images decoded and capped first."""
+    """Feeds our records to Unsloth's vision collator: images decoded and capped first
+    (`max_side`: the family's `image_cap`, computed where the processor is known)."""
 
     def __init__(self, unsloth_collator, family: Family, *, max_side: int):
         self.unsloth_collator = unsloth_collator
@@ -186,7 +206,7 @@ class PreferenceCollator:
     def __init__(self, processor, family: Family, *, max_side: int):
         self.processor = processor
         self.family = family
-        self.max_side = max_side
+        self.max_side = image_cap(family, max_side, processor)
         self.mask = SupervisionMask(processor.tokenizer, family)
 
     def __call__(self, records: list[dict[str, Any]]) -> dict:
@@ -205,6 +225,7 @@ class PreferenceCollator:
             images=images_argument(images + images, self.family),
             padding=True,
             padding_side="right",
+            add_special_tokens=False,
             return_tensors="pt",
         )
         masks = [

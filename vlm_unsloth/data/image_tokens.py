@@ -1,21 +1,47 @@
-"""How many tokens an image of a given size becomes, per family: the number that decides memory.
+"""How many tokens an image of a given size becomes, per family, and what `--max-side` means for
+it: the numbers that decide memory, and the guarantee that the model never sees more pixels than
+the user allowed.
 
-Pure size arithmetic over the processors' own resize rules (imported from transformers, so the
-estimate cannot drift from what the processor really does):
+Pure size arithmetic over the processors' own resize rules (imported from transformers where it
+is a function, so the estimate cannot drift from what the processor really does):
 
 - Qwen2-VL / Qwen2.5-VL resize to multiples of patch*merge (28 px) within [min_pixels,
   max_pixels]; each 28x28 block is one `<|image_pad|>` text token: tokens = (h/28)*(w/28).
 - Llama 3.2 Vision (Mllama) fits the image on a canvas of up to `max_image_tiles` tiles of
   `tile_size` px; the prompt holds ONE `<|image|>` token and the language model cross-attends to
   tiles * ((tile/patch)^2 + 1) vision tokens (1,601 per 560 px tile).
+- Idefics3 / SmolVLM / SmolVLM2 (`idefics3` scheme) resize the longest side TO
+  size["longest_edge"] (up or down) unless do_resize is off, round both sides up to whole tiles
+  of max_image_size px (the short side is stretched), and split an image over one tile into
+  rows x cols tiles plus a global view squashed to one tile; a view is `image_seq_len` <image>
+  tokens. Text per image: one view = <fake><global-img><image>*S<fake> (S + 3 tokens); rows x
+  cols = per row cols x (<fake><row_r_col_c><image>*S) + "\\n", then
+  "\\n<fake><global-img><image>*S<fake>" (rows*cols*(S+2) + rows-1 + T("\\n\\n") + S + 3).
+- Pixtral (`pixtral` scheme) only ever shrinks (to size["longest_edge"]), then rounds each side
+  up to 16 px patches: rows x cols [IMG], one [IMG_BREAK] a row (the last one [IMG_END]):
+  tokens = rows * (cols + 1).
+
+`--max-side S` (`image_cap`): images are shrunk so their longest side is at most the family's
+cap, which the processor then never enlarges past S:
+- qwen, mllama: the cap is S itself (Qwen rounds each side to the nearest 28 px).
+- idefics3: the largest whole number of tiles <= S (1 to 6 tiles: <row_6_col_6> is the last
+  row/column token), with the processor's own resize switched off (`PROCESSOR_SETTINGS`): it
+  would UPSCALE every image to 1536 px (SmolVLM-Instruct). Tile rounding then stays <= the cap.
+  An image under one tile still becomes one tile-sized view (the encoder's input size).
+- pixtral: the largest multiple of 16 px <= S, at most the checkpoint's 1024.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from vlm_unsloth.families import Family
+
+IDEFICS3_MAX_GRID = 6
+"""Tiles per side: only <row_1_col_1> .. <row_6_col_6> exist as tokens."""
 
 
 @dataclass(frozen=True)
@@ -24,8 +50,9 @@ class ImageTokenCount:
 
     text_tokens: positions the image occupies in `input_ids` (counts against max_seq_length).
     vision_tokens: tokens the vision encoder produces and the language model attends to.
-    resized: (width, height) the processor resizes to (Qwen) or the tiled canvas (Mllama).
-    tiles: Mllama tiles used (1 for Qwen).
+    resized: (width, height) the processor resizes to (Qwen, Pixtral), the tiled canvas
+        (Mllama, Idefics3 before the global view).
+    tiles: Mllama tiles; Idefics3 views (rows*cols + 1 global, or 1); 1 otherwise.
     """
 
     text_tokens: int
@@ -78,16 +105,128 @@ def mllama_image_tokens(
     )
 
 
-def count_image_tokens(family: Family, width: int, height: int, image_processor: Any):
-    """The ImageTokenCount of a width x height image for `family`, with the parameters of the
-    model's own `image_processor`."""
-    return _SCHEMES[family.image_tokens](width, height, image_processor)
+def idefics3_image_tokens(
+    width: int,
+    height: int,
+    *,
+    tile: int = 384,
+    image_seq_len: int = 81,
+    longest_edge: int = 1536,
+    do_resize: bool = True,
+    do_image_splitting: bool = True,
+    double_newline_tokens: int = 1,
+) -> ImageTokenCount:
+    """Idefics3 / SmolVLM / SmolVLM2; defaults are SmolVLM-Instruct's (384 px tiles, 81 tokens a
+    view, resized to 1536 px). `double_newline_tokens`: len(tokenizer("\\n\\n")), 1 in SmolLM2.
+
+    Raises ValueError past 6 x 6 tiles: no <row_7_col_1> token exists, so the prompt would be
+    tokenized into an unpredictable number of pieces (`image_cap` keeps images under it).
+    """
+    # Imported here: importing this module must not import transformers before Unsloth.
+    from transformers.models.idefics3.image_processing_idefics3 import (
+        MAX_IMAGE_SIZE,
+        _resize_output_size_rescale_to_max_len,
+        _resize_output_size_scale_below_upper_bound,
+    )
+
+    h, w = height, width
+    if do_resize:
+        h, w = _resize_output_size_rescale_to_max_len(h, w, max_len=longest_edge)
+        h, w = _resize_output_size_scale_below_upper_bound(h, w, max_len=MAX_IMAGE_SIZE)
+    if not do_image_splitting:  # the image is squashed to one tile
+        return ImageTokenCount(image_seq_len + 3, image_seq_len, resized=(tile, tile))
+    # resize_for_vision_encoder: the long side up to whole tiles, the short side from the ratio.
+    ratio = w / h
+    if w >= h:
+        w = math.ceil(w / tile) * tile
+        h = math.ceil(int(w / ratio) / tile) * tile
+    else:
+        h = math.ceil(h / tile) * tile
+        w = math.ceil(int(h * ratio) / tile) * tile
+    if h <= tile and w <= tile:
+        return ImageTokenCount(image_seq_len + 3, image_seq_len, resized=(w, h))
+    rows, cols = h // tile, w // tile
+    if rows > IDEFICS3_MAX_GRID or cols > IDEFICS3_MAX_GRID:
+        raise ValueError(
+            f"{width}x{height} becomes {rows}x{cols} tiles of {tile} px: over the 6x6 grid that "
+            "has <row_r_col_c> tokens"
+        )
+    text = rows * cols * (image_seq_len + 2) + (rows - 1) + double_newline_tokens
+    views = rows * cols + 1
+    return ImageTokenCount(
+        text_tokens=text + image_seq_len + 3,
+        vision_tokens=views * image_seq_len,
+        resized=(w, h),
+        tiles=views,
+    )
 
 
-def _qwen_from_processor(width: int, height: int, image_processor: Any) -> ImageTokenCount:
-    return qwen_image_tokens(
-        width,
-        height,
+def pixtral_image_tokens(
+    width: int,
+    height: int,
+    *,
+    patch_size: int = 16,
+    spatial_merge_size: int = 1,
+    longest_edge: int = 1024,
+) -> ImageTokenCount:
+    """Pixtral (spatial_merge_size 1; Mistral-Small-3.1 merges 2): rows x (cols + 1) text tokens,
+    rows x cols of them [IMG]. Raises ValueError where a side would shrink to 0 px (the processor
+    fails there too)."""
+    from transformers.models.pixtral.image_processing_pixtral import _num_image_tokens
+
+    patch = patch_size * spatial_merge_size
+    ratio = max(height, width) / longest_edge
+    if ratio > 1:  # downscale only, with floor (the processor's own comment says why)
+        height, width = int(math.floor(height / ratio)), int(math.floor(width / ratio))
+    if height < 1 or width < 1:
+        raise ValueError(f"a side shrinks to 0 px at a {longest_edge} px longest edge")
+    rows, cols = _num_image_tokens((height, width), (patch, patch))
+    return ImageTokenCount(
+        text_tokens=rows * (cols + 1),
+        vision_tokens=rows * cols,
+        resized=(cols * patch, rows * patch),
+    )
+
+
+def idefics3_cap(max_side: int, *, tile: int, **_: Any) -> int:
+    """The largest whole number of tiles (1 to 6) that fits in `max_side`."""
+    return tile * max(1, min(IDEFICS3_MAX_GRID, max_side // tile))
+
+
+def pixtral_cap(
+    max_side: int, *, patch_size: int, spatial_merge_size: int, longest_edge: int, **_: Any
+) -> int:
+    """The largest multiple of the patch that fits in `max_side`, at most `longest_edge`."""
+    patch = patch_size * spatial_merge_size
+    return max(patch, min(longest_edge // patch, max_side // patch) * patch)
+
+
+def _no_cap(max_side: int, **_: Any) -> int:
+    return max_side
+
+
+@dataclass(frozen=True)
+class ImageScheme:
+    """One way of turning images into tokens (`Family.image_tokens` names it)."""
+
+    settings: Callable[[Any], dict]
+    """The processor's parameters that `count` and `cap` take (keyword arguments)."""
+    count: Callable[..., ImageTokenCount]
+    """(width, height, **settings) -> ImageTokenCount."""
+    cap: Callable[..., int]
+    """(max_side, **settings) -> the longest side images are shrunk to for --max-side."""
+    processor_settings: dict
+    """Image-processor attributes the product sets once on every loaded processor."""
+
+
+def _image_processor(processor: Any) -> Any:
+    # A whole processor, or (for the schemes that need nothing else) its image processor.
+    return getattr(processor, "image_processor", processor)
+
+
+def _qwen_settings(processor: Any) -> dict:
+    image_processor = _image_processor(processor)
+    return dict(
         patch_size=image_processor.patch_size,
         merge_size=image_processor.merge_size,
         min_pixels=image_processor.size["shortest_edge"],
@@ -95,13 +234,63 @@ def _qwen_from_processor(width: int, height: int, image_processor: Any) -> Image
     )
 
 
-def _mllama_from_processor(width: int, height: int, image_processor: Any) -> ImageTokenCount:
-    return mllama_image_tokens(
-        width,
-        height,
-        tile_size=image_processor.size["height"],
-        max_image_tiles=image_processor.max_image_tiles,
+def _mllama_settings(processor: Any) -> dict:
+    image_processor = _image_processor(processor)
+    return dict(
+        tile_size=image_processor.size["height"], max_image_tiles=image_processor.max_image_tiles
     )
 
 
-_SCHEMES = {"qwen": _qwen_from_processor, "mllama": _mllama_from_processor}
+def _idefics3_settings(processor: Any) -> dict:
+    image_processor = processor.image_processor  # image_seq_len lives on the processor
+    newline = processor.tokenizer("\n\n", add_special_tokens=False)["input_ids"]
+    return dict(
+        tile=image_processor.max_image_size["longest_edge"],
+        image_seq_len=processor.image_seq_len,
+        longest_edge=image_processor.size["longest_edge"],
+        do_resize=image_processor.do_resize,
+        do_image_splitting=image_processor.do_image_splitting,
+        double_newline_tokens=len(newline),
+    )
+
+
+def _pixtral_settings(processor: Any) -> dict:
+    return dict(
+        patch_size=processor.patch_size,
+        spatial_merge_size=processor.spatial_merge_size,
+        longest_edge=processor.image_processor.size["longest_edge"],
+    )
+
+
+SCHEMES: dict[str, ImageScheme] = {
+    "qwen": ImageScheme(_qwen_settings, qwen_image_tokens, _no_cap, {}),
+    "mllama": ImageScheme(_mllama_settings, mllama_image_tokens, _no_cap, {}),
+    # do_resize off: the processor would set every image's longest side TO size["longest_edge"]
+    # (1536 px for SmolVLM-Instruct), upscaling a capped image far past --max-side.
+    "idefics3": ImageScheme(
+        _idefics3_settings, idefics3_image_tokens, idefics3_cap, {"do_resize": False}
+    ),
+    "pixtral": ImageScheme(_pixtral_settings, pixtral_image_tokens, pixtral_cap, {}),
+}
+
+
+def count_image_tokens(family: Family, width: int, height: int, processor: Any) -> ImageTokenCount:
+    """The ImageTokenCount of a width x height image for `family`, with the parameters of the
+    model's own `processor` (for Qwen and Mllama, its image processor is enough)."""
+    scheme = SCHEMES[family.image_tokens]
+    return scheme.count(width, height, **scheme.settings(processor))
+
+
+def image_cap(family: Family, max_side: int, processor: Any) -> int:
+    """The longest side `family`'s images are shrunk to under `--max-side max_side`, so that the
+    model sees at most `max_side` px (see the module docstring)."""
+    scheme = SCHEMES[family.image_tokens]
+    return scheme.cap(max_side, **scheme.settings(processor))
+
+
+def prepare_processor(family: Family, processor: Any) -> Any:
+    """Set the family's image-processor settings on a loaded processor (once, on the instance:
+    Unsloth's collator passes no image options per call); returns it."""
+    for name, value in SCHEMES[family.image_tokens].processor_settings.items():
+        setattr(processor.image_processor, name, value)
+    return processor

@@ -31,7 +31,7 @@ from jinja2 import TemplateError
 from rich.console import Console
 from rich.table import Table
 
-from vlm_unsloth.data.image_tokens import count_image_tokens
+from vlm_unsloth.data.image_tokens import count_image_tokens, image_cap
 from vlm_unsloth.data.images import (
     DEFAULT_MAX_SIDE,
     cap_longest_side,
@@ -102,6 +102,10 @@ class ValidationReport:
     rejected: list[RejectedRow]
     family: str
     max_side: int
+    """The --max-side option."""
+    image_cap: int
+    """The longest side images are capped at for it (the family's `image_cap`: tile or patch
+    multiples for SmolVLM and Pixtral)."""
     max_seq_length: int
     token_counts: list[int] = field(default_factory=list)
     """Total tokens of each kept row, in `kept` order."""
@@ -142,10 +146,12 @@ def count_tokens(
     `image_sizes` are the sizes the processor will get (after capping at max_side).
     """
     text = processor.apply_chat_template(to_chat_template_messages(messages), tokenize=False)
-    text_tokens = len(processor.tokenizer(text)["input_ids"])
+    # add_special_tokens=False, as every collator calls the processor: the chat template already
+    # writes the BOS token (the real Llama/Mistral tokenizers would add a second one).
+    text_tokens = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
     # The rendered text already holds one placeholder token per image.
     image_tokens = sum(
-        count_image_tokens(family, width, height, processor.image_processor).text_tokens - 1
+        count_image_tokens(family, width, height, processor).text_tokens - 1
         for width, height in image_sizes
     )
     return TokenCount(text=text_tokens, image=image_tokens)
@@ -161,7 +167,12 @@ def validate_record(
     fit_images: bool = False,
 ) -> dict:
     """One record checked: {reason, message, num_tokens, max_side, resized, multi_frame}; reason
-    None = keep."""
+    None = keep.
+
+    `max_side` is the --max-side option; images are capped at the family's `image_cap` of it,
+    and the result's max_side is the cap the collator must use for this row.
+    """
+    max_side = image_cap(family, max_side, processor)
     keep = {"reason": None, "message": None, "num_tokens": 0, "max_side": max_side}
     keep |= {"resized": False, "multi_frame": False}
     problem = record_problem(record)
@@ -220,6 +231,7 @@ def validate_dataset(
     strict: any rejected row raises DataError (counts per reason and the first rows).
     num_proc: worker processes for image decoding (datasets.map); None = this process.
     """
+    cap = image_cap(family, max_side, processor)
     # Validating records a second time (e.g. a kept dataset): the columns are recomputed.
     dataset = dataset.remove_columns(
         [column for column in ("num_tokens", "max_side") if column in dataset.column_names]
@@ -259,11 +271,12 @@ def validate_dataset(
         kept=kept_dataset,
         rows_read=len(dataset),
         resized=sum(resized[i] for i in kept),
-        fitted=sum(sides[i] < max_side for i in kept),
+        fitted=sum(sides[i] < cap for i in kept),
         multi_frame=sum(multi_frame[i] for i in kept),
         rejected=rejected,
         family=family.key,
         max_side=max_side,
+        image_cap=cap,
         max_seq_length=max_seq_length,
         token_counts=[num_tokens[i] for i in kept],
     )
@@ -291,12 +304,13 @@ def write_rejected(report: ValidationReport, path: str | Path) -> Path:
 
 def print_report(report: ValidationReport, console: Console) -> None:
     """The validation summary as rich tables: counts, rejections by reason, token statistics."""
-    table = Table(title=f"Dataset check ({report.family}, max_side {report.max_side})")
+    cap = "" if report.image_cap == report.max_side else f": images capped at {report.image_cap}"
+    table = Table(title=f"Dataset check ({report.family}, max_side {report.max_side}{cap})")
     table.add_column("rows", style="bold")
     table.add_column("count", justify="right")
     table.add_row("read", str(report.rows_read))
     table.add_row("kept", str(report.kept_count), style="green")
-    table.add_row(f"resized (larger than {report.max_side} px)", str(report.resized))
+    table.add_row(f"resized (larger than {report.image_cap} px)", str(report.resized))
     if report.fitted:
         table.add_row("images shrunk to fit max_seq_length", str(report.fitted))
     if report.multi_frame:
@@ -356,8 +370,12 @@ def _fit(
     max_seq_length: int,
 ) -> tuple[int, int] | None:
     """(max_side, total tokens) of the largest smaller cap that fits, or None if none does."""
-    side = int(max_side * _FIT_STEP)
-    while side >= 1:
+    side = max_side
+    while True:
+        smaller = image_cap(family, int(side * _FIT_STEP), processor)
+        if not 1 <= smaller < side:
+            return None  # the family's cap cannot shrink further (e.g. one Idefics3 tile)
+        side = smaller
         sizes = [cap_longest_side(w, h, side) for w, h in original_sizes]
         try:
             for width, height in sizes:
@@ -365,13 +383,10 @@ def _fit(
         except ImageError:
             return None  # smaller would be too small for the processor
         image_tokens = sum(
-            count_image_tokens(family, w, h, processor.image_processor).text_tokens - 1
-            for w, h in sizes
+            count_image_tokens(family, w, h, processor).text_tokens - 1 for w, h in sizes
         )
         if text_tokens + image_tokens <= max_seq_length:
             return side, text_tokens + image_tokens
-        side = int(side * _FIT_STEP)
-    return None
 
 
 def _message(error: ImageError) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from vlm_unsloth.config import ModelArgs
 from vlm_unsloth.data.collate import decode_images, images_argument
+from vlm_unsloth.data.image_tokens import image_cap, prepare_processor
 from vlm_unsloth.data.records import image_references, to_chat_template_messages
 from vlm_unsloth.errors import ConfigError
 from vlm_unsloth.infer.args import GenerationArgs
@@ -29,7 +30,7 @@ def load_for_inference(model_args: ModelArgs, adapter_dir: str | None) -> Loaded
     With an adapter, the processor is the one training saved next to it: same chat template
     and image settings as training, even if the base model's files have changed since.
     """
-    backend, why = activate_backend(model_args.backend)
+    backend, why = activate_backend(model_args.backend, model_args.model)
     setup = choose_device(backend, why, "auto", model_args.cpu_threads)
     loaded = load_model(model_args, None, setup, seed=0)
     if adapter_dir:
@@ -38,7 +39,8 @@ def load_for_inference(model_args: ModelArgs, adapter_dir: str | None) -> Loaded
 
         loaded.model = PeftModel.from_pretrained(loaded.model, adapter_dir)
         if (Path(adapter_dir) / "processor_config.json").is_file():
-            loaded.processor = AutoProcessor.from_pretrained(adapter_dir)
+            processor = AutoProcessor.from_pretrained(adapter_dir)
+            loaded.processor = prepare_processor(loaded.family, processor)
     loaded.model = backend_module(backend).for_inference(loaded.model)
     return loaded
 
@@ -81,12 +83,14 @@ def _inputs(loaded: LoadedModel, records: list[dict], max_side: int, system_prom
         )
         for r in records
     ]
-    images = [decode_images(r, max_side=max_side, family=loaded.family) for r in records]
+    cap = image_cap(loaded.family, max_side, processor)
+    images = [decode_images(r, max_side=cap, family=loaded.family) for r in records]
     batch = processor(
         text=texts,
         images=images_argument(images, loaded.family),
         padding=True,
         padding_side="left",  # generation appends on the right: prompts must end aligned
+        add_special_tokens=False,  # the chat template writes BOS (as in training)
         return_tensors="pt",
     )
     return batch.to(loaded.setup.device)

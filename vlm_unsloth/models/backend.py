@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from vlm_unsloth.families import Family
 from vlm_unsloth.models import hf_backend, unsloth_backend
+from vlm_unsloth.models.checkpoints import peek_family
 from vlm_unsloth.models.device import DeviceSetup, resolve_backend
 from vlm_unsloth.models.lora import LoraArgs
 
@@ -84,11 +85,11 @@ def backend_module(backend: str) -> Backend:
     return module  # type: ignore[return-value]  # a module of the protocol's functions
 
 
-def activate_backend(choice: str) -> tuple[str, str]:
-    """`resolve_backend`, then import Unsloth when it is the one that will run: it patches
-    transformers/TRL/PEFT on import and must come before they are used. Every entry point calls
-    this first."""
-    backend, why = resolve_backend(choice)
+def activate_backend(choice: str, model: str | None = None) -> tuple[str, str]:
+    """`resolve_backend` for `--model model` (its family found without loading it), then import
+    Unsloth when it is the one that will run: it patches transformers/TRL/PEFT on import and must
+    come before they are used. Every entry point calls this first."""
+    backend, why = resolve_backend(choice, peek_family(model) if model else None)
     if backend == "unsloth":
         unsloth_backend.import_unsloth()
     return backend, why

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from vlm_unsloth import distributed
 from vlm_unsloth.errors import BackendError, ConfigError
+from vlm_unsloth.families import Family
 
 
 @dataclass(frozen=True)
@@ -35,13 +36,23 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def resolve_backend(choice: str) -> tuple[str, str]:
-    """("unsloth"|"hf", reason). `auto` picks unsloth when CUDA is available."""
+def resolve_backend(choice: str, family: Family | None = None) -> tuple[str, str]:
+    """("unsloth"|"hf", reason). `auto` picks unsloth when CUDA is available, unless `family`
+    (the model's, where known) is one Unsloth cannot train (`Family.unsloth_trains`)."""
     if choice not in ("auto", "unsloth", "hf"):
         raise ConfigError(
             f"unknown backend {choice!r}", where="--backend", fix="use auto, unsloth or hf"
         )
     has_cuda = cuda_available()
+    if family is not None and not family.unsloth_trains:
+        if choice == "unsloth":
+            raise BackendError(
+                f"Unsloth cannot train {family.key} models ({family.unsloth_note})",
+                where="--backend unsloth",
+                fix="use --backend hf (or auto, which picks it for this family)",
+            )
+        if choice == "auto" and has_cuda:
+            return "hf", backend_notice(family)
     if choice == "unsloth" and not has_cuda:
         raise BackendError(
             "the unsloth backend needs an NVIDIA GPU with CUDA, and none is visible here",
@@ -54,6 +65,14 @@ def resolve_backend(choice: str) -> tuple[str, str]:
             return "unsloth", "auto: CUDA is available, so Unsloth"
         return "hf", "auto: no CUDA GPU, so transformers + PEFT"
     return choice, f"--backend {choice}"
+
+
+def backend_notice(family: Family) -> str:
+    """The one line `--backend auto` says when it gives a family Unsloth cannot train to hf."""
+    return (
+        f"--backend auto: Unsloth cannot train {family.key} models ({family.unsloth_note}), "
+        "so transformers + PEFT (the hf backend)"
+    )
 
 
 def choose_device(

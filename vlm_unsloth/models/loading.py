@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from vlm_unsloth.config import ModelArgs
+from vlm_unsloth.data.image_tokens import prepare_processor
 from vlm_unsloth.errors import ModelError
-from vlm_unsloth.families import TINY_MODEL_NAMES, Family, family_for_model_type
+from vlm_unsloth.families import TINY_MODEL_NAMES, Family, family_for_config
 from vlm_unsloth.models.backend import backend_module
 from vlm_unsloth.models.device import DeviceSetup
 from vlm_unsloth.models.lora import LoraArgs
@@ -56,11 +57,12 @@ def resolve_model(name: str, *, where: str = "--model") -> ModelRef:
     else:
         path = name
     return ModelRef(
-        name=name, path=path, family=family_for_model_type(_model_type(path, where), where=where)
+        name=name, path=path, family=family_for_config(_config(path, where), where=where)
     )
 
 
-def _model_type(path: str, where: str) -> str:
+def _config(path: str, where: str) -> dict:
+    """The checkpoint's config.json (of the base model, for an adapter folder)."""
     local = Path(path)
     if local.is_dir():
         config_file = local / "config.json"
@@ -68,17 +70,17 @@ def _model_type(path: str, where: str) -> str:
             adapter_config = local / "adapter_config.json"
             if adapter_config.is_file():
                 base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
-                return _model_type(base, where)
+                return _config(base, where)
             raise ModelError(
                 f"{local} has no config.json", where=where, fix="pass a model folder or a hub id"
             )
-        return json.loads(config_file.read_text())["model_type"]
+        return json.loads(config_file.read_text())
     if local.exists():
         raise ModelError(f"{local} is a file, not a model folder", where=where)
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(path).model_type
+        return AutoConfig.from_pretrained(path).to_dict()
     except OSError as error:
         raise ModelError(
             f"cannot load the config of {path!r} (not a local folder, and the Hugging Face Hub "
@@ -93,13 +95,14 @@ def load_processor(ref: ModelRef) -> Any:
     from transformers import AutoProcessor
 
     try:
-        return AutoProcessor.from_pretrained(ref.path)
+        processor = AutoProcessor.from_pretrained(ref.path)
     except OSError as error:
         raise ModelError(
             f"cannot load the processor of {ref.path}: {error}".splitlines()[0],
             where="--model",
             fix="pass a model folder with its processor and tokenizer files, or a tiny-* model",
         ) from error
+    return prepare_processor(ref.family, processor)
 
 
 def resolve_quantization(choice: str, device: str) -> str:
@@ -127,6 +130,7 @@ def load_model(
         setup=setup,
         max_seq_length=max_seq_length,
     )
+    prepare_processor(ref.family, processor)  # e.g. SmolVLM: no upscaling past --max-side
     if lora_args is not None:
         model = implementation.add_lora(
             model,

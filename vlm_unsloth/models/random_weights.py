@@ -15,10 +15,13 @@ from pathlib import Path
 
 from vlm_unsloth.errors import ModelError
 from vlm_unsloth.families import FAMILIES
+from vlm_unsloth.models.tiny import SEED
+from vlm_unsloth.models.tiny_architectures import ARCHITECTURES, model_class
 
 _QWEN_ROPE = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}
 
-# Values from the hub checkpoints' config.json files.
+# Values from the hub checkpoints' config.json files. Keys are the memory planner's architecture
+# names (models/checkpoints.py maps hub names to them). "config": top-level config overrides.
 REAL_ARCHITECTURES: dict[str, dict] = {
     "qwen2-vl-7b": dict(
         family="qwen2-vl",
@@ -61,14 +64,45 @@ REAL_ARCHITECTURES: dict[str, dict] = {
             vision_output_dim=7680, intermediate_layers_indices=[3, 7, 15, 23, 30],
         ),
     ),
+    # SmolVLM-Instruct (2.2B, idefics3): SigLIP so400m-patch14-384 tower, pixel shuffle 3 (81
+    # tokens a 384 px view), SmolLM2-1.7B text. From memory of the hub's config.json (no Hub
+    # here): vocab_size and tie_word_embeddings are the least certain (49,280 covers the added
+    # tokens' ids up to <end_of_utterance> = 49279).
+    "smolvlm-instruct": dict(
+        family="smolvlm",
+        text_config=dict(
+            vocab_size=49280, hidden_size=2048, intermediate_size=8192, num_hidden_layers=24,
+            num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=16384,
+            rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 273768.0},
+        ),
+        vision_config=dict(
+            hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+            num_attention_heads=16, patch_size=14, image_size=384,
+        ),
+        config=dict(scale_factor=3),
+    ),
+    # Pixtral-12B (mistral-community/pixtral-12b = unsloth/Pixtral-12B-2409): Mistral-Nemo-sized
+    # text model, 24-layer Pixtral-ViT (1024 px, 16 px patches, gated silu MLP), 2-layer gelu
+    # projector with bias.
+    "pixtral-12b": dict(
+        family="pixtral",
+        text_config=dict(
+            vocab_size=131072, hidden_size=5120, intermediate_size=14336, num_hidden_layers=40,
+            num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+            max_position_embeddings=1024000, rms_norm_eps=1e-5,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e9},
+        ),
+        vision_config=dict(
+            hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+            num_attention_heads=16, image_size=1024, patch_size=16,
+        ),
+    ),
 }  # fmt: skip
 
 
 def build_random_checkpoint(arch: str, folder: str | Path) -> Path:
     """Write a random-weight checkpoint of `arch` (a REAL_ARCHITECTURES key) to `folder`."""
     import torch
-
-    from vlm_unsloth.models import tiny
 
     if arch not in REAL_ARCHITECTURES:
         raise ModelError(
@@ -81,18 +115,21 @@ def build_random_checkpoint(arch: str, folder: str | Path) -> Path:
     folder = Path(folder)
     if (folder / "config.json").is_file():
         return folder
-    processor = tiny._build_processor(family, real_size=True)
+    parts = ARCHITECTURES[family.model_type]
+    processor = parts.processor(real_size=True)
     # Real sizes over the tiny config: token ids stay those of our tokenizer (the vocabulary is
     # larger than the tokenizer, as real checkpoints' embedding tables often are).
-    config = tiny._build_config(
-        family, processor.tokenizer, text=spec["text_config"], vision=spec["vision_config"]
+    config = parts.config(
+        processor.tokenizer,
+        text=spec["text_config"],
+        vision=spec["vision_config"],
+        top=spec.get("config"),
     )
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.manual_seed(tiny.SEED)
+    torch.manual_seed(SEED)
     with torch.device(device):
-        model = tiny._model_class(family)._from_config(config, dtype=torch.bfloat16)
-    if family.model_type == "mllama":
-        tiny._open_cross_attention_gates(model)
+        model = model_class(parts)._from_config(config, dtype=torch.bfloat16)
+    parts.finish(model)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     del model

@@ -13,6 +13,7 @@ from typing import Any
 
 from vlm_unsloth import distributed
 from vlm_unsloth.data.collate import UnslothRecordCollator
+from vlm_unsloth.data.image_tokens import image_cap
 from vlm_unsloth.families import Family
 from vlm_unsloth.models.device import DeviceSetup
 from vlm_unsloth.models.lora import LoraArgs
@@ -125,7 +126,8 @@ def make_sft_collator(
         instruction_part=family.instruction_part,
         response_part=family.response_part,
     )
-    return UnslothRecordCollator(unsloth_collator, family, max_side=max_side)
+    cap = image_cap(family, max_side, processor)
+    return UnslothRecordCollator(unsloth_collator, family, max_side=cap)
 
 
 def save_merged(

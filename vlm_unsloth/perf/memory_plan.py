@@ -1,6 +1,11 @@
 """Predict peak GPU memory for a batch size, and pick the largest batch under a memory cap.
 
     python scripts/plan.py --model qwen2-vl-7b --max-side 768 --gpu-memory-gib 12
+    python scripts/plan.py --model unsloth/Qwen2-VL-7B-Instruct --max-side 768   # the same
+
+`--model` is a planner architecture (qwen2-vl-7b), a hub id the planner knows
+(models/checkpoints.py: every supported checkpoint, offline), or a model folder / cached hub id
+whose config.json has a known size.
 
 A fit, per architecture and backend, of measured peaks (calibration/peak_memory.json, each point
 with the command or source that produced it): peak = fixed + per_token x batch x tokens, where
@@ -15,7 +20,16 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 
+from vlm_unsloth.data.image_tokens import SCHEMES
+from vlm_unsloth.data.images import cap_longest_side
 from vlm_unsloth.errors import ConfigError
+from vlm_unsloth.families import FAMILIES, family_for_config
+from vlm_unsloth.models.checkpoints import (
+    architecture_for_config,
+    describe_known,
+    known_architecture,
+    local_config,
+)
 
 SAFETY_MARGIN = 0.9
 """Plan to 90% of the cap: allocator fragmentation and rare long batches need headroom."""
@@ -27,7 +41,11 @@ class PlanArgs:
 
     model: str = field(
         default="qwen2-vl-7b",
-        metadata={"help": "A calibrated architecture (see calibration/peak_memory.json)."},
+        metadata={
+            "help": "An architecture (qwen2-vl-7b), a supported hub checkpoint "
+            "(unsloth/Qwen2-VL-7B-Instruct, HuggingFaceTB/SmolVLM-Instruct, ...) or a model "
+            "folder. Planned where calibrated (calibration/peak_memory.json)."
+        },
     )
     backend: str = field(
         default="unsloth", metadata={"help": "unsloth or hf.", "choices": ("unsloth", "hf")}
@@ -76,13 +94,14 @@ def calibration_points() -> list[dict]:
     return json.loads(text)["points"]
 
 
-def fit_memory(arch: str, backend: str) -> MemoryFit:
-    """Least-squares line through the measured peaks of `arch` on `backend`."""
+def fit_memory(arch: str, backend: str, *, label: str | None = None) -> MemoryFit:
+    """Least-squares line through the measured peaks of `arch` on `backend` (`label`: how the
+    user named the model, for the error)."""
     points = [p for p in calibration_points() if (p["arch"], p["backend"]) == (arch, backend)]
     if len({p["batch_size"] * p["tokens"] for p in points}) < 2:
         calibrated = sorted({f"{p['arch']} on {p['backend']}" for p in calibration_points()})
         raise ConfigError(
-            f"no memory calibration for {arch} on the {backend} backend",
+            f"no memory calibration for {label or arch} on the {backend} backend",
             where="--model/--backend",
             fix=f"calibrated: {', '.join(calibrated)}; measure more with scripts/bench.py",
         )
@@ -95,20 +114,54 @@ def fit_memory(arch: str, backend: str) -> MemoryFit:
     return MemoryFit(arch, backend, mean_y - slope * mean_x, slope, len(points))
 
 
-def default_tokens(arch: str, max_side: int) -> int:
-    """Tokens of a 4:3 image capped at `max_side` plus 64 text tokens (prompt and answer)."""
-    from vlm_unsloth.data.image_tokens import qwen_image_tokens
+def planner_architecture(model: str) -> str:
+    """The planner's architecture for `--model` (see the module docstring); ConfigError naming
+    every model it knows otherwise."""
+    arch = known_architecture(model)
+    if arch is not None:
+        return arch.name
+    config = local_config(model)
+    if config is None:
+        raise ConfigError(
+            f"unknown model {model!r} (not a planner architecture, a known hub checkpoint, a "
+            "model folder, or a hub id in the local Hugging Face cache)",
+            where="--model",
+            fix=f"the planner knows: {describe_known()}",
+        )
+    family = family_for_config(config, where="--model")
+    arch = architecture_for_config(family, config)
+    if arch is None:
+        raise ConfigError(
+            f"{model} is a {family.key} model of a size the planner does not know",
+            where="--model",
+            fix=f"the planner knows: {describe_known()}",
+        )
+    return arch.name
 
-    if not arch.startswith("qwen"):
-        raise ConfigError(f"pass --tokens-per-sample for {arch}", where="--tokens-per-sample")
-    width, height = max_side, round(max_side * 3 / 4)
-    return qwen_image_tokens(width, height, max_pixels=28 * 28 * 16384).text_tokens + 64
+
+def default_tokens(arch: str, max_side: int) -> int:
+    """Tokens of a 4:3 image capped at `max_side` (as the family caps it, counted with the real
+    processor's parameters) plus 64 text tokens (prompt and answer)."""
+    known = known_architecture(arch)
+    scheme = SCHEMES[FAMILIES[known.family].image_tokens]
+    cap = scheme.cap(max_side, **known.image_settings)
+    width, height = cap_longest_side(max_side, round(max_side * 3 / 4), cap)
+    count = scheme.count(width, height, **known.image_settings)
+    if count.text_tokens == 1:  # Mllama: the image is one prompt position, cross-attended
+        raise ConfigError(
+            f"the tokens of a {arch} sample do not measure its image",
+            where="--tokens-per-sample",
+            fix="pass --tokens-per-sample",
+        )
+    return count.text_tokens + 64
 
 
 def plan_memory(args: PlanArgs) -> Plan:
     """Predicted peak per batch size, and the largest batch under the cap."""
-    fit = fit_memory(args.model, args.backend)
-    tokens = args.tokens_per_sample or default_tokens(args.model, args.max_side)
+    arch = planner_architecture(args.model)
+    label = args.model if args.model == arch else f"{args.model} ({arch})"
+    fit = fit_memory(arch, args.backend, label=label)
+    tokens = args.tokens_per_sample or default_tokens(arch, args.max_side)
     rows = [(b, fit.peak_gib(b, tokens)) for b in range(1, args.max_batch_size + 1)]
     cap = args.gpu_memory_gib * SAFETY_MARGIN
     fitting = [b for b, peak in rows if peak <= cap and args.effective_batch_size % b == 0]
@@ -152,15 +205,8 @@ def print_plan(plan: Plan, args: PlanArgs, console) -> None:
 def architecture_of(family_key: str, model_config) -> str | None:
     """The real architecture (e.g. qwen2-vl-7b) a loaded model has, matched on its family and
     language-model shape; None for any other size (e.g. the tiny test models)."""
-    from vlm_unsloth.models.random_weights import REAL_ARCHITECTURES
-
-    text = getattr(model_config, "text_config", model_config)
-    shape = (getattr(text, "hidden_size", None), getattr(text, "num_hidden_layers", None))
-    for arch, spec in REAL_ARCHITECTURES.items():
-        wanted = (spec["text_config"]["hidden_size"], spec["text_config"]["num_hidden_layers"])
-        if spec["family"] == family_key and shape == wanted:
-            return arch
-    return None
+    arch = architecture_for_config(FAMILIES[family_key], model_config)
+    return None if arch is None else arch.name
 
 
 def covers(quantization: str, gradient_checkpointing: bool) -> bool:

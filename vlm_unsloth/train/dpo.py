@@ -29,7 +29,7 @@ from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, to_dict
 from vlm_unsloth.console import make_console
 from vlm_unsloth.data.collate import PreferenceCollator
 from vlm_unsloth.data.images import DEFAULT_MAX_SIDE
-from vlm_unsloth.families import family_for_model_type
+from vlm_unsloth.families import family_for_config
 from vlm_unsloth.models.loading import LoadedModel
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.train import steps
@@ -261,7 +261,7 @@ def preference_accuracy(
     """
     import torch
 
-    family = family_for_model_type(model.config.model_type, where="preference_accuracy")
+    family = family_for_config(model.config, where="preference_accuracy")
     collator = PreferenceCollator(processor, family, max_side=max_side)
     device = model.device
     autocast = torch.autocast(

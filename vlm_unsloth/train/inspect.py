@@ -31,8 +31,9 @@ class InspectArgs:
     model: str = field(
         default=FAMILIES["qwen2-vl"].default_model,
         metadata={
-            "help": "Whose processor counts the tokens: hub id, local folder, or tiny-qwen2-vl, "
-            "tiny-qwen2.5-vl, tiny-llama-3.2-vision (offline)."
+            "help": "Whose processor counts the tokens: hub id, local folder, or a tiny offline "
+            "model (tiny-qwen2-vl, tiny-qwen2.5-vl, tiny-llama-3.2-vision, tiny-smolvlm, "
+            "tiny-smolvlm2, tiny-pixtral)."
         },
     )
     preference: bool = field(

@@ -34,7 +34,12 @@ from vlm_unsloth.data.validation import (
 from vlm_unsloth.errors import BackendError
 from vlm_unsloth.families import TINY_MODEL_NAMES
 from vlm_unsloth.models.backend import activate_backend
-from vlm_unsloth.models.device import DeviceSetup, cap_gpu_memory, choose_device
+from vlm_unsloth.models.device import (
+    DeviceSetup,
+    cap_gpu_memory,
+    choose_device,
+    cuda_available,
+)
 from vlm_unsloth.models.loading import LoadedModel, load_model, resolve_model
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.perf.oom import RecordKeepingCollator, with_oom_recovery
@@ -58,10 +63,11 @@ class TrainingData:
 def setup_device(model_args: ModelArgs, train_args: TrainArgs) -> DeviceSetup:
     """Backend (Unsloth imported first when it runs), device and precision; the GPU capped to
     `--gpu-memory-gib`. Refuses to train a real-size model on a CPU unless asked for."""
-    backend, why = activate_backend(model_args.backend)
+    backend, why = activate_backend(model_args.backend, model_args.model)
     if (
         model_args.backend == "auto"
         and backend == "hf"
+        and not cuda_available()  # (on a GPU, auto may pick hf for a family Unsloth can't train)
         and model_args.model not in TINY_MODEL_NAMES
     ):
         # Training a multi-billion-parameter model on a CPU would run for days: refuse unless

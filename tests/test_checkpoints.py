@@ -1,0 +1,236 @@
+"""The names users type: every supported hub checkpoint maps to its family and the planner's
+architecture offline; unknown names are refused with the list; and `--backend auto` gives a
+family Unsloth cannot train to the hf backend (tested by flipping the family's flag)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from vlm_unsloth.errors import BackendError, ConfigError
+from vlm_unsloth.families import FAMILIES, TINY_MODEL_NAMES
+from vlm_unsloth.models import device
+from vlm_unsloth.models.checkpoints import (
+    KNOWN_ARCHITECTURES,
+    known_architecture,
+    peek_family,
+)
+from vlm_unsloth.models.random_weights import REAL_ARCHITECTURES
+from vlm_unsloth.perf.memory_plan import (
+    PlanArgs,
+    architecture_of,
+    default_tokens,
+    plan_memory,
+    planner_architecture,
+)
+
+# The checkpoints issue #18 lists, and the families' defaults, with their architectures.
+NAMED = {
+    "HuggingFaceTB/SmolVLM-Instruct": "smolvlm-instruct",
+    "HuggingFaceTB/SmolVLM-256M-Instruct": "smolvlm-256m",
+    "HuggingFaceTB/SmolVLM-500M-Instruct": "smolvlm-500m",
+    "HuggingFaceTB/SmolVLM2-2.2B-Instruct": "smolvlm2-2.2b",
+    "HuggingFaceTB/SmolVLM2-500M-Video-Instruct": "smolvlm2-500m",
+    "HuggingFaceTB/SmolVLM2-256M-Video-Instruct": "smolvlm2-256m",
+    "mistral-community/pixtral-12b": "pixtral-12b",
+    "unsloth/Pixtral-12B-2409": "pixtral-12b",
+    "unsloth/Qwen2-VL-7B-Instruct": "qwen2-vl-7b",
+    "Qwen/Qwen2-VL-7B-Instruct": "qwen2-vl-7b",
+    "unsloth/Qwen2-VL-7B-Instruct-bnb-4bit": "qwen2-vl-7b",
+    "Qwen/Qwen2-VL-2B-Instruct": "qwen2-vl-2b",
+    "unsloth/Qwen2.5-VL-7B-Instruct": "qwen2.5-vl-7b",
+    "Qwen/Qwen2.5-VL-7B-Instruct": "qwen2.5-vl-7b",
+    "Qwen/Qwen2.5-VL-3B-Instruct": "qwen2.5-vl-3b",
+    "meta-llama/Llama-3.2-11B-Vision-Instruct": "llama-3.2-11b-vision",
+    "unsloth/Llama-3.2-11B-Vision-Instruct": "llama-3.2-11b-vision",
+}
+
+
+def test_every_named_and_default_checkpoint_is_known_with_its_family():
+    for name, arch in NAMED.items():
+        assert known_architecture(name).name == arch, name
+        assert known_architecture(name.lower()).name == arch  # hub ids are case-insensitive
+    for family in FAMILIES.values():
+        arch = known_architecture(family.default_model)
+        assert arch is not None and arch.family == family.key, family.default_model
+        assert peek_family(family.default_model) is family
+    names = [n for a in KNOWN_ARCHITECTURES for n in (a.name, *a.checkpoints)]
+    assert len(names) == len({n.lower() for n in names})  # one architecture per name
+
+
+def test_random_weight_architectures_are_known_with_the_same_shape():
+    for name, spec in REAL_ARCHITECTURES.items():
+        arch = known_architecture(name)
+        assert arch is not None and arch.family == spec["family"], name
+        text = spec["text_config"]
+        assert arch.text_shape == (text["hidden_size"], text["num_hidden_layers"])
+
+
+def test_the_planner_answers_for_the_default_model_of_train_sft():
+    """Issue #18: `plan.py --model unsloth/Qwen2-VL-7B-Instruct` was refused."""
+    by_name = plan_memory(PlanArgs(model="unsloth/Qwen2-VL-7B-Instruct", gpu_memory_gib=12))
+    by_arch = plan_memory(PlanArgs(model="qwen2-vl-7b", gpu_memory_gib=12))
+    assert (by_name.batch_size, by_name.tokens, by_name.rows) == (
+        by_arch.batch_size, by_arch.tokens, by_arch.rows,
+    )  # fmt: skip
+    assert by_name.batch_size is not None
+
+
+def test_plan_script_for_a_hub_name_and_the_refusals(capsys):
+    from vlm_unsloth.cli import plan_main
+
+    argv = ["--model", "unsloth/Qwen2-VL-7B-Instruct", "--max-side", "768"]
+    assert plan_main([*argv, "--gpu-memory-gib", "12"]) == 0
+    assert "recommended: --max-side 768" in capsys.readouterr().out
+    # Known but not measured yet: refused, saying what is calibrated.
+    assert plan_main(["--model", "HuggingFaceTB/SmolVLM-Instruct"]) == 2
+    err = capsys.readouterr().err
+    assert "no memory calibration for HuggingFaceTB/SmolVLM-Instruct (smolvlm-instruct)" in err
+    assert "calibrated: qwen2-vl-7b on hf" in err and err.count("\n") == 1
+    # Unknown: refused, listing every model the planner knows.
+    assert plan_main(["--model", "someone/Unknown-VLM-7B"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'someone/Unknown-VLM-7B'" in err and err.count("\n") == 1
+    for name in NAMED:
+        assert name in err
+
+
+def test_default_sample_tokens_follow_each_familys_max_side():
+    assert default_tokens("qwen2-vl-7b", 768) == 567 + 64
+    # SmolVLM-Instruct at 768 px: 2 x 2 tiles of 384 + global view; Pixtral: 36 x (48 + 1).
+    assert default_tokens("smolvlm-instruct", 768) == 418 + 64
+    assert default_tokens("smolvlm-256m", 768) == 64 + 3 + 64  # one 512 px view
+    assert default_tokens("pixtral-12b", 768) == 36 * 49 + 64
+    with pytest.raises(ConfigError, match="--tokens-per-sample"):
+        default_tokens("llama-3.2-11b-vision", 768)
+
+
+def _config_folder(tmp_path, model_type, hidden, layers, **extra):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    config = {
+        "model_type": model_type,
+        "text_config": {"hidden_size": hidden, "num_hidden_layers": layers},
+        **extra,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return tmp_path
+
+
+def test_folders_and_cached_hub_ids_are_recognised_by_their_config(tmp_path, monkeypatch):
+    folder = _config_folder(tmp_path / "q7", "qwen2_vl", 3584, 28)
+    assert planner_architecture(str(folder)) == "qwen2-vl-7b"
+    pixtral = {"vision_config": {"model_type": "pixtral"}}
+    folder = _config_folder(tmp_path / "px", "llava", 5120, 40, **pixtral)
+    assert planner_architecture(str(folder)) == "pixtral-12b"
+    with pytest.raises(ConfigError, match="a qwen2-vl model of a size the planner does not know"):
+        planner_architecture(str(_config_folder(tmp_path / "odd", "qwen2_vl", 64, 2)))
+    # A LLaVA checkpoint with another vision tower is not Pixtral.
+    clip = {"vision_config": {"model_type": "clip_vision_model"}}
+    assert peek_family(str(_config_folder(tmp_path / "llava", "llava", 4096, 32, **clip))) is None
+    # A hub id that is not in the table but sits in the local Hugging Face cache.
+    import huggingface_hub
+
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--someone--my-smolvlm" / "snapshots" / "abc123"
+    _config_folder(snapshot, "idefics3", 2048, 24)
+    (cache / "models--someone--my-smolvlm" / "refs").mkdir()
+    (cache / "models--someone--my-smolvlm" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    assert peek_family("someone/my-smolvlm") is FAMILIES["smolvlm"]
+    assert planner_architecture("someone/my-smolvlm") == "smolvlm-instruct"
+    assert peek_family("someone/not-cached") is None
+
+
+def test_loaded_models_map_to_their_architecture(tiny_ref):
+    from transformers import AutoConfig
+
+    for name in ("tiny-qwen2-vl", "tiny-pixtral"):  # tiny sizes are no planner architecture
+        config = AutoConfig.from_pretrained(tiny_ref(name).path)
+        assert architecture_of(tiny_ref(name).family.key, config) is None
+    config = AutoConfig.from_pretrained(tiny_ref("tiny-smolvlm").path)
+    config.text_config.hidden_size, config.text_config.num_hidden_layers = 2048, 24
+    assert architecture_of("smolvlm", config) == "smolvlm-instruct"
+    assert architecture_of("smolvlm2", config) == "smolvlm2-2.2b"  # same shape: family decides
+    assert architecture_of("pixtral", config) is None
+
+
+@pytest.fixture
+def unsloth_cannot_train_smolvlm(monkeypatch):
+    """SmolVLM marked as a family Unsloth cannot train, on a machine that (says it) has CUDA."""
+    family = dataclasses.replace(
+        FAMILIES["smolvlm"], unsloth_trains=False, unsloth_note="test: FastVisionModel failed"
+    )
+    monkeypatch.setitem(FAMILIES, "smolvlm", family)
+    monkeypatch.setitem(TINY_MODEL_NAMES, "tiny-smolvlm", family)
+    monkeypatch.setattr(device, "cuda_available", lambda: True)
+    return family
+
+
+def test_backend_auto_picks_hf_for_a_family_unsloth_cannot_train(unsloth_cannot_train_smolvlm):
+    import sys
+
+    from vlm_unsloth.models.backend import activate_backend
+
+    family = unsloth_cannot_train_smolvlm
+    assert device.resolve_backend("auto", FAMILIES["qwen2-vl"])[0] == "unsloth"
+    backend, why = device.resolve_backend("auto", family)
+    assert backend == "hf" and why == device.backend_notice(family)
+    assert "Unsloth cannot train smolvlm models (test: FastVisionModel failed)" in why
+    with pytest.raises(BackendError, match="--backend unsloth: Unsloth cannot train smolvlm"):
+        device.resolve_backend("unsloth", family)
+    assert device.resolve_backend("hf", family)[0] == "hf"
+    assert activate_backend("auto", "tiny-smolvlm")[0] == "hf"
+    assert "unsloth" not in sys.modules  # hf chosen before anything imported Unsloth
+
+
+@pytest.mark.slow
+def test_the_product_keeps_working_for_such_a_family(unsloth_cannot_train_smolvlm, monkeypatch,
+                                                     tmp_path, capsys):  # fmt: skip
+    """train-sft with --backend auto on "a GPU machine": one notice line, then an hf run."""
+    from vlm_unsloth.cli import train_sft_main
+    from vlm_unsloth.train import steps
+
+    monkeypatch.setattr(steps, "cuda_available", lambda: True)
+    output = tmp_path / "run"
+    argv = ["--model", "tiny-smolvlm", "--output-dir", str(output), "--max-steps", "2",
+            "--max-samples", "4", "--batch-size", "2", "--grad-accum", "1"]  # fmt: skip
+    assert train_sft_main(argv) == 0
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if line.startswith("note: ")]
+    assert notes == [f"note: {device.backend_notice(unsloth_cannot_train_smolvlm)}"]
+    resolved = (output / "run_config.yaml").read_text()
+    assert "backend: hf" in resolved
+    assert json.loads((output / "summary.json").read_text())["global_step"] == 2
+
+
+# Total parameters of the hub checkpoints (their model cards / safetensors index), to within 3%:
+# the random-weight architectures must be the real sizes, or bench.py measures something else.
+REAL_PARAMETERS = {
+    "qwen2-vl-7b": 8.29e9,
+    "qwen2.5-vl-7b": 8.29e9,
+    "llama-3.2-11b-vision": 10.67e9,
+    "smolvlm-instruct": 2.25e9,
+    "pixtral-12b": 12.68e9,
+}
+
+
+@pytest.mark.parametrize("arch", list(REAL_ARCHITECTURES))
+def test_random_weight_architectures_have_the_real_parameter_count(arch):
+    import torch
+
+    from vlm_unsloth.models.tiny_architectures import ARCHITECTURES, model_class
+
+    spec = REAL_ARCHITECTURES[arch]
+    parts = ARCHITECTURES[FAMILIES[spec["family"]].model_type]
+    processor = parts.processor(real_size=True)
+    config = parts.config(
+        processor.tokenizer, text=spec["text_config"], vision=spec["vision_config"],
+        top=spec.get("config"),
+    )  # fmt: skip
+    with torch.device("meta"):  # shapes only: no memory, no time
+        model = model_class(parts)._from_config(config)
+    total = sum(p.numel() for p in model.parameters())
+    print(f"{arch}: {total / 1e9:.2f}B parameters")
+    assert abs(total - REAL_PARAMETERS[arch]) <= 0.03 * REAL_PARAMETERS[arch], total
