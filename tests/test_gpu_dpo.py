@@ -22,6 +22,10 @@ pytestmark = [
 IMAGE_INPUTS = {
     "tiny-qwen2-vl": ("pixel_values", "image_grid_thw"),
     "tiny-llama-3.2-vision": ("pixel_values", "aspect_ratio_ids", "cross_attention_mask"),
+    # Qwen3-VL also needs the image positions; Gemma 3's token_type_ids make attention inside
+    # each image bidirectional (without them its forward runs, silently causal).
+    "tiny-qwen3-vl": ("pixel_values", "image_grid_thw", "mm_token_type_ids"),
+    "tiny-gemma3": ("pixel_values", "token_type_ids"),
 }
 
 
@@ -53,7 +57,7 @@ def _recorder():
     return RecordForwardInputs()
 
 
-@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-llama-3.2-vision"])
+@pytest.mark.parametrize("name", list(IMAGE_INPUTS))
 def test_train_dpo_on_the_unsloth_backend_feeds_the_images(name, tmp_path):
     from vlm_unsloth.config import DataArgs, ModelArgs
     from vlm_unsloth.models.lora import LoraArgs
@@ -83,6 +87,9 @@ def test_train_dpo_on_the_unsloth_backend_feeds_the_images(name, tmp_path):
         assert call["input_ids"][0] == 4  # 2 prompts x (chosen, rejected)
         if "image_grid_thw" in call:
             assert call["image_grid_thw"] == (4, 3)  # one image per row, both answers
+        if "token_type_ids" in call:
+            assert call["token_type_ids"] == call["input_ids"]
+            assert call["pixel_values"][0] == 4
         if "cross_attention_mask" in call:
             assert call["cross_attention_mask"][:2] == call["input_ids"]
     metrics = (result.output_dir / "metrics.jsonl").read_text()
