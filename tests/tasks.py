@@ -84,10 +84,12 @@ def write_colour_task(
     )
 
 
-def colour_training_args(task: ColourTask, output: Path, *, backend: str = "hf") -> list[str]:
+def colour_training_args(
+    task: ColourTask, output: Path, *, backend: str = "hf", model: str = "tiny-qwen2-vl"
+) -> list[str]:
     """train-sft flags of the measured recipe that learns the colour task (see the docstring)."""
     return [
-        "--model", "tiny-qwen2-vl", "--backend", backend, "--dataset", str(task.train),
+        "--model", model, "--backend", backend, "--dataset", str(task.train),
         "--eval-dataset", str(task.eval), "--output-dir", str(output), "--max-steps", "60",
         "--batch-size", "8", "--grad-accum", "1", "--learning-rate", "5e-3", "--lora-r", "16",
         "--lora-alpha", "64", "--modules-to-save", "lm_head", "--warmup-ratio", "0.1",
