@@ -32,7 +32,7 @@ is a function, so the estimate cannot drift from what the processor really does)
 cap, which the processor then never enlarges past S:
 - qwen, mllama: the cap is S itself (Qwen rounds each side to the nearest 28 px).
 - idefics3: the largest whole number of tiles <= S (1 to 6 tiles: <row_6_col_6> is the last
-  row/column token), with the processor's own resize switched off (`PROCESSOR_SETTINGS`): it
+  row/column token), with the processor's own resize switched off (`processor_settings`): it
   would UPSCALE every image to 1536 px (SmolVLM-Instruct). Tile rounding then stays <= the cap.
   An image under one tile still becomes one tile-sized view (the encoder's input size).
 - pixtral: the largest multiple of 16 px <= S, at most the checkpoint's 1024.
