@@ -3,8 +3,8 @@
     python scripts/make_random_checkpoint.py --arch qwen2-vl-7b --output-dir /tmp/qwen2-vl-7b
     python scripts/train_sft.py --model /tmp/qwen2-vl-7b --max-side 768 --max-steps 30
 
-Architectures: qwen2-vl-7b, qwen2.5-vl-7b, llama-3.2-11b-vision, smolvlm-instruct (SmolVLM-Instruct,
-2.2B), pixtral-12b (vlm_unsloth/models/random_weights.py has their configs).
+Architectures (vlm_unsloth/models/random_weights.py): qwen2-vl-7b, qwen2.5-vl-7b,
+llama-3.2-11b-vision, smolvlm-instruct, pixtral-12b, qwen3-vl-8b, gemma-3-4b, gemma-3-12b.
 """
 
 import sys
@@ -15,16 +15,7 @@ from dataclasses import dataclass, field
 class RandomCheckpointArgs:
     arch: str = field(
         default="qwen2-vl-7b",
-        metadata={
-            "help": "Real architecture to build.",
-            "choices": (
-                "qwen2-vl-7b",
-                "qwen2.5-vl-7b",
-                "llama-3.2-11b-vision",
-                "smolvlm-instruct",
-                "pixtral-12b",
-            ),
-        },
+        metadata={"help": "Real architecture to build (an unknown name is refused with the list)."},
     )
     output_dir: str = field(
         default="outputs/random-qwen2-vl-7b", metadata={"help": "Folder to write."}

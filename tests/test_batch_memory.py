@@ -27,8 +27,8 @@ def memory_limit(monkeypatch):
     chunked loss bypasses) over more than `rows` sequences runs out of memory."""
     calls = {"oom": 0}
 
-    def limit(rows: int):
-        forward = Qwen2VLModel.forward
+    def limit(rows: int, model_class=Qwen2VLModel):
+        forward = model_class.forward
 
         def limited(self, *args, **kwargs):
             input_ids = kwargs.get("input_ids", args[0] if args else None)
@@ -37,7 +37,7 @@ def memory_limit(monkeypatch):
                 raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
             return forward(self, *args, **kwargs)
 
-        monkeypatch.setattr(Qwen2VLModel, "forward", limited)
+        monkeypatch.setattr(model_class, "forward", limited)
         return calls
 
     return limit
@@ -71,9 +71,9 @@ def assert_same_gradients(expected: GradientRecorder, got: GradientRecorder) -> 
             )
 
 
-def _sft(output, callbacks=(), **train):
+def _sft(output, callbacks=(), model="tiny-qwen2-vl", **train):
     return train_sft(
-        ModelArgs(model="tiny-qwen2-vl", backend="hf"),
+        ModelArgs(model=model, backend="hf"),
         LoraArgs(lora_r=8, lora_alpha=16, lora_dropout=0.0),
         DataArgs(max_samples=32),
         TrainArgs(output_dir=str(output), **{"max_steps": 3, "learning_rate": 1e-3, **train}),
@@ -103,6 +103,19 @@ def test_auto_batch_size_takes_the_largest_batch_that_fits(tmp_path, memory_limi
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "inner"), [("tiny-qwen3-vl", "Qwen3VLModel"), ("tiny-gemma3", "Gemma3Model")]
+)
+def test_auto_batch_size_on_qwen3_vl_and_gemma3(name, inner, tmp_path, memory_limit):
+    import transformers
+
+    calls = memory_limit(rows=4, model_class=getattr(transformers, inner))
+    result = _sft(tmp_path / "run", model=name, batch_size="auto", effective_batch_size=8,
+                  max_steps=2)  # fmt: skip
+    assert (result.summary["batch_size"], result.summary["grad_accum"]) == (4, 2)
+    assert calls["oom"] == 1 and result.summary["global_step"] == 2
+
+
 def test_resumed_auto_run_keeps_the_batch_it_measured(tmp_path, memory_limit, monkeypatch):
     memory_limit(rows=2)
     _sft(tmp_path / "run", batch_size="auto", effective_batch_size=8, max_steps=2, save_steps=2)

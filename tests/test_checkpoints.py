@@ -45,6 +45,16 @@ NAMED = {
     "Qwen/Qwen2.5-VL-3B-Instruct": "qwen2.5-vl-3b",
     "meta-llama/Llama-3.2-11B-Vision-Instruct": "llama-3.2-11b-vision",
     "unsloth/Llama-3.2-11B-Vision-Instruct": "llama-3.2-11b-vision",
+    # issue #19
+    "Qwen/Qwen3-VL-8B-Instruct": "qwen3-vl-8b",
+    "Qwen/Qwen3-VL-4B-Instruct": "qwen3-vl-4b",
+    "Qwen/Qwen3-VL-2B-Instruct": "qwen3-vl-2b",
+    "unsloth/Qwen3-VL-8B-Instruct": "qwen3-vl-8b",
+    "unsloth/Qwen3-VL-8B-Instruct-unsloth-bnb-4bit": "qwen3-vl-8b",
+    "google/gemma-3-4b-it": "gemma-3-4b",
+    "google/gemma-3-12b-it": "gemma-3-12b",
+    "unsloth/gemma-3-4b-it": "gemma-3-4b",
+    "unsloth/gemma-3-12b-it-bnb-4bit": "gemma-3-12b",
 }
 
 
@@ -105,6 +115,28 @@ def test_default_sample_tokens_follow_each_familys_max_side():
     assert default_tokens("pixtral-12b", 768) == 36 * 49 + 64
     with pytest.raises(ConfigError, match="--tokens-per-sample"):
         default_tokens("llama-3.2-11b-vision", 768)
+    # Qwen3-VL: 32 px blocks (768 x 576 -> 24 x 18); 1000 px means 992 (31 blocks).
+    assert default_tokens("qwen3-vl-8b", 768) == 24 * 18 + 64
+    assert default_tokens("qwen3-vl-8b", 1000) == 31 * 23 + 64
+    # Gemma 3: 256 soft tokens + <start_of_image>/<end_of_image> + "\n\n" twice, whatever size.
+    assert default_tokens("gemma-3-4b", 768) == default_tokens("gemma-3-12b", 1024) == 260 + 64
+
+
+@pytest.mark.parametrize(
+    ("name", "arch"), [("google/gemma-3-4b-it", "gemma-3-4b"),
+                       ("unsloth/Qwen3-VL-8B-Instruct", "qwen3-vl-8b"),
+                       ("gemma-3-12b", "gemma-3-12b")],
+)  # fmt: skip
+def test_the_planner_refuses_the_uncalibrated_issue_19_models_in_one_line(name, arch, capsys):
+    """Known offline, but no GPU measurement yet: one line naming the architecture and what is
+    calibrated, never a guess."""
+    from vlm_unsloth.cli import plan_main
+
+    assert plan_main(["--model", name, "--max-side", "768", "--gpu-memory-gib", "12"]) == 2
+    err = capsys.readouterr().err
+    label = name if name == arch else f"{name} ({arch})"
+    assert f"no memory calibration for {label} on the unsloth backend" in err
+    assert "calibrated: qwen2-vl-7b on hf" in err and err.count("\n") == 1
 
 
 def _config_folder(tmp_path, model_type, hidden, layers, **extra):
@@ -124,6 +156,12 @@ def test_folders_and_cached_hub_ids_are_recognised_by_their_config(tmp_path, mon
     pixtral = {"vision_config": {"model_type": "pixtral"}}
     folder = _config_folder(tmp_path / "px", "llava", 5120, 40, **pixtral)
     assert planner_architecture(str(folder)) == "pixtral-12b"
+    assert planner_architecture(str(_config_folder(tmp_path / "q3", "qwen3_vl", 4096, 36))) == (
+        "qwen3-vl-8b"
+    )
+    assert planner_architecture(str(_config_folder(tmp_path / "g3", "gemma3", 3840, 48))) == (
+        "gemma-3-12b"
+    )
     with pytest.raises(ConfigError, match="a qwen2-vl model of a size the planner does not know"):
         planner_architecture(str(_config_folder(tmp_path / "odd", "qwen2_vl", 64, 2)))
     # A LLaVA checkpoint with another vision tower is not Pixtral.
@@ -213,6 +251,9 @@ REAL_PARAMETERS = {
     "llama-3.2-11b-vision": 10.67e9,
     "smolvlm-instruct": 2.25e9,
     "pixtral-12b": 12.68e9,
+    "qwen3-vl-8b": 8.77e9,
+    "gemma-3-4b": 4.30e9,
+    "gemma-3-12b": 12.19e9,
 }
 
 

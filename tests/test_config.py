@@ -90,18 +90,25 @@ def test_unknown_flag_is_an_error_naming_it():
 def test_every_shipped_preset_parses_and_validates():
     from conftest import REPO
 
+    from vlm_unsloth.models.checkpoints import known_architecture
+
     presets = sorted((REPO / "configs").glob("*.yaml"))
     assert {p.name for p in presets} >= {
         "qwen2-vl-7b-12gb.yaml", "llama-3.2-11b-vision-12gb.yaml",
-        "kaggle-t4-16gb.yaml", "tiny-cpu-demo.yaml",
+        "kaggle-t4-16gb.yaml", "tiny-cpu-demo.yaml", "qwen3-vl-8b-12gb.yaml",
+        "gemma-3-4b-12gb.yaml",
     }  # fmt: skip
     for preset in presets:
         model, lora, data, train = parse_args(ALL, ["--config", str(preset)])
         assert data.max_side in (768, 1024), preset
         assert train.output_dir.startswith(("outputs/", "/kaggle/")), preset
-    model, lora, data, train = parse_args(
-        ALL, ["--config", str(REPO / "configs/tiny-cpu-demo.yaml")]
-    )
+    for preset, arch in (("qwen3-vl-8b-12gb.yaml", "qwen3-vl-8b"),
+                         ("gemma-3-4b-12gb.yaml", "gemma-3-4b")):  # fmt: skip
+        model, _, data, train = parse_args(ALL, ["--config", str(REPO / "configs" / preset)])
+        assert known_architecture(model.model).name == arch  # offline: the planner's table
+        assert (train.batch_size, train.effective_batch_size) == ("auto", 16)
+    demo = str(REPO / "configs" / "tiny-cpu-demo.yaml")  # not the current folder
+    model, lora, data, train = parse_args(ALL, ["--config", demo])
     assert (model.model, model.backend, lora.modules_to_save) == (
         "tiny-qwen2-vl",
         "hf",

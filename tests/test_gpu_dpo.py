@@ -26,6 +26,10 @@ IMAGE_INPUTS = {
     "tiny-smolvlm": ("pixel_values", "pixel_attention_mask"),
     "tiny-smolvlm2": ("pixel_values", "pixel_attention_mask"),
     "tiny-pixtral": ("pixel_values", "image_sizes"),
+    # Qwen3-VL also needs the image positions; Gemma 3's token_type_ids make attention inside
+    # each image bidirectional (without them its forward runs, silently causal).
+    "tiny-qwen3-vl": ("pixel_values", "image_grid_thw", "mm_token_type_ids"),
+    "tiny-gemma3": ("pixel_values", "token_type_ids"),
 }
 
 
@@ -91,6 +95,9 @@ def test_train_dpo_on_the_unsloth_backend_feeds_the_images(name, tmp_path):
         assert call["input_ids"][0] == 4  # 2 prompts x (chosen, rejected)
         if "image_grid_thw" in call:
             assert call["image_grid_thw"] == (4, 3)  # one image per row, both answers
+        if "token_type_ids" in call:
+            assert call["token_type_ids"] == call["input_ids"]
+            assert call["pixel_values"][0] == 4
         if "cross_attention_mask" in call:
             assert call["cross_attention_mask"][:2] == call["input_ids"]
     metrics = (result.output_dir / "metrics.jsonl").read_text()

@@ -25,7 +25,8 @@ from vlm_unsloth.data.image_tokens import (
     prepare_processor,
     qwen_image_tokens,
 )
-from vlm_unsloth.data.images import cap_longest_side
+from vlm_unsloth.data.images import cap_longest_side, check_image_size
+from vlm_unsloth.errors import ImageError
 from vlm_unsloth.families import FAMILIES
 
 QWEN_MAX_PIXELS = 12845056  # Qwen2-VL-7B-Instruct's preprocessor_config.json
@@ -319,3 +320,135 @@ def test_pixtral_max_side_means_16_px_patches_up_to_1024(tiny_processor):
     photo = count_image_tokens(family, *cap_longest_side(4032, 3024, 768), processor)
     assert photo.text_tokens == 36 * 49 and photo.resized == (768, 576)
     assert pixtral_cap(768, **PIXTRAL_REAL) == 768
+
+
+# --- Qwen3-VL (qwen3 scheme) and Gemma 3 -------------------------------------------------------
+
+QWEN3_HUB_SIZE = {"shortest_edge": 65_536, "longest_edge": 16_777_216}  # 256^2 .. 4096^2 px
+
+
+def _qwen3_image_processor(tiny_processor, *, as_the_product_sets_it: bool):
+    """A Qwen3-VL image processor with the hub's parameters (16 px patches merged 2 x 2), as
+    shipped or with the product's settings applied."""
+    tiny = tiny_processor("tiny-qwen3-vl").image_processor
+    processor = transformers.Qwen2VLImageProcessor(
+        size=dict(QWEN3_HUB_SIZE), patch_size=16, merge_size=2, temporal_patch_size=2,
+        image_mean=tiny.image_mean, image_std=tiny.image_std, resample=0,
+    )  # fmt: skip
+    if as_the_product_sets_it:
+        holder = type("Processor", (), {"image_processor": processor})()
+        prepare_processor(FAMILIES["qwen3-vl"], holder)
+    return processor
+
+
+def _qwen3_real(processor, width: int, height: int) -> tuple[int, tuple[int, int]]:
+    grid = processor(images=[Image.new("RGB", (width, height))], return_tensors="pt")
+    _, rows, cols = grid["image_grid_thw"][0].tolist()
+    return rows * cols // 4, (cols * 16, rows * 16)
+
+
+QWEN3_SIZES = [s for s in EXTREME_SIZES if max(s) / min(s) <= 200] + [(768, 77), (768, 4)]
+
+
+def test_qwen3_vl_tokens_match_the_real_processor(tiny_processor):
+    family = FAMILIES["qwen3-vl"]
+    for product in (False, True):
+        processor = _qwen3_image_processor(tiny_processor, as_the_product_sets_it=product)
+        for width, height in QWEN3_SIZES + _random_sizes(4, seed=5):
+            tokens, seen = _qwen3_real(processor, width, height)
+            counted = count_image_tokens(family, width, height, processor)
+            assert (counted.text_tokens, counted.vision_tokens, counted.resized) == (
+                tokens, tokens, seen,
+            ), (product, width, height)  # fmt: skip
+    assert family.max_aspect_ratio == 200
+    with pytest.raises(ValueError, match="aspect ratio"):
+        count_image_tokens(family, 3000, 10, processor)
+
+
+def test_qwen3_vl_max_side_means_32_px_blocks_never_upscaled(tiny_processor):
+    """--max-side S: the tower sees at most S px a side. The hub's 256 x 256 px minimum would
+    blow a capped strip up past S; the product lowers it to one 32 px block."""
+    family = FAMILIES["qwen3-vl"]
+    shipped = _qwen3_image_processor(tiny_processor, as_the_product_sets_it=False)
+    assert _qwen3_real(shipped, 768, 77)[1] == (832, 96)  # over a 768 cap
+    processor = _qwen3_image_processor(tiny_processor, as_the_product_sets_it=True)
+    assert processor.size["shortest_edge"] == 32 * 32
+    assert processor.size["longest_edge"] == QWEN3_HUB_SIZE["longest_edge"]
+    assert transformers.Qwen2VLImageProcessor().size["shortest_edge"] == 56 * 56  # class default
+    assert [image_cap(family, s, processor) for s in (512, 768, 1000, 1024, 20)] == [
+        512, 768, 992, 1024, 32,
+    ]  # fmt: skip
+    for width, height in QWEN3_SIZES + _random_sizes(6, seed=7):
+        for max_side in (300, 512, 768, 1000):
+            capped = cap_longest_side(width, height, image_cap(family, max_side, processor))
+            try:
+                check_image_size(*capped, family)
+            except ImageError:
+                continue  # refused by validation (a side under 32 px, or over 200:1)
+            tokens, seen = _qwen3_real(processor, *capped)
+            assert max(seen) <= max_side, (width, height, max_side, seen)
+            assert count_image_tokens(family, *capped, processor).text_tokens == tokens
+    photo = count_image_tokens(family, *cap_longest_side(4032, 3024, 768), processor)
+    assert (photo.text_tokens, photo.resized) == (24 * 18, (768, 576))  # 432 tokens
+
+
+def _gemma3_processor(tiny_processor, geometry: str):
+    if geometry == "tiny":
+        return tiny_processor("tiny-gemma3")
+    from vlm_unsloth.models.tiny_architectures import ARCHITECTURES
+
+    return prepare_processor(FAMILIES["gemma3"], ARCHITECTURES["gemma3"].processor(real_size=True))
+
+
+GEMMA3_PROMPTS = [
+    "<bos><start_of_turn>user\n<start_of_image>What colour is it?<end_of_turn>\n",
+    "<bos><start_of_turn>user\nLook:\n<start_of_image><end_of_turn>\n<start_of_turn>model\n",
+    "<bos><start_of_turn>user\n<start_of_image><start_of_image>\n\nCompare.<end_of_turn>\n",
+]
+
+
+@pytest.mark.parametrize(("geometry", "side", "tokens"), [("tiny", 224, 16), ("real", 896, 256)])
+def test_gemma3_tokens_match_the_real_processor(geometry, side, tokens, tiny_processor):
+    """One square of soft tokens per image, whatever its size; the exact prompt length counts
+    the newlines around each image as the tokenizer merges them with their neighbours."""
+    from vlm_unsloth.data.image_tokens import prompt_length
+
+    processor = _gemma3_processor(tiny_processor, geometry)
+    family = FAMILIES["gemma3"]
+    soft = processor.tokenizer.convert_tokens_to_ids("<image_soft_token>")
+    for text in GEMMA3_PROMPTS:
+        images = text.count("<start_of_image>")
+        for width, height in EXTREME_SIZES[:: 4 if geometry == "real" else 1]:
+            sizes = [(width, height), (height, width)][:images]
+            out = processor(
+                text=[text], images=[[Image.new("RGB", s, "white") for s in sizes]],
+                add_special_tokens=False, return_tensors="pt",
+            )  # fmt: skip
+            ids = out["input_ids"][0].tolist()
+            assert len(ids) == prompt_length(family, text, sizes, processor), (text, sizes)
+            assert ids.count(soft) == images * tokens == int(out["token_type_ids"].sum())
+            assert tuple(out["pixel_values"].shape) == (images, 3, side, side)
+            counted = count_image_tokens(family, width, height, processor)
+            assert (counted.vision_tokens, counted.resized, counted.tiles) == (
+                tokens, (side, side), 1,
+            )  # fmt: skip
+
+
+def test_gemma3_max_side_and_no_pan_and_scan(tiny_processor):
+    """--max-side S caps what the processor gets at min(S, the tower's square); pan-and-scan
+    never adds crops (the processor's call defaults switch it off, even where the image
+    processor's own setting says on)."""
+    processor = copy.deepcopy(_gemma3_processor(tiny_processor, "real"))
+    family = FAMILIES["gemma3"]
+    assert [image_cap(family, s, processor) for s in (512, 768, 896, 1024, 2048)] == [
+        512, 768, 896, 896, 896,
+    ]  # fmt: skip
+    processor.image_processor.do_pan_and_scan = True
+    wide = Image.new("RGB", (1800, 600), "white")  # 3:1: three crops if pan-and-scan were on
+    out = processor(text=["<start_of_image>"], images=[[wide]], add_special_tokens=False)
+    assert len(out["pixel_values"]) == 1
+    crops = processor(
+        text=["<start_of_image>"], images=[[wide]], add_special_tokens=False,
+        do_pan_and_scan=True,
+    )  # fmt: skip
+    assert len(crops["pixel_values"]) > 1  # (what asking for it per call would do)

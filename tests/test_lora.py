@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import TINY_MODELS
 
 from vlm_unsloth.errors import ConfigError
@@ -161,3 +162,76 @@ def test_modules_to_save_trains_the_connector_fully(name, tiny_ref):
     trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     assert any(connector in n and "modules_to_save" in n for n in trainable)
     assert all("lora_" in n or "modules_to_save" in n for n in trainable)
+
+
+# Qwen3-VL and Gemma 3: (vision tower's block stack, language model's layer stack, projector).
+# Qwen3-VL's projector is the merger plus one DeepStack merger per deepstack index (Linear
+# layers outside any attention/MLP, so never adapted, as by Unsloth); Gemma 3's is a bare
+# parameter matrix (and an RMSNorm): no Linear at all, so LoRA cannot reach it.
+STACKS = {
+    "tiny-qwen3-vl": (
+        "model.visual.blocks.", "model.language_model.layers.",
+        ("model.visual.merger.", "model.visual.deepstack_merger_list."), "merger",
+    ),
+    "tiny-gemma3": (
+        "model.vision_tower.encoder.layers.", "model.language_model.layers.",
+        ("model.multi_modal_projector.",), "multi_modal_projector",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(STACKS))
+def test_qwen3_vl_and_gemma3_adapt_both_towers_and_never_the_projector(name, tiny_ref):
+    from transformers import AutoModelForImageTextToText
+
+    from vlm_unsloth.models.lora import linear_leaf_names
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_ref(name).path)
+    vision, language, projector, _ = STACKS[name]
+    linear = linear_leaf_names(model)
+    everything = select_lora_targets(model, LoraArgs())
+    towers = [n for n in linear if n.startswith((vision, language))]
+    assert everything == towers and any(n.startswith(vision) for n in everything)
+    assert not any(n.startswith(projector) or n == "lm_head" for n in everything)
+    projector_linear = [n for n in linear if n.startswith(projector)]
+    if name == "tiny-gemma3":
+        assert projector_linear == []
+        assert isinstance(model.model.multi_modal_projector.mm_input_projection_weight,
+                          torch.nn.Parameter)  # fmt: skip
+    else:  # the merger and two DeepStack mergers, two Linear layers each
+        assert len(projector_linear) == 6
+    only_vision = select_lora_targets(model, LoraArgs(finetune_language_layers=False))
+    only_language = select_lora_targets(model, LoraArgs(finetune_vision_layers=False))
+    assert all(n.startswith(vision) for n in only_vision)
+    assert all(n.startswith(language) for n in only_language)
+    assert set(only_vision) | set(only_language) == set(everything)
+    attention = select_lora_targets(model, LoraArgs(finetune_mlp_modules=False))
+    mlp = select_lora_targets(model, LoraArgs(finetune_attention_modules=False))
+    assert attention and mlp and not set(attention) & set(mlp)
+    assert set(attention) | set(mlp) == set(everything)
+
+
+@pytest.mark.parametrize("name", list(STACKS))
+def test_modules_to_save_trains_the_qwen3_vl_and_gemma3_projector(name, tiny_ref, tiny_processor):
+    """--modules-to-save merger / multi_modal_projector: a full trainable copy that the loss
+    reaches (Gemma's bare projector matrix included), saved with the adapter."""
+    from test_tiny import _record
+
+    from vlm_unsloth.data.collate import SftCollator
+    from vlm_unsloth.models.device import DeviceSetup
+    from vlm_unsloth.models.hf_backend import add_lora, load
+
+    setup = DeviceSetup(backend="hf", device="cpu", dtype="float32", why="test")
+    ref = tiny_ref(name)
+    model, _ = load(ref.path, quantization="16bit", setup=setup, max_seq_length=512)
+    module = STACKS[name][3]
+    peft_model = add_lora(
+        model, LoraArgs(modules_to_save=[module]), seed=0, adapter=None,
+        gradient_checkpointing=False,
+    )  # fmt: skip
+    saved = {n: p for n, p in peft_model.named_parameters() if p.requires_grad and
+             "modules_to_save" in n}  # fmt: skip
+    assert saved and all(module in n for n in saved)
+    collator = SftCollator(tiny_processor(name), ref.family, max_side=768, train_on_prompt=False)
+    peft_model(**collator([_record("red"), _record("blue")])).loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in saved.values())

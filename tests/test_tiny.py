@@ -11,8 +11,9 @@ from conftest import TINY_MODELS
 from PIL import Image
 
 from vlm_unsloth.data.collate import IGNORE_INDEX, SftCollator, images_argument
-from vlm_unsloth.data.image_tokens import count_image_tokens
+from vlm_unsloth.data.image_tokens import count_image_tokens, prompt_length
 from vlm_unsloth.errors import ModelError
+from vlm_unsloth.families import TINY_MODEL_NAMES
 from vlm_unsloth.models.tiny import build_tiny_checkpoint
 
 EXPECTED = {
@@ -22,6 +23,8 @@ EXPECTED = {
     "tiny-smolvlm": ("idefics3", "Idefics3Processor", "Idefics3ForConditionalGeneration"),
     "tiny-smolvlm2": ("smolvlm", "SmolVLMProcessor", "SmolVLMForConditionalGeneration"),
     "tiny-pixtral": ("llava", "PixtralProcessor", "LlavaForConditionalGeneration"),
+    "tiny-qwen3-vl": ("qwen3_vl", "Qwen3VLProcessor", "Qwen3VLForConditionalGeneration"),
+    "tiny-gemma3": ("gemma3", "Gemma3Processor", "Gemma3ForConditionalGeneration"),
 }
 
 
@@ -122,6 +125,45 @@ def test_pixtral_prompt_format(tiny_processor):
     assert prompt.endswith("[IMG]What colour is it?[/INST]")
 
 
+def test_qwen3_vl_prompt_format(tiny_processor):
+    """Qwen3-VL-*-Instruct's template: Qwen's turns, no default system prompt, no <think>."""
+    processor = tiny_processor("tiny-qwen3-vl")
+    text = processor.apply_chat_template(_record("red")["messages"], tokenize=False)
+    assert text == (
+        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What colour is it?"
+        "<|im_end|>\n<|im_start|>assistant\nred<|im_end|>\n"
+    )
+    messages = [SYSTEM, *_record("red")["messages"][:1]]
+    prompt = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert prompt.startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
+    assert prompt.endswith("What colour is it?<|im_end|>\n<|im_start|>assistant\n")
+    assert "<think>" not in prompt
+    # <think> is a whole token that is not special (as on the hub): decoding keeps it.
+    think = processor.tokenizer.convert_tokens_to_ids("<think>")
+    assert processor.tokenizer.decode([think], skip_special_tokens=True) == "<think>"
+
+
+def test_gemma3_prompt_format_and_a_single_bos(tiny_processor):
+    """gemma-3-*-it's template: the system text opens the first user turn, the assistant is
+    "model", <bos> comes from the template (the tokenizer would add a second one: collators
+    call the processor with add_special_tokens=False, as TRL and Unsloth do)."""
+    processor = tiny_processor("tiny-gemma3")
+    messages = [SYSTEM, *_record("red")["messages"]]
+    text = processor.apply_chat_template(messages, tokenize=False)
+    assert text == (
+        "<bos><start_of_turn>user\nBe brief.\n\n<start_of_image>What colour is it?"
+        "<end_of_turn>\n<start_of_turn>model\nred<end_of_turn>\n"
+    )
+    prompt = processor.apply_chat_template(messages[:2], tokenize=False, add_generation_prompt=True)
+    assert prompt.endswith("What colour is it?<end_of_turn>\n<start_of_turn>model\n")
+    tokenizer = processor.tokenizer
+    assert tokenizer.convert_ids_to_tokens(tokenizer(text)["input_ids"][:2]) == ["<bos>"] * 2
+    batch = SftCollator(processor, TINY_MODEL_NAMES["tiny-gemma3"], max_side=768,
+                        train_on_prompt=False)([_record("red")])  # fmt: skip
+    ids = batch["input_ids"][0].tolist()
+    assert tokenizer.convert_ids_to_tokens(ids[:2]) == ["<bos>", "<start_of_turn>"]
+
+
 @pytest.mark.parametrize("name", TINY_MODELS)
 @pytest.mark.parametrize("count", [1, 2])
 def test_image_placeholders_expand_to_the_family_formula(name, count, tiny_ref, tiny_processor):
@@ -130,24 +172,36 @@ def test_image_placeholders_expand_to_the_family_formula(name, count, tiny_ref, 
     images = [Image.new("RGB", size, "blue") for size in sizes]
     record = _record("blue", images=count)
     text = processor.apply_chat_template(record["messages"], tokenize=False)
-    batch = processor(text=[text], images=images_argument([images], family), return_tensors="pt")
+    batch = processor(
+        text=[text], images=images_argument([images], family), add_special_tokens=False,
+        return_tensors="pt",
+    )  # fmt: skip
     image_id = processor.tokenizer.convert_tokens_to_ids(family.image_token)
     placeholders = int((batch["input_ids"][0] == image_id).sum())
     counts = [count_image_tokens(family, w, h, processor) for w, h in sizes]
-    template_ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
-    # Each image's placeholder in the template becomes text_tokens positions.
-    assert batch["input_ids"].shape[1] == len(template_ids) + sum(c.text_tokens - 1 for c in counts)
+    assert batch["input_ids"].shape[1] == prompt_length(family, text, sizes, processor)
+    if family.image_tokens != "gemma3":  # (Gemma's newlines merge with the text around them)
+        template_ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+        # Each image's placeholder in the template becomes text_tokens positions.
+        expected = len(template_ids) + sum(c.text_tokens - 1 for c in counts)
+        assert batch["input_ids"].shape[1] == expected
     if family.model_type == "mllama":
         assert placeholders == count == sum(c.text_tokens for c in counts)
         tiles_used = batch["aspect_ratio_mask"][0].sum(dim=-1).tolist()
         assert tiles_used == [c.tiles for c in counts]
         return
     assert placeholders == sum(c.vision_tokens for c in counts)
-    if family.image_tokens == "qwen":
+    if family.image_tokens in ("qwen", "qwen3"):
         grid = batch["image_grid_thw"]
         assert [int(g.prod()) // 4 for g in grid] == [c.text_tokens for c in counts]
+        assert batch["mm_token_type_ids"].sum() == placeholders  # 1 on each image position
     elif family.image_tokens == "idefics3":  # views (tiles + global) of a row's images
         assert batch["pixel_values"].shape[1] == sum(c.tiles for c in counts)
+    elif family.image_tokens == "gemma3":  # one square per image, whatever its size
+        side = counts[0].resized[0]
+        assert tuple(batch["pixel_values"].shape) == (count, 3, side, side)
+        # 1 on the soft tokens only (bidirectional attention inside each image)
+        assert batch["token_type_ids"].sum() == placeholders
     else:  # pixtral: the resized (width, height) of each image
         sizes_seen = [(int(w), int(h)) for h, w in batch["image_sizes"].tolist()]
         assert sizes_seen == [c.resized for c in counts]

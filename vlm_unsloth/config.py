@@ -152,7 +152,8 @@ class TrainArgs:
     precision: str = field(
         default="auto",
         metadata={
-            "help": "auto = bf16 where the GPU supports it, else fp16 (e.g. T4); fp32 on CPU.",
+            "help": "auto = bf16 where the GPU supports it, else fp16 (e.g. T4) or, for models "
+            "whose activations overflow fp16 (Gemma 3), fp32; fp32 on CPU.",
             "choices": PRECISIONS,
         },
     )

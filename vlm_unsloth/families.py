@@ -39,7 +39,8 @@ class Family:
     """How the processor turns an image into tokens: the scheme `data.image_tokens` counts with,
     which also says what `--max-side` means for the family ("qwen": merged patches; "mllama":
     tiles behind one <|image|> token; "idefics3": tiles plus a global view; "pixtral": 16 px
-    patches with a break token per row)."""
+    patches with a break token per row; "qwen3": 32 px merged patches; "gemma3": one fixed
+    square of soft tokens)."""
     other_image_tokens: tuple[str, ...] = ()
     """Tokens the processor writes around or between the image tokens (tile separators, row
     breaks, vision start/end): never supervised, even with --train-on-prompt (as Unsloth)."""
@@ -53,6 +54,10 @@ class Family:
     a one-line notice) and --backend unsloth is refused."""
     unsloth_note: str = ""
     """Why Unsloth cannot train the family (the error seen), for that notice."""
+    fp16_unsafe: str = ""
+    """Why the family must not compute in float16 (its activations overflow it), or "" when it
+    may: then `--precision auto` picks float32 on GPUs without bf16 (T4) and `--precision fp16`
+    is refused (models/device.py)."""
 
     @property
     def unsupervised_tokens(self) -> tuple[str, ...]:
@@ -79,6 +84,11 @@ _QWEN_CHAT = dict(
     min_image_side=28,
     image_tokens="qwen",
 )
+
+# Qwen3-VL: Qwen's prompt format (TRL's qwen3_vl.jinja, the hub's Instruct template: no default
+# system prompt, no <think> block) and 16 px patches merged 2 x 2: one <|image_pad|> per 32 px
+# block, so a side needs 32 px ("qwen3" scheme: --max-side is kept to a multiple of 32).
+_QWEN3_VL_CHAT = dict(_QWEN_CHAT, min_image_side=32, image_tokens="qwen3")
 
 # SmolVLM (idefics3) and SmolVLM2 (smolvlm): the Idefics3 prompt format ("User:<image>...
 # <end_of_utterance>\nAssistant: answer<end_of_utterance>"; TRL's idefics3.jinja) and image
@@ -164,6 +174,37 @@ FAMILIES: dict[str, Family] = {
             max_aspect_ratio=None,
             min_image_side=1,
             image_tokens="pixtral",
+        ),
+        Family(
+            key="qwen3-vl",
+            model_type="qwen3_vl",
+            default_model="unsloth/Qwen3-VL-8B-Instruct",
+            tiny_name="tiny-qwen3-vl",
+            **_QWEN3_VL_CHAT,
+        ),
+        # Gemma 3 (TRL's gemma3.jinja = the hub's): "<bos><start_of_turn>user\n...<end_of_turn>\n
+        # <start_of_turn>model\n...<end_of_turn>\n", a system message folded into the first user
+        # turn. The template writes one <start_of_image> per image; the processor replaces it
+        # with "\n\n<start_of_image>" + 256 <image_soft_token> + "<end_of_image>\n\n" (every
+        # image squashed to one 896 px square). Unsloth's loader lists gemma3 among the models
+        # whose activations overflow float16 (unsloth_zoo/model_lists.py FORCE_FLOAT32).
+        Family(
+            key="gemma3",
+            model_type="gemma3",
+            default_model="unsloth/gemma-3-4b-it",
+            tiny_name="tiny-gemma3",
+            instruction_part="<start_of_turn>user\n",
+            response_part="<start_of_turn>model\n",
+            end_of_turn="<end_of_turn>",
+            image_token="<image_soft_token>",
+            other_image_tokens=("<start_of_image>", "<end_of_image>"),
+            max_aspect_ratio=None,  # any shape: squashed to the square
+            min_image_side=1,
+            image_tokens="gemma3",
+            # The processor matches images to rows: [[a], [], [b]].
+            nested_images=True,
+            fp16_unsafe="Gemma 3's activations overflow float16 (Unsloth computes it in float32 "
+            "on GPUs without bf16 too)",
         ),
     )
 }

@@ -20,15 +20,31 @@ is a function, so the estimate cannot drift from what the processor really does)
 - Pixtral (`pixtral` scheme) only ever shrinks (to size["longest_edge"]), then rounds each side
   up to 16 px patches: rows x cols [IMG], one [IMG_BREAK] a row (the last one [IMG_END]):
   tokens = rows * (cols + 1).
+- Qwen3-VL (`qwen3` scheme) counts as Qwen2-VL with 16 px patches merged 2 x 2: one
+  `<|image_pad|>` per 32 x 32 block.
+- Gemma 3 (`gemma3`) squashes every image to one square (896 px: 256 <image_soft_token>s); the
+  processor writes "\\n\\n<start_of_image>" + 256 soft tokens + "<end_of_image>\\n\\n". How
+  many tokens the newlines make depends on the text around them (a BPE merges "\\n" runs), so
+  the exact length comes from tokenizing the expanded prompt (`prompt_length`), as the
+  processor itself does.
 
 `--max-side S` (`image_cap`): images are shrunk so their longest side is at most the family's
 cap, which the processor then never enlarges past S:
 - qwen, mllama: the cap is S itself (Qwen rounds each side to the nearest 28 px).
 - idefics3: the largest whole number of tiles <= S (1 to 6 tiles: <row_6_col_6> is the last
-  row/column token), with the processor's own resize switched off (`PROCESSOR_SETTINGS`): it
+  row/column token), with the processor's own resize switched off (`processor_settings`): it
   would UPSCALE every image to 1536 px (SmolVLM-Instruct). Tile rounding then stays <= the cap.
   An image under one tile still becomes one tile-sized view (the encoder's input size).
 - pixtral: the largest multiple of 16 px <= S, at most the checkpoint's 1024.
+- qwen3: the largest multiple of 32 px <= S (rounding to the nearest 32 px then stays <= S), with
+  the processor's minimum area lowered to one 32 x 32 block (`processor_settings`): Qwen3-VL's
+  hub minimum of 256 x 256 px would UPSCALE a capped 768 x 77 strip to 832 x 96. Small images
+  are therefore seen at their own size, not blown up to 256 x 256 (as Qwen2-VL's 56 x 56
+  minimum already does).
+- gemma3: min(S, the tower's square): the processor squashes every image to that one square
+  (896 px, 256 tokens) whatever S; S only limits the detail an image brings. Pan-and-scan crops
+  never happen: Gemma3Processor passes do_pan_and_scan=False on every call (its kwargs
+  defaults override the image processor's own setting) and the product never asks for them.
 """
 
 from __future__ import annotations
@@ -188,6 +204,36 @@ def pixtral_image_tokens(
     )
 
 
+def gemma3_image_tokens(
+    width: int,
+    height: int,
+    *,
+    image_size: int = 896,
+    image_seq_length: int = 256,
+    double_newline_tokens: int = 1,
+) -> ImageTokenCount:
+    """Gemma 3: every image becomes one `image_size` square of `image_seq_length` soft tokens,
+    framed by <start_of_image>/<end_of_image> and "\\n\\n" on each side (counted here as
+    `double_newline_tokens` each; in context they may merge with neighbouring newlines:
+    `prompt_length` is exact)."""
+    return ImageTokenCount(
+        text_tokens=image_seq_length + 2 + 2 * double_newline_tokens,
+        vision_tokens=image_seq_length,
+        resized=(image_size, image_size),
+    )
+
+
+def qwen3_cap(max_side: int, *, patch_size: int, merge_size: int, **_: Any) -> int:
+    """The largest multiple of the merged patch (32 px) that fits in `max_side`."""
+    factor = patch_size * merge_size
+    return max(factor, max_side // factor * factor)
+
+
+def gemma3_cap(max_side: int, *, image_size: int, **_: Any) -> int:
+    """`max_side`, at most the tower's square (the processor squashes every image to it)."""
+    return min(max_side, image_size)
+
+
 def idefics3_cap(max_side: int, *, tile: int, **_: Any) -> int:
     """The largest whole number of tiles (1 to 6) that fits in `max_side`."""
     return tile * max(1, min(IDEFICS3_MAX_GRID, max_side // tile))
@@ -215,8 +261,12 @@ class ImageScheme:
     """(width, height, **settings) -> ImageTokenCount."""
     cap: Callable[..., int]
     """(max_side, **settings) -> the longest side images are shrunk to for --max-side."""
-    processor_settings: dict
-    """Image-processor attributes the product sets once on every loaded processor."""
+    processor_settings: Callable[[Any], dict]
+    """(image processor) -> the attributes the product sets once on every loaded processor."""
+    expand_prompt: Callable[[str, Any], str] | None = None
+    """(rendered prompt, processor) -> the text the processor tokenizes, for schemes whose image
+    text merges with its neighbours when tokenized (Gemma 3's newlines). None: the template's
+    tokens plus text_tokens - 1 per image is exact."""
 
 
 def _image_processor(processor: Any) -> Any:
@@ -254,6 +304,37 @@ def _idefics3_settings(processor: Any) -> dict:
     )
 
 
+def _gemma3_settings(processor: Any) -> dict:
+    newline = processor.tokenizer("\n\n", add_special_tokens=False)["input_ids"]
+    return dict(
+        image_size=processor.image_processor.size["height"],
+        image_seq_length=processor.image_seq_length,  # lives on the processor
+        double_newline_tokens=len(newline),
+    )
+
+
+def _qwen3_processor_settings(image_processor: Any) -> dict:
+    # One 32 x 32 block as the minimum area (see the module docstring); the maximum stays the
+    # checkpoint's (a capped image is far below it). Set as `size`, the attribute the processor
+    # reads: min_pixels=/max_pixels= at construction rewrite the CLASS default instead.
+    factor = image_processor.patch_size * image_processor.merge_size
+    return {
+        "size": {
+            "shortest_edge": factor * factor,
+            "longest_edge": image_processor.size["longest_edge"],
+        }
+    }
+
+
+def _gemma3_expand_prompt(text: str, processor: Any) -> str:
+    # What the processor writes for each image (pan-and-scan is never on, see above).
+    return text.replace(processor.boi_token, processor.full_image_sequence)
+
+
+def _no_settings(image_processor: Any) -> dict:
+    return {}
+
+
 def _pixtral_settings(processor: Any) -> dict:
     return dict(
         patch_size=processor.patch_size,
@@ -263,14 +344,18 @@ def _pixtral_settings(processor: Any) -> dict:
 
 
 SCHEMES: dict[str, ImageScheme] = {
-    "qwen": ImageScheme(_qwen_settings, qwen_image_tokens, _no_cap, {}),
-    "mllama": ImageScheme(_mllama_settings, mllama_image_tokens, _no_cap, {}),
+    "qwen": ImageScheme(_qwen_settings, qwen_image_tokens, _no_cap, _no_settings),
+    "mllama": ImageScheme(_mllama_settings, mllama_image_tokens, _no_cap, _no_settings),
     # do_resize off: the processor would set every image's longest side TO size["longest_edge"]
     # (1536 px for SmolVLM-Instruct), upscaling a capped image far past --max-side.
     "idefics3": ImageScheme(
-        _idefics3_settings, idefics3_image_tokens, idefics3_cap, {"do_resize": False}
+        _idefics3_settings, idefics3_image_tokens, idefics3_cap, lambda _: {"do_resize": False}
     ),
-    "pixtral": ImageScheme(_pixtral_settings, pixtral_image_tokens, pixtral_cap, {}),
+    "pixtral": ImageScheme(_pixtral_settings, pixtral_image_tokens, pixtral_cap, _no_settings),
+    "qwen3": ImageScheme(_qwen_settings, qwen_image_tokens, qwen3_cap, _qwen3_processor_settings),
+    "gemma3": ImageScheme(
+        _gemma3_settings, gemma3_image_tokens, gemma3_cap, _no_settings, _gemma3_expand_prompt
+    ),
 }
 
 
@@ -288,9 +373,26 @@ def image_cap(family: Family, max_side: int, processor: Any) -> int:
     return scheme.cap(max_side, **scheme.settings(processor))
 
 
+def prompt_length(
+    family: Family, text: str, image_sizes: list[tuple[int, int]], processor: Any
+) -> int:
+    """The exact `input_ids` length the processor makes of `text` (a rendered chat template with
+    one placeholder per image) and images of these (capped) sizes, tokenized without special
+    tokens as every collator calls it (the template writes BOS)."""
+    scheme = SCHEMES[family.image_tokens]
+    if scheme.expand_prompt is not None:
+        text = scheme.expand_prompt(text, processor)
+        return len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+    template = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+    # The rendered text already holds one placeholder token per image.
+    settings = scheme.settings(processor)
+    return template + sum(scheme.count(w, h, **settings).text_tokens - 1 for w, h in image_sizes)
+
+
 def prepare_processor(family: Family, processor: Any) -> Any:
     """Set the family's image-processor settings on a loaded processor (once, on the instance:
     Unsloth's collator passes no image options per call); returns it."""
-    for name, value in SCHEMES[family.image_tokens].processor_settings.items():
-        setattr(processor.image_processor, name, value)
+    image_processor = processor.image_processor
+    for name, value in SCHEMES[family.image_tokens].processor_settings(image_processor).items():
+        setattr(image_processor, name, value)
     return processor

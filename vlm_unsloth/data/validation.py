@@ -31,7 +31,7 @@ from jinja2 import TemplateError
 from rich.console import Console
 from rich.table import Table
 
-from vlm_unsloth.data.image_tokens import count_image_tokens, image_cap
+from vlm_unsloth.data.image_tokens import image_cap, prompt_length
 from vlm_unsloth.data.images import (
     DEFAULT_MAX_SIDE,
     cap_longest_side,
@@ -146,15 +146,17 @@ def count_tokens(
     `image_sizes` are the sizes the processor will get (after capping at max_side).
     """
     text = processor.apply_chat_template(to_chat_template_messages(messages), tokenize=False)
+    return _count_rendered(text, image_sizes, family, processor)
+
+
+def _count_rendered(
+    text: str, image_sizes: list[tuple[int, int]], family: Family, processor: Any
+) -> TokenCount:
     # add_special_tokens=False, as every collator calls the processor: the chat template already
-    # writes the BOS token (the real Llama/Mistral tokenizers would add a second one).
+    # writes the BOS token (the real Llama/Mistral/Gemma tokenizers would add a second one).
     text_tokens = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
-    # The rendered text already holds one placeholder token per image.
-    image_tokens = sum(
-        count_image_tokens(family, width, height, processor).text_tokens - 1
-        for width, height in image_sizes
-    )
-    return TokenCount(text=text_tokens, image=image_tokens)
+    total = prompt_length(family, text, image_sizes, processor)
+    return TokenCount(text=text_tokens, image=total - text_tokens)
 
 
 def validate_record(
@@ -201,7 +203,7 @@ def validate_record(
     if count.total <= max_seq_length:
         return {**result, "num_tokens": count.total}
     if fit_images:
-        fitted = _fit(count.text, original_sizes, family, processor, max_side, max_seq_length)
+        fitted = _fit(record, original_sizes, family, processor, max_side, max_seq_length)
         if fitted is not None:
             side, total = fitted
             return {**result, "num_tokens": total, "max_side": side}
@@ -362,7 +364,7 @@ def _conversations(record: dict) -> list[list[dict]]:
 
 
 def _fit(
-    text_tokens: int,
+    record: dict,
     original_sizes: list[tuple[int, int]],
     family: Family,
     processor: Any,
@@ -370,6 +372,10 @@ def _fit(
     max_seq_length: int,
 ) -> tuple[int, int] | None:
     """(max_side, total tokens) of the largest smaller cap that fits, or None if none does."""
+    texts = [
+        processor.apply_chat_template(to_chat_template_messages(messages), tokenize=False)
+        for messages in _conversations(record)
+    ]
     side = max_side
     while True:
         smaller = image_cap(family, int(side * _FIT_STEP), processor)
@@ -382,11 +388,9 @@ def _fit(
                 check_image_size(width, height, family)
         except ImageError:
             return None  # smaller would be too small for the processor
-        image_tokens = sum(
-            count_image_tokens(family, w, h, processor).text_tokens - 1 for w, h in sizes
-        )
-        if text_tokens + image_tokens <= max_seq_length:
-            return side, text_tokens + image_tokens
+        total = max(prompt_length(family, text, sizes, processor) for text in texts)
+        if total <= max_seq_length:
+            return side, total
 
 
 def _message(error: ImageError) -> str:

@@ -19,6 +19,7 @@ from vlm_unsloth.data.records import image_references, to_chat_template_messages
 from vlm_unsloth.errors import ConfigError
 from vlm_unsloth.infer.args import GenerationArgs
 from vlm_unsloth.models.backend import activate_backend, backend_module
+from vlm_unsloth.models.checkpoints import peek_family
 from vlm_unsloth.models.device import choose_device
 from vlm_unsloth.models.loading import LoadedModel, load_model
 
@@ -31,7 +32,13 @@ def load_for_inference(model_args: ModelArgs, adapter_dir: str | None) -> Loaded
     and image settings as training, even if the base model's files have changed since.
     """
     backend, why = activate_backend(model_args.backend, model_args.model)
-    setup = choose_device(backend, why, "auto", model_args.cpu_threads)
+    setup = choose_device(
+        backend,
+        why,
+        "auto",
+        family=peek_family(model_args.model),
+        cpu_threads=model_args.cpu_threads,
+    )
     loaded = load_model(model_args, None, setup, seed=0)
     if adapter_dir:
         from peft import PeftModel

@@ -46,6 +46,9 @@ _SMOLVLM_384 = dict(
 )  # fmt: skip
 _SMOLVLM_512 = dict(_SMOLVLM_384, tile=512, image_seq_len=64, longest_edge=2048)
 _PIXTRAL = dict(patch_size=16, spatial_merge_size=1, longest_edge=1024)
+# min_pixels one 32 px block: as the product sets every Qwen3-VL processor (data.image_tokens).
+_QWEN3_VL = dict(patch_size=16, merge_size=2, min_pixels=32 * 32, max_pixels=4096 * 4096)
+_GEMMA3 = dict(image_size=896, image_seq_length=256, double_newline_tokens=1)
 
 
 def _mirrors(org: str, name: str) -> tuple[str, ...]:
@@ -106,6 +109,23 @@ KNOWN_ARCHITECTURES: tuple[KnownArchitecture, ...] = (
         "pixtral-12b", "pixtral", (5120, 40), _PIXTRAL,
         ("mistral-community/pixtral-12b",) + _mirrors("unsloth", "Pixtral-12B-2409")[1:]
         + ("unsloth/Pixtral-12B-Base-2409", "unsloth/Pixtral-12B-2409-Base-bnb-4bit"),
+    ),
+    # Qwen3-VL Instruct (the Thinking checkpoints ship another chat template: not supported).
+    KnownArchitecture(
+        "qwen3-vl-8b", "qwen3-vl", (4096, 36), _QWEN3_VL, _mirrors("Qwen", "Qwen3-VL-8B-Instruct"),
+    ),
+    KnownArchitecture(
+        "qwen3-vl-4b", "qwen3-vl", (2560, 36), _QWEN3_VL, _mirrors("Qwen", "Qwen3-VL-4B-Instruct"),
+    ),
+    KnownArchitecture(
+        "qwen3-vl-2b", "qwen3-vl", (2048, 28), _QWEN3_VL, _mirrors("Qwen", "Qwen3-VL-2B-Instruct"),
+    ),
+    # Gemma 3 instruction-tuned (-it) checkpoints; the -pt ones have no chat template.
+    KnownArchitecture(
+        "gemma-3-4b", "gemma3", (2560, 34), _GEMMA3, _mirrors("google", "gemma-3-4b-it"),
+    ),
+    KnownArchitecture(
+        "gemma-3-12b", "gemma3", (3840, 48), _GEMMA3, _mirrors("google", "gemma-3-12b-it"),
     ),
 )  # fmt: skip
 

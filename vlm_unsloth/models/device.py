@@ -76,16 +76,32 @@ def backend_notice(family: Family) -> str:
 
 
 def choose_device(
-    backend: str, backend_reason: str, precision: str, cpu_threads: int | None = None
+    backend: str,
+    backend_reason: str,
+    precision: str,
+    family: Family | None = None,
+    cpu_threads: int | None = None,
 ) -> DeviceSetup:
-    """Device and compute dtype for `backend` under the `--precision` choice; on a CPU,
-    `cpu_threads` (--cpu-threads) sets how many threads PyTorch computes with."""
+    """Device and compute dtype for `backend` under the `--precision` choice, for a model of
+    `family` where known: a family whose activations overflow float16 (`Family.fp16_unsafe`,
+    e.g. Gemma 3) gets float32 from `auto` on GPUs without bf16, and `fp16` is refused. On a
+    CPU, `cpu_threads` (--cpu-threads) sets how many threads PyTorch computes with."""
     import torch
 
+    unsafe = family.fp16_unsafe if family is not None else ""
     if backend == "unsloth" or torch.cuda.is_available():
         device = "cuda"
         bf16_ok = torch.cuda.is_bf16_supported()
-        if precision == "auto":
+        if precision == "fp16" and unsafe:
+            raise ConfigError(
+                f"{family.key} cannot compute in float16: {unsafe}",
+                where="--precision fp16",
+                fix="use --precision auto (float32 on GPUs without bf16), bf16 or fp32",
+            )
+        if precision == "auto" and not bf16_ok and unsafe:
+            dtype = "float32"
+            why = f"this GPU has no bf16 (e.g. T4), and {unsafe}: so fp32"
+        elif precision == "auto":
             dtype = "bfloat16" if bf16_ok else "float16"
             why = "bf16 supported" if bf16_ok else "this GPU has no bf16 (e.g. T4), so fp16"
         else:
@@ -110,6 +126,17 @@ def choose_device(
             torch.set_num_threads(cpu_threads)
             why += f", {cpu_threads} thread{'s' if cpu_threads > 1 else ''} (--cpu-threads)"
     return DeviceSetup(backend=backend, device=device, dtype=dtype, why=f"{backend_reason}; {why}")
+
+
+def check_precision(setup: DeviceSetup, family: Family) -> None:
+    """Refuse float16 for a family that overflows it, where `choose_device` could not know the
+    family beforehand (a hub id neither listed nor cached: its config comes with the download)."""
+    if setup.dtype == "float16" and family.fp16_unsafe:
+        raise ConfigError(
+            f"{family.key} cannot compute in float16: {family.fp16_unsafe}",
+            where="--precision",
+            fix="pass --precision fp32 (or bf16 on a GPU that has it)",
+        )
 
 
 def cap_gpu_memory(gib: float, setup: DeviceSetup) -> None:

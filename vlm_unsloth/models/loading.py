@@ -20,7 +20,7 @@ from vlm_unsloth.data.image_tokens import prepare_processor
 from vlm_unsloth.errors import ModelError
 from vlm_unsloth.families import TINY_MODEL_NAMES, Family, family_for_config
 from vlm_unsloth.models.backend import backend_module
-from vlm_unsloth.models.device import DeviceSetup
+from vlm_unsloth.models.device import DeviceSetup, check_precision
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.models.tiny import build_tiny_checkpoint
 
@@ -122,6 +122,7 @@ def load_model(
 ) -> LoadedModel:
     """Load the model and processor on `setup.backend`; with `lora_args`, add trainable LoRA."""
     ref = resolve_model(model_args.model)
+    check_precision(setup, ref.family)
     quantization = resolve_quantization(model_args.quantization, setup.device)
     implementation = backend_module(setup.backend)
     model, processor = implementation.load(

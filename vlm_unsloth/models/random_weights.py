@@ -19,6 +19,10 @@ from vlm_unsloth.models.tiny import SEED
 from vlm_unsloth.models.tiny_architectures import ARCHITECTURES, model_class
 
 _QWEN_ROPE = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}
+_SIGLIP_SO400M_896 = dict(
+    hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+    image_size=896, patch_size=14,
+)  # fmt: skip
 
 # Values from the hub checkpoints' config.json files. Keys are the memory planner's architecture
 # names (models/checkpoints.py maps hub names to them). "config": top-level config overrides.
@@ -96,6 +100,51 @@ REAL_ARCHITECTURES: dict[str, dict] = {
             hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
             num_attention_heads=16, image_size=1024, patch_size=16,
         ),
+    ),
+    # Qwen3-VL-8B-Instruct (= unsloth/Qwen3-VL-8B-Instruct): Qwen3-8B-sized text model with
+    # interleaved M-RoPE, a 27-block ViT of 16 px patches merged 2 x 2, DeepStack features from
+    # blocks 8, 16 and 24. From memory of the hub's config.json (no Hub here); the token ids and
+    # the 2304-entry position grid match transformers' defaults for the architecture.
+    "qwen3-vl-8b": dict(
+        family="qwen3-vl",
+        text_config=dict(
+            vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
+            num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+            max_position_embeddings=262144, rms_norm_eps=1e-6,
+            rope_parameters={
+                "rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [24, 20, 20],
+                "mrope_interleaved": True,
+            },
+        ),
+        vision_config=dict(
+            depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16,
+            deepstack_visual_indexes=[8, 16, 24],
+        ),
+        config=dict(tie_word_embeddings=False),
+    ),
+    # gemma-3-4b-it / -12b-it (= unsloth/gemma-3-*-it): 5 sliding-window (1,024) layers per
+    # global one, 256-wide heads, embeddings tied; SigLIP so400m at 896 px (64 x 64 patches
+    # pooled into 256 soft tokens). From memory of the hub's config.json; the image geometry and
+    # the token indices are transformers' defaults for the architecture.
+    "gemma-3-4b": dict(
+        family="gemma3",
+        text_config=dict(
+            vocab_size=262208, hidden_size=2560, intermediate_size=10240, num_hidden_layers=34,
+            num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
+            sliding_window=1024, layer_types=None, max_position_embeddings=131072,
+            rms_norm_eps=1e-6,
+        ),
+        vision_config=_SIGLIP_SO400M_896,
+    ),
+    "gemma-3-12b": dict(
+        family="gemma3",
+        text_config=dict(
+            vocab_size=262208, hidden_size=3840, intermediate_size=15360, num_hidden_layers=48,
+            num_attention_heads=16, num_key_value_heads=8, head_dim=256,
+            query_pre_attn_scalar=256, sliding_window=1024, layer_types=None,
+            max_position_embeddings=131072, rms_norm_eps=1e-6,
+        ),
+        vision_config=_SIGLIP_SO400M_896,
     ),
 }  # fmt: skip
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from vlm_unsloth import families
 from vlm_unsloth.errors import ModelError
 from vlm_unsloth.families import TINY_MODEL_NAMES, Family
-from vlm_unsloth.models import tiny_architectures, tiny_tokenizer
+from vlm_unsloth.models import tiny_architectures, tiny_qwen3_gemma3, tiny_tokenizer
 from vlm_unsloth.models.tiny_architectures import ARCHITECTURES, model_class
 
 SEED = 1234
@@ -46,7 +46,9 @@ def builder_fingerprint() -> str:
     import transformers
 
     digest = hashlib.sha256(transformers.__version__.encode())
-    for module in (sys.modules[__name__], tiny_architectures, tiny_tokenizer, families):
+    for module in (
+        sys.modules[__name__], tiny_architectures, tiny_qwen3_gemma3, tiny_tokenizer, families,
+    ):  # fmt: skip
         digest.update(Path(module.__file__).read_bytes())
     for template in sorted(
         resources.files("vlm_unsloth.models").joinpath("chat_templates").iterdir(), key=str

@@ -7,7 +7,8 @@ config, model class, and any fix a random initialisation needs.
     processor = parts.processor(real_size=False)
 
 `models/tiny.py` builds and caches the folders; `models/random_weights.py` reuses the same parts
-with the real sizes. Token ids differ from the hub's: every code path looks tokens up by text.
+with the real sizes. Qwen3-VL's and Gemma 3's parts are in `models/tiny_qwen3_gemma3.py`.
+Token ids differ from the hub's: every code path looks tokens up by text.
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from vlm_unsloth.models.tiny_qwen3_gemma3 import (
+    fill_gemma3_projector,
+    gemma3_config,
+    gemma3_processor,
+    qwen3_vl_config,
+    qwen3_vl_processor,
+)
 from vlm_unsloth.models.tiny_tokenizer import (
     SMOLVLM_CORPUS,
     chat_template,
@@ -447,6 +455,15 @@ ARCHITECTURES: dict[str, TinyArchitecture] = {
         _smolvlm_processor("smolvlm"), _smolvlm_config("smolvlm"), "SmolVLMForConditionalGeneration"
     ),
     "llava": TinyArchitecture(_pixtral_processor, _pixtral_config, "LlavaForConditionalGeneration"),
+    "qwen3_vl": TinyArchitecture(
+        qwen3_vl_processor, qwen3_vl_config, "Qwen3VLForConditionalGeneration"
+    ),
+    "gemma3": TinyArchitecture(
+        gemma3_processor,
+        gemma3_config,
+        "Gemma3ForConditionalGeneration",
+        finish=fill_gemma3_projector,
+    ),
 }
 """Keyed by `Family.model_type`."""
 

@@ -39,9 +39,18 @@ def train_tokenizer(
     unk: str | None = None,
     last_token: str | None = None,
     extra_corpus: str = "",
+    added_tokens: tuple[str, ...] = (),
+    add_bos: bool = False,
+    extra_special_tokens: dict[str, str] | None = None,
 ):
-    """A byte-level BPE trained on the small corpus (+ `extra_corpus`), `special_tokens` first."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """A byte-level BPE trained on the small corpus (+ `extra_corpus`), `special_tokens` first.
+
+    added_tokens: whole tokens that are not special (Qwen3's <think>: kept by
+    skip_special_tokens). add_bos: the tokenizer prepends `bos` itself, as Gemma's does (so the
+    tiny checkpoint has the real "template BOS + tokenizer BOS" trap). extra_special_tokens:
+    named special tokens the processor reads as tokenizer attributes (Gemma's boi_token...).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
@@ -56,7 +65,17 @@ def train_tokenizer(
     tokenizer.train_from_iterator([_CORPUS] * 4 + [extra_corpus] * 8, trainer=trainer)
     if last_token:
         tokenizer.add_special_tokens([last_token])
+    if added_tokens:
+        tokenizer.add_tokens(list(added_tokens))
+    if add_bos:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A",
+            pair=f"{bos} $A {bos} $B",
+            special_tokens=[(bos, tokenizer.token_to_id(bos))],
+        )
     named = {"unk_token": unk} if unk else {}
+    if extra_special_tokens:
+        named["extra_special_tokens"] = extra_special_tokens
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, bos_token=bos, eos_token=eos, pad_token=pad, **named
     )

@@ -9,9 +9,9 @@
 Every run is the real `train-sft` (or `--command train-grpo`) command (a fresh process, so one
 backend's patches or memory never leak into the next) for `--warmup-steps + --steps` optimizer
 steps; only the steps after the warm-up are measured (Unsloth compiles on the first). `--model`
-may name a real architecture (qwen2-vl-7b, qwen2.5-vl-7b, llama-3.2-11b-vision,
-smolvlm-instruct, pixtral-12b): a random-weight checkpoint of that size is built once, since
-speed and memory do not depend on trained values.
+may name a real architecture (`models/random_weights.py`: qwen2-vl-7b, qwen3-vl-8b,
+gemma-3-4b, smolvlm-instruct, pixtral-12b, ...): a random-weight checkpoint of that size is
+built once, since speed and memory do not depend on trained values.
 
 A setting is BATCHxACCUM or `auto` (`--batch-size auto --effective-batch-size
 --auto-effective-batch`), optionally for one backend only (`hf:2x4`). `--image-side` upscales a
@@ -61,9 +61,9 @@ class BenchArgs:
     model: str = field(
         default="qwen2-vl-7b",
         metadata={
-            "help": "A real architecture (qwen2-vl-7b, qwen2.5-vl-7b, llama-3.2-11b-vision, "
-            "smolvlm-instruct, pixtral-12b: random weights, built once into --work-dir), a "
-            "model folder, a hub id or tiny-*."
+            "help": "A real architecture (qwen2-vl-7b, llama-3.2-11b-vision, qwen3-vl-8b, "
+            "gemma-3-4b, smolvlm-instruct, pixtral-12b, ...: models/random_weights.py; random "
+            "weights, built once into --work-dir), a model folder, a hub id or tiny-*."
         },
     )
     command: str = field(

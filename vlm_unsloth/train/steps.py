@@ -34,6 +34,7 @@ from vlm_unsloth.data.validation import (
 from vlm_unsloth.errors import BackendError
 from vlm_unsloth.families import TINY_MODEL_NAMES
 from vlm_unsloth.models.backend import activate_backend
+from vlm_unsloth.models.checkpoints import peek_family
 from vlm_unsloth.models.device import (
     DeviceSetup,
     cap_gpu_memory,
@@ -78,7 +79,13 @@ def setup_device(model_args: ModelArgs, train_args: TrainArgs) -> DeviceSetup:
             fix="for the offline CPU demo: python scripts/train_sft.py --config "
             "configs/tiny-cpu-demo.yaml (or pass --backend hf to train this model on CPU anyway)",
         )
-    setup = choose_device(backend, why, train_args.precision, model_args.cpu_threads)
+    setup = choose_device(
+        backend,
+        why,
+        train_args.precision,
+        family=peek_family(model_args.model),
+        cpu_threads=model_args.cpu_threads,
+    )
     if train_args.gpu_memory_gib is not None:
         cap_gpu_memory(train_args.gpu_memory_gib, setup)
     return setup
