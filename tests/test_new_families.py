@@ -5,9 +5,10 @@ family with the blank-image control. (SFT save/reload/generate, DPO, inference, 
 and collation run over every tiny model in their own test files.)
 
 Learning (the colour task of tests/tasks.py, Qwen2-VL's recipe unchanged: 60 steps of 8 at
-lr 5e-3, LoRA r16 alpha 64 with lm_head saved; measured on 2 shared CPU cores): held-out exact
-match 0% (base) -> 100% for all three, 22.5-25% on blank images (chance 25%); 100-130 s of
-training each on a loaded machine, where the same run of tiny Qwen2-VL took 110 s.
+lr 5e-3, LoRA r16 alpha 64 with lm_head saved; measured on 2 CPU cores shared with other jobs):
+held-out exact match 0% (base) -> 100% for all three, 22.5% / 22.5% / 25% on blank images
+(chance 25%). Training took 7.6 s (SmolVLM2) and 7.7 s (Pixtral) on a quiet machine; 100-130 s
+each (and 110 s for tiny Qwen2-VL's own run) while other test suites loaded the cores.
 """
 
 from __future__ import annotations
