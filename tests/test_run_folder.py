@@ -9,6 +9,7 @@ eval rows, so that nothing but the behaviour under test takes time."""
 from __future__ import annotations
 
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -101,8 +102,10 @@ def test_resuming_a_finished_run_changes_nothing_and_a_cut_short_end_is_complete
     finished = _files(run)
     capsys.readouterr()
 
+    ctrl_c = signal.getsignal(signal.SIGINT)
     again = train_sft(*_args(run, resume=True))
     assert "already finished" in _printed(capsys)
+    assert signal.getsignal(signal.SIGINT) is ctrl_c  # given back though training never began
     assert again.summary["global_step"] == 2
     assert _files(run) == finished  # no checkpoint-3, the same adapter, metrics and summary
 
@@ -266,8 +269,6 @@ class _InterruptAt(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step:
-            import signal
-
             signal.raise_signal(signal.SIGINT)
 
 

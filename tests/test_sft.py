@@ -104,13 +104,14 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path):
 
     # Ctrl-C during step 3 (sent at the end of step 2, after our handler's check) stops after
     # step 3 with a checkpoint, as a real Ctrl-C mid-step does.
+    ctrl_c = signal.getsignal(signal.SIGINT)
     stopped = train_sft(
         *_args(tmp_path / "resumed", max_steps=6, save_steps=100), extra_callbacks=[_InterruptAt(2)]
     )
     assert stopped.summary["interrupted"] and stopped.summary["global_step"] == 3
     assert (tmp_path / "resumed" / "checkpoint-3").is_dir()
     assert (tmp_path / "resumed" / "adapter" / "adapter_model.safetensors").is_file()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is ctrl_c  # handler restored
 
     resumed = train_sft(*_args(tmp_path / "resumed", max_steps=6, save_steps=100, resume=True))
     assert resumed.summary["global_step"] == 6

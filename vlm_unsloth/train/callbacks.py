@@ -255,6 +255,12 @@ class GracefulInterruptCallback(TrainerCallback):
             control.should_training_stop = True
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.restore_handler()
+
+    def restore_handler(self) -> None:
+        """Give Ctrl-C back to whoever had it. Also called after `trainer.train()` raised: a
+        training that ends in an exception never reaches on_train_end, and a notebook would
+        otherwise keep swallowing its first Ctrl-C."""
         if self._previous_handler is not None:
             signal.signal(signal.SIGINT, self._previous_handler)
             self._previous_handler = None

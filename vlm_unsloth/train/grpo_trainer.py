@@ -36,9 +36,10 @@ _MEDIA_WORDS = ("image", "video", "vision")
 
 
 def media_token_ids(tokenizer, family: Family) -> list[int]:
-    """Ids of the tokenizer's image/video special tokens (the family's image token included):
-    suppressed in sampling, since a sampled placeholder would be taken for an image."""
-    ids = {tokenizer.convert_tokens_to_ids(family.image_token)}
+    """Ids of the tokenizer's image/video special tokens and of the family's image-layout tokens
+    (SmolVLM's tile markers, Pixtral's row breaks): suppressed in sampling, since a sampled
+    placeholder would be taken for an image, and a layout token is never an answer."""
+    ids = {tokenizer.convert_tokens_to_ids(token) for token in family.unsupervised_tokens}
     for token_id, token in tokenizer.added_tokens_decoder.items():
         if token.special and any(word in token.content.lower() for word in _MEDIA_WORDS):
             ids.add(token_id)

@@ -326,6 +326,8 @@ def run_training(trainer, train_args: TrainArgs, output: Path, console) -> str:
             f"checkpoint-{stop.step} is the run's final step: saving its adapter, "
             "no further training"
         )
+    finally:
+        installed_callback(trainer, GracefulInterruptCallback).restore_handler()
     if installed_callback(trainer, GracefulInterruptCallback).interrupted:
         return INTERRUPTED
     return TRAINED
