@@ -110,16 +110,23 @@ def test_llama_vision_grpo_is_refused_on_the_unsloth_backend(tmp_path):
 
 
 def test_llama_vision_grpo_trains_on_the_hf_backend_on_a_gpu(tmp_path):
-    from vlm_unsloth.config import DataArgs, ModelArgs
-    from vlm_unsloth.models.lora import LoraArgs
-    from vlm_unsloth.train.grpo import GrpoArgs, GrpoTrainArgs, train_grpo
+    """The command a user runs (a fresh process: Unsloth, imported by the tests before this one,
+    patches TRL's GRPOTrainer for its whole process, and the hf backend refuses that)."""
+    import subprocess
+    import sys
 
-    result = train_grpo(
-        ModelArgs(model="tiny-llama-3.2-vision", backend="hf"),
-        LoraArgs(),
-        DataArgs(max_samples=8),
-        GrpoTrainArgs(output_dir=str(tmp_path / "run"), max_steps=2, batch_size=4, grad_accum=1),
-        GrpoArgs(num_generations=4, max_completion_length=8, reward_rows=4, beta=0.04),
-    )
-    assert result.summary["global_step"] == 2
-    assert "aspect_ratio_ids" in result.summary["model_inputs_first_step"]
+    from conftest import REPO
+
+    run = tmp_path / "run"
+    command = [
+        sys.executable, str(REPO / "scripts" / "train_grpo.py"), "--model",
+        "tiny-llama-3.2-vision", "--backend", "hf", "--max-samples", "8", "--output-dir",
+        str(run), "--max-steps", "2", "--batch-size", "4", "--grad-accum", "1",
+        "--num-generations", "4", "--max-completion-length", "8", "--reward-rows", "4",
+        "--beta", "0.04",
+    ]  # fmt: skip
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["global_step"] == 2
+    assert "aspect_ratio_ids" in summary["model_inputs_first_step"]

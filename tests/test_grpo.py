@@ -483,3 +483,20 @@ def test_train_grpo_script_help():
                  "--importance-sampling-level", "--use-vllm", "--adapter", "--resume"):  # fmt: skip
         assert flag in result.stdout
     assert "(default: 5e-06)" in result.stdout
+
+
+def test_hf_backend_refuses_a_grpo_trainer_unsloth_replaced():
+    """Unsloth, once imported, swaps TRL's GRPOTrainer for its own (module unsloth_compiled_cache
+    .UnslothGRPOTrainer) process-wide: the hf backend stops with one line, not in the first step."""
+    from trl import GRPOTrainer
+
+    from vlm_unsloth.train.grpo import check_grpo_trainer_matches_backend
+
+    unsloths = type("UnslothGRPOTrainer", (GRPOTrainer,), {})
+    unsloths.__module__ = "unsloth_compiled_cache.UnslothGRPOTrainer"
+    ours_on_unsloths = type("VisionGRPOTrainer", (unsloths,), {})
+    with pytest.raises(ConfigError, match="fresh process") as error:
+        check_grpo_trainer_matches_backend(ours_on_unsloths, "hf")
+    assert "--backend hf" in str(error.value) and "\n" not in str(error.value)
+    check_grpo_trainer_matches_backend(ours_on_unsloths, "unsloth")  # Unsloth's is what it wants
+    check_grpo_trainer_matches_backend(type("VisionGRPOTrainer", (GRPOTrainer,), {}), "hf")

@@ -319,6 +319,22 @@ def check_backend_trains_family(family: Family, backend: str) -> None:
         )
 
 
+def check_grpo_trainer_matches_backend(trainer_class: type, backend: str) -> None:
+    """Refuse the hf backend in a process where Unsloth has replaced TRL's GRPOTrainer (Unsloth,
+    once imported, patches TRL for the whole process: its trainer calls `model.for_training`,
+    which only its own models have). A notebook that trained on the unsloth backend would
+    otherwise fail deep inside the first step."""
+    patched = any("unsloth" in base.__module__.lower() for base in trainer_class.__mro__)
+    if backend == "hf" and patched:
+        raise ConfigError(
+            "Unsloth is loaded in this process and has replaced TRL's GRPO trainer, which the hf "
+            "backend cannot use",
+            where="--backend hf",
+            fix="run GRPO on the hf backend in a fresh process (restart the notebook's kernel, "
+            "or run scripts/train_grpo.py)",
+        )
+
+
 def build_trainer(
     loaded: LoadedModel,
     data: steps.TrainingData,
@@ -339,6 +355,7 @@ def build_trainer(
         media_token_ids,
     )
 
+    check_grpo_trainer_matches_backend(VisionGRPOTrainer, loaded.setup.backend)
     tokenizer = loaded.processor.tokenizer
     arguments = steps.trainer_arguments(train_args, loaded.setup, output, has_eval=False)
     # TRL counts GRPO's prompt and answer tokens itself (its batches are rows, not tensors).
