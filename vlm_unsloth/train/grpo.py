@@ -324,7 +324,9 @@ def check_grpo_trainer_matches_backend(trainer_class: type, backend: str) -> Non
     once imported, patches TRL for the whole process: its trainer calls `model.for_training`,
     which only its own models have). A notebook that trained on the unsloth backend would
     otherwise fail deep inside the first step."""
-    patched = any("unsloth" in base.__module__.lower() for base in trainer_class.__mro__)
+    # Unsloth's trainers live in unsloth_compiled_cache (or unsloth/unsloth_zoo); ours in
+    # vlm_unsloth, whose name merely contains the word.
+    patched = any(base.__module__.startswith("unsloth") for base in trainer_class.__mro__)
     if backend == "hf" and patched:
         raise ConfigError(
             "Unsloth is loaded in this process and has replaced TRL's GRPO trainer, which the hf "
