@@ -28,6 +28,23 @@ def _multi_turn() -> dict:
     return record
 
 
+def _text_only() -> dict:
+    """A text-only example, as mixed into image data to keep the model's text skills."""
+    return {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Name a fruit."}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "a plum"}]},
+        ],
+        "images": [],
+        "source": "test:2",
+    }
+
+
+def _mixed_batch(family) -> list[dict]:
+    """Image rows, plus a text-only row where the family's processor batches one with them."""
+    return [_record("red"), _multi_turn(), *([_text_only()] if family.mixes_text_only_rows else [])]
+
+
 def _answers_as_rendered(processor, family, record) -> list[str]:
     """Each answer as the chat template writes it after the assistant marker (SmolVLM's keeps
     the space of "Assistant: red")."""
@@ -46,13 +63,16 @@ def test_only_answers_and_their_end_of_turn_are_supervised(name, tiny_ref, tiny_
     collator = _collator(name, tiny_ref, tiny_processor)
     tokenizer = tiny_processor(name).tokenizer
     family = tiny_ref(name).family
-    short, long = _record("red"), _multi_turn()
-    batch = collator([short, long])
+    records = _mixed_batch(family)
+    batch = collator(records)
     eot = tokenizer.convert_tokens_to_ids(family.end_of_turn)
     image_ids = _unsupervised_ids(tokenizer, family)
-    for row, record in ((0, short), (1, long)):
+    expected_answers = [["red"], ["red", "a square"], ["a plum"]]
+    for row, record in enumerate(records):
         answers = _answers_as_rendered(tiny_processor(name), family, record)
-        assert [a.strip() for a in answers] == (["red"] if row == 0 else ["red", "a square"])
+        assert [a.strip() for a in answers] == expected_answers[row]
+        has_image_tokens = any(t in image_ids for t in batch["input_ids"][row].tolist())
+        assert has_image_tokens == bool(record["images"])  # the text-only row has none
         ids = batch["input_ids"][row].tolist()
         labels = batch["labels"][row].tolist()
         mask = batch["attention_mask"][row].tolist()
@@ -135,7 +155,7 @@ import unsloth
 from transformers import AutoModelForImageTextToText
 from unsloth_zoo.vision_utils import UnslothVisionDataCollator
 sys.path.insert(0, sys.argv[1])
-from test_collate import _multi_turn
+from test_collate import _mixed_batch
 from test_tiny import _record
 from vlm_unsloth.data.collate import IGNORE_INDEX, UnslothRecordCollator
 from vlm_unsloth.data.image_tokens import image_cap
@@ -151,7 +171,7 @@ for name in sys.argv[2:]:
         instruction_part=family.instruction_part, response_part=family.response_part,
     )
     collator = UnslothRecordCollator(theirs, family, max_side=image_cap(family, 768, processor))
-    batch = collator([_record("red"), _multi_turn()])
+    batch = collator(_mixed_batch(family))
     result[name] = [
         processor.tokenizer.decode([i for i, l in zip(ids, labels) if l != IGNORE_INDEX])
         for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist())
@@ -176,7 +196,8 @@ def test_unsloths_collator_supervises_the_same_tokens_as_ours(tiny_ref, tiny_pro
     assert proc.returncode == 0, proc.stderr[-3000:]
     theirs = json.loads(proc.stdout.split("RESULT", 1)[1])
     for name in TINY_MODELS:
-        batch = _collator(name, tiny_ref, tiny_processor)([_record("red"), _multi_turn()])
+        records = _mixed_batch(tiny_ref(name).family)  # with a text-only row where it mixes
+        batch = _collator(name, tiny_ref, tiny_processor)(records)
         tokenizer = tiny_processor(name).tokenizer
         ours = [
             tokenizer.decode([i for i, label in zip(ids, labels, strict=True) if label != -100])

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from vlm_unsloth.config import DataArgs
-from vlm_unsloth.data.images import load_image
+from vlm_unsloth.data.images import ImageError, load_image
 from vlm_unsloth.data.loaders import (
     COLUMN_LAYOUTS,
     DataSpec,
@@ -562,6 +562,41 @@ def test_table_with_a_list_of_images_and_an_empty_image_cell(chart_dir):
     # An empty cell is a missing image (rejected at validation), not a text-only row.
     assert dataset[1]["images"] == [{"bytes": None, "path": None}]
     assert dataset[1]["messages"][0] == _user(IMAGE, _text("Colour?"))
+
+
+def test_text_only_rows_in_a_table_and_in_messages(chart_dir):
+    """Text-only examples mixed into image data (to keep the model's text skills): a table's
+    empty image cell (JSONL null, CSV empty) with --text-only-rows; a messages row with no image
+    part, always."""
+    rows = [
+        {"image": "images/red.png", "question": "Colour?", "answer": "red"},
+        {"image": None, "question": "Name a fruit.", "answer": "a plum"},
+    ]
+    table = _jsonl(chart_dir / "mixed.jsonl", rows)
+    spreadsheet = chart_dir / "mixed.csv"
+    spreadsheet.write_text(
+        "image,question,answer\nimages/red.png,Colour?,red\n,Name a fruit.,a plum\n"
+    )
+    for path in (table, spreadsheet):
+        dataset = load_sft_dataset(DataSpec(dataset=str(path), text_only_rows=True))
+        assert len(dataset[0]["images"]) == 1
+        assert dataset[1]["images"] == []
+        assert dataset[1]["messages"] == [_user(_text("Name a fruit.")), _assistant("a plum")]
+        assert record_problem(dataset[1]) is None
+        # Without the flag the empty cell is still a missing image, which names the flag.
+        missing = load_sft_dataset(DataSpec(dataset=str(path)))[1]["images"][0]
+        with pytest.raises(ImageError, match="--text-only-rows"):
+            load_image(missing, where=f"{path.name}:2")
+    with_image = [_user(IMAGE, _text("Colour?")), _assistant("red")]
+    messages = [
+        {"messages": with_image, "images": ["images/red.png"]},
+        {"messages": [_user(_text("Name a fruit.")), _assistant("a plum")]},
+    ]
+    dataset = load_sft_dataset(
+        DataSpec(dataset=str(_jsonl(chart_dir / "messages.jsonl", messages)))
+    )
+    assert len(dataset[0]["images"]) == 1 and dataset[1]["images"] == []
+    assert record_problem(dataset[1]) is None
 
 
 # --- preference data ----------------------------------------------------------------------------

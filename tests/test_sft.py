@@ -17,6 +17,7 @@ from transformers import TrainerCallback
 
 from vlm_unsloth.cli import train_sft_main
 from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs
+from vlm_unsloth.data.splits import DEMO_DIR
 from vlm_unsloth.errors import OutputDirError
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.train.sft import train_sft
@@ -295,3 +296,28 @@ def test_push_to_hub_uploads_the_adapter_and_the_merged_model(tmp_path, monkeypa
     assert summary["pushed_to"] == [
         "https://huggingface.co/me/charts", "https://huggingface.co/me/charts-merged"
     ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_text_only_rows_train_in_batches_with_image_rows(tmp_path):
+    """A table whose empty image cells are text-only examples (--text-only-rows): every row is
+    kept and one batch of 8 holds both kinds (the collators' mixing is tested per family in
+    test_collate.py, Unsloth's included)."""
+    demo = [json.loads(line) for line in (DEMO_DIR / "train.jsonl").read_text().splitlines()]
+    rows = [{**row, "image": str(DEMO_DIR / row["image"])} for row in demo[:4]]
+    rows += [
+        {"image": None, "question": f"Say {w}.", "answer": w}
+        for w in ["one", "two", "three", "four"]
+    ]
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    run = tmp_path / "run"
+    argv = [
+        "--model", "tiny-qwen2-vl", "--backend", "hf", "--dataset", str(data), "--text-only-rows",
+        "--output-dir", str(run), "--max-steps", "1", "--batch-size", "8", "--grad-accum", "1",
+    ]  # fmt: skip
+    assert train_sft_main(argv) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["global_step"] == 1 and summary["train_rows"] == 8
+    assert "pixel_values" in summary["model_inputs_first_step"]
+    assert (run / "rejected_rows.jsonl").read_text() == ""

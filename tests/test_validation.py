@@ -299,6 +299,33 @@ def test_mllama_text_is_the_only_length_so_fit_images_cannot_help(tiny_processor
     assert report.kept[0]["max_side"] == 768 and report.fitted == 0
 
 
+@pytest.mark.parametrize("name", TINY_NAMES)
+def test_text_only_rows_are_kept_where_the_family_batches_them_with_images(
+    name, tiny_processor, tmp_path
+):
+    _image(tmp_path / "a.png", size=(90, 60))
+    path = tmp_path / "rows.jsonl"
+    rows = [
+        {"image": "a.png", "question": "Colour?", "answer": "red"},
+        {"image": None, "question": "Name a fruit.", "answer": "a plum"},
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = load_sft_dataset(DataSpec(dataset=str(path), text_only_rows=True))
+    family = TINY_MODEL_NAMES[name]
+    report = validate_dataset(
+        dataset, family=family, processor=tiny_processor(name), max_seq_length=4096
+    )
+    if family.mixes_text_only_rows:
+        assert report.kept["source"] == ["rows.jsonl:1", "rows.jsonl:2"]
+        text_only = report.kept[1]
+        expected = _processor_length(tiny_processor(name), text_only["messages"], [], family)
+        assert text_only["num_tokens"] == expected  # counted as the collator will see it
+    else:  # Mllama's processor refuses a batch mixing image rows and text-only rows
+        assert report.rejected_by_reason() == {"text_only_row": 1}
+        assert report.rejected[0].source == "rows.jsonl:2"
+        assert "cannot batch rows without an image" in report.rejected[0].message
+
+
 def test_preference_rows_count_the_longer_answer(tiny_processor, tmp_path):
     processor = tiny_processor("tiny-qwen2.5-vl")
     family = TINY_MODEL_NAMES["tiny-qwen2.5-vl"]

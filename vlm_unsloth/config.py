@@ -408,6 +408,14 @@ class DataArgs:
     system_prompt: str | None = field(
         default=None, metadata={"help": "System message put before every conversation."}
     )
+    text_only_rows: bool = field(
+        default=False,
+        metadata={
+            "help": "Table layout: a row with an empty image cell is a text-only example (to "
+            "keep the model's text skills), not a missing image. Messages rows without image "
+            "parts are always text-only."
+        },
+    )
     instruction: str | None = field(
         default=None,
         metadata={"help": "Fixed question for every image (when the data has no question)."},

@@ -46,6 +46,10 @@ class Family:
     breaks, vision start/end): never supervised, even with --train-on-prompt (as Unsloth)."""
     nested_images: bool = False
     """The processor takes a batch's images as one list per row (else one flat list)."""
+    mixes_text_only_rows: bool = True
+    """The processor batches rows without an image with image rows (text-only examples mixed
+    in to keep the model's text skills). Mllama's refuses: "either no images or at least one
+    image per sample"."""
     vision_model_type: str | None = None
     """`config.vision_config.model_type`, where `model_type` alone does not name the family
     (a LLaVA checkpoint may have any vision tower; only Pixtral's is supported)."""
@@ -143,6 +147,7 @@ FAMILIES: dict[str, Family] = {
             min_image_side=1,
             image_tokens="mllama",
             nested_images=True,
+            mixes_text_only_rows=False,
         ),
         Family(
             key="smolvlm",

@@ -243,7 +243,8 @@ def _open(source: ImageSource, *, label: str, where: str | None) -> Image.Image:
                 "row has no image (neither bytes nor a path)",
                 reason="missing_file",
                 where=where,
-                fix="fill in the image column for this row, or drop it",
+                fix="fill in the image column for this row, or drop it (or pass "
+                "--text-only-rows if rows without an image are meant as text-only examples)",
             )
     if isinstance(source, str) and source.startswith(("http://", "https://")):
         source = download(source, where=where)

@@ -96,6 +96,8 @@ class DataSpec:
     layout: str = "auto"
     """A known column layout (chartqa, latex_ocr, rlaif_v), none, or auto: chosen by dataset
     name (the --dataset-adapter flag)."""
+    text_only_rows: bool = False
+    """Table layout: a row with an empty image cell is a text-only example (--text-only-rows)."""
 
 
 def data_spec(args: Any, dataset: str | None = None, *, split: str | None = None) -> DataSpec:
@@ -111,6 +113,7 @@ def data_spec(args: Any, dataset: str | None = None, *, split: str | None = None
         system_prompt=args.system_prompt,
         instruction=args.instruction,
         layout=args.dataset_adapter,
+        text_only_rows=args.text_only_rows,
     )
 
 
@@ -241,6 +244,7 @@ def resolve_columns(spec: DataSpec, layout: ColumnLayout) -> Columns:
         rejected=spec.rejected_column or layout.rejected_column,
         instruction=instruction,
         system_prompt=spec.system_prompt,
+        text_only_rows=spec.text_only_rows,
     )
 
 

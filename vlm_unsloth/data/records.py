@@ -63,11 +63,18 @@ class Columns:
     rejected: str
     instruction: str | None
     system_prompt: str | None
+    text_only_rows: bool = False
+    """--text-only-rows: an empty image cell is a text-only example, not a missing image."""
 
 
 def table_row_to_record(row: dict, *, columns: Columns, base_dir: Path | None, source: str) -> dict:
     """A plain table row (image, question, answer) as a canonical SFT record."""
-    images = image_references(_cell_or_missing(row[columns.image]), base_dir)
+    cell = row[columns.image]
+    empty = cell is None or (isinstance(cell, str) and not cell.strip())
+    if empty and columns.text_only_rows:
+        images = []
+    else:
+        images = image_references(_cell_or_missing(cell), base_dir)
     prompt = _table_prompt(row, columns, n_images=len(images))
     answer = _assistant(_answer_text(row[columns.answer]))
     return {"messages": [*prompt, answer], "images": images, "source": source}
@@ -143,7 +150,8 @@ def image_references(value: Any, base_dir: Path | None) -> list[dict]:
 
 
 def _cell_or_missing(value: Any) -> Any:
-    """A table's image cell: an empty cell is one missing image, not a text-only row."""
+    """A table's image cell: an empty cell is one missing image, not a text-only row (unless
+    --text-only-rows says so)."""
     return [None] if value is None else value
 
 

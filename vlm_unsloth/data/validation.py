@@ -180,6 +180,12 @@ def validate_record(
     problem = record_problem(record)
     if problem is not None:
         return {**keep, "reason": problem[0], "message": problem[1]}
+    if not record["images"] and not family.mixes_text_only_rows:
+        message = (
+            f"a text-only row: {family.key}'s processor cannot batch rows without an image "
+            "with image rows — give it an image, or train text-only rows on another family"
+        )
+        return {**keep, "reason": "text_only_row", "message": message}
     original_sizes, resized, multi_frame = [], False, False
     for image in record["images"]:
         try:
