@@ -94,11 +94,19 @@ def test_plan_script_for_a_hub_name_and_the_refusals(capsys):
     argv = ["--model", "unsloth/Qwen2-VL-7B-Instruct", "--max-side", "768"]
     assert plan_main([*argv, "--gpu-memory-gib", "12"]) == 0
     assert "recommended: --max-side 768" in capsys.readouterr().out
-    # Known but not measured yet: refused, saying what is calibrated.
-    assert plan_main(["--model", "HuggingFaceTB/SmolVLM-Instruct"]) == 2
+    # Calibrated on the unsloth backend from the H200 bench (2 points); planning activates no
+    # backend, so it answers on a machine without a GPU too.
+    smolvlm = ["--model", "HuggingFaceTB/SmolVLM-Instruct", "--max-side", "768"]
+    assert plan_main([*smolvlm, "--backend", "unsloth", "--gpu-memory-gib", "12"]) == 0
+    assert "fit over 2 measured points" in capsys.readouterr().out
+    # Known but not measured on hf: refused, naming what can be planned.
+    assert plan_main([*smolvlm, "--backend", "hf"]) == 2
     err = capsys.readouterr().err
     assert "no memory calibration for HuggingFaceTB/SmolVLM-Instruct (smolvlm-instruct)" in err
-    assert "calibrated: qwen2-vl-7b on hf" in err and err.count("\n") == 1
+    assert (
+        "calibrated: qwen2-vl-7b on hf, qwen2-vl-7b on unsloth, smolvlm-instruct on unsloth;" in err
+    )
+    assert err.count("\n") == 1
     # Unknown: refused, listing every model the planner knows.
     assert plan_main(["--model", "someone/Unknown-VLM-7B"]) == 2
     err = capsys.readouterr().err

@@ -490,8 +490,10 @@ def test_hf_backend_refuses_a_grpo_trainer_unsloth_replaced():
     .UnslothGRPOTrainer) process-wide: the hf backend stops with one line, not in the first step."""
     from trl import GRPOTrainer
 
-    from vlm_unsloth.train.grpo import check_grpo_trainer_matches_backend
-    from vlm_unsloth.train.grpo_trainer import VisionGRPOTrainer
+    from vlm_unsloth.train.grpo_trainer import (
+        VisionGRPOTrainer,
+        check_grpo_trainer_matches_backend,
+    )
 
     unsloths = type("UnslothGRPOTrainer", (GRPOTrainer,), {})
     unsloths.__module__ = "unsloth_compiled_cache.UnslothGRPOTrainer"

@@ -179,7 +179,8 @@ def plan_main(argv: Sequence[str] | None = None) -> int:
         from vlm_unsloth.console import make_console
         from vlm_unsloth.perf.memory_plan import PlanArgs, plan_memory, print_plan
 
-        (args,) = parse([PlanArgs], argv)
+        # No backend is activated: planning is arithmetic, on any machine.
+        (args,) = parse_args([PlanArgs], argv)
         print_plan(plan_memory(args), args, make_console())
 
     return run_reporting_errors(run)

@@ -94,12 +94,22 @@ def calibration_points() -> list[dict]:
     return json.loads(text)["points"]
 
 
+def _points_of(arch: str, backend: str) -> list[dict]:
+    return [p for p in calibration_points() if (p["arch"], p["backend"]) == (arch, backend)]
+
+
+def _fittable(points: list[dict]) -> bool:
+    """A line needs two different batch x tokens (a single point, kept for later, is not one)."""
+    return len({p["batch_size"] * p["tokens"] for p in points}) >= 2
+
+
 def fit_memory(arch: str, backend: str, *, label: str | None = None) -> MemoryFit:
     """Least-squares line through the measured peaks of `arch` on `backend` (`label`: how the
     user named the model, for the error)."""
-    points = [p for p in calibration_points() if (p["arch"], p["backend"]) == (arch, backend)]
-    if len({p["batch_size"] * p["tokens"] for p in points}) < 2:
-        calibrated = sorted({f"{p['arch']} on {p['backend']}" for p in calibration_points()})
+    points = _points_of(arch, backend)
+    if not _fittable(points):
+        pairs = {(p["arch"], p["backend"]) for p in calibration_points()}
+        calibrated = [f"{a} on {b}" for a, b in sorted(pairs) if _fittable(_points_of(a, b))]
         raise ConfigError(
             f"no memory calibration for {label or arch} on the {backend} backend",
             where="--model/--backend",

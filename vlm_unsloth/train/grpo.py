@@ -319,24 +319,6 @@ def check_backend_trains_family(family: Family, backend: str) -> None:
         )
 
 
-def check_grpo_trainer_matches_backend(trainer_class: type, backend: str) -> None:
-    """Refuse the hf backend in a process where Unsloth has replaced TRL's GRPOTrainer (Unsloth,
-    once imported, patches TRL for the whole process: its trainer calls `model.for_training`,
-    which only its own models have). A notebook that trained on the unsloth backend would
-    otherwise fail deep inside the first step."""
-    # Unsloth's trainers live in unsloth_compiled_cache (or unsloth/unsloth_zoo); ours in
-    # vlm_unsloth, whose name merely contains the word.
-    patched = any(base.__module__.startswith("unsloth") for base in trainer_class.__mro__)
-    if backend == "hf" and patched:
-        raise ConfigError(
-            "Unsloth is loaded in this process and has replaced TRL's GRPO trainer, which the hf "
-            "backend cannot use",
-            where="--backend hf",
-            fix="run GRPO on the hf backend in a fresh process (restart the notebook's kernel, "
-            "or run scripts/train_grpo.py)",
-        )
-
-
 def build_trainer(
     loaded: LoadedModel,
     data: steps.TrainingData,
@@ -353,6 +335,7 @@ def build_trainer(
 
     from vlm_unsloth.train.grpo_trainer import (
         VisionGRPOTrainer,
+        check_grpo_trainer_matches_backend,
         end_completions_at_end_of_turn,
         media_token_ids,
     )

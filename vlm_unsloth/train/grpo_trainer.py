@@ -27,6 +27,7 @@ import torch
 from trl import GRPOTrainer
 from trl.trainer.utils import selective_log_softmax, selective_log_softmax_and_entropy
 
+from vlm_unsloth.errors import ConfigError
 from vlm_unsloth.families import Family
 
 CROSS_ATTENTION_KEYS = ("aspect_ratio_ids", "aspect_ratio_mask")
@@ -44,6 +45,24 @@ def media_token_ids(tokenizer, family: Family) -> list[int]:
         if token.special and any(word in token.content.lower() for word in _MEDIA_WORDS):
             ids.add(token_id)
     return sorted(i for i in ids if i is not None and i != tokenizer.unk_token_id)
+
+
+def check_grpo_trainer_matches_backend(trainer_class: type, backend: str) -> None:
+    """Refuse the hf backend in a process where Unsloth has replaced TRL's GRPOTrainer (Unsloth,
+    once imported, patches TRL for the whole process: its trainer calls `model.for_training`,
+    which only its own models have). A notebook that trained on the unsloth backend would
+    otherwise fail deep inside the first step."""
+    # Unsloth's trainers live in unsloth_compiled_cache (or unsloth/unsloth_zoo); ours in
+    # vlm_unsloth, whose name merely contains the word.
+    patched = any(base.__module__.startswith("unsloth") for base in trainer_class.__mro__)
+    if backend == "hf" and patched:
+        raise ConfigError(
+            "Unsloth is loaded in this process and has replaced TRL's GRPO trainer, which the hf "
+            "backend cannot use",
+            where="--backend hf",
+            fix="run GRPO on the hf backend in a fresh process (restart the notebook's kernel, "
+            "or run scripts/train_grpo.py)",
+        )
 
 
 def end_completions_at_end_of_turn(model, tokenizer, family: Family) -> None:
