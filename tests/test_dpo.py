@@ -382,3 +382,24 @@ def test_train_dpo_script_help():
                  "--accuracy-rows", "--learning-rate"):  # fmt: skip
         assert flag in result.stdout
     assert "(default: 5e-05)" in result.stdout
+
+
+@pytest.mark.slow
+def test_text_only_preference_rows_train_with_image_rows(tmp_path):
+    """--text-only-rows in a preference table: all 8 rows kept, one batch holds both kinds."""
+    from vlm_unsloth.data.splits import DEMO_DIR
+
+    image = str(DEMO_DIR / "images" / "bar_0001.png")
+    rows = [{"image": image, "question": "Colour?", "chosen": "red", "rejected": "blue"}] * 4
+    rows += [{"image": None, "question": "Say one.", "chosen": "one", "rejected": "two"}] * 4
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    run = tmp_path / "run"
+    code = dpo_main([
+        "--model", "tiny-qwen2-vl", "--backend", "hf", "--dataset", str(data), "--text-only-rows",
+        "--output-dir", str(run), "--max-steps", "1", "--batch-size", "8", "--grad-accum", "1",
+    ])  # fmt: skip
+    assert code == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["global_step"] == 1 and summary["train_rows"] == 8
+    assert summary["model_inputs_first_step"]["image_grid_thw"][0] == 8  # 4 rows x chosen/rejected

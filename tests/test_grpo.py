@@ -25,6 +25,7 @@ from vlm_unsloth.cli import grpo_main, train_sft_main
 from vlm_unsloth.config import DataArgs, ModelArgs, parse_args
 from vlm_unsloth.data.demo_colours import COLOURS, IMAGE_SIDE, QUESTION, draw_square
 from vlm_unsloth.data.records import SFT_FEATURES
+from vlm_unsloth.data.splits import DEMO_DIR
 from vlm_unsloth.errors import ConfigError
 from vlm_unsloth.models.device import DeviceSetup
 from vlm_unsloth.models.loading import load_model
@@ -468,6 +469,22 @@ def test_use_vllm_and_a_batch_of_partial_groups_stop_with_one_line(tmp_path, cap
     error = capsys.readouterr().err.strip()
     assert "3 answers a step, not whole groups of 4" in error and "\n" not in error
     assert not (tmp_path / "run").exists()  # stopped before anything was written
+
+
+def test_a_text_only_prompt_stops_grpo_with_one_line(tmp_path, capsys):
+    image = str(DEMO_DIR / "images" / "bar_0001.png")
+    rows = [{"image": image, "question": "Colour?", "answer": "red"}] * 2
+    rows += [{"image": None, "question": "Say one.", "answer": "one"}] * 2
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code = grpo_main([
+        "--backend", "hf", "--model", "tiny-qwen2-vl", "--dataset", str(data), "--text-only-rows",
+        "--output-dir", str(tmp_path / "run"), "--num-generations", "2", "--batch-size", "2",
+    ])  # fmt: skip
+    assert code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: mixed.jsonl:3: a prompt without an image") and "SFT" in error
+    assert not (tmp_path / "run").exists()
 
 
 def test_train_grpo_script_help():

@@ -69,12 +69,7 @@ class Columns:
 
 def table_row_to_record(row: dict, *, columns: Columns, base_dir: Path | None, source: str) -> dict:
     """A plain table row (image, question, answer) as a canonical SFT record."""
-    cell = row[columns.image]
-    empty = cell is None or (isinstance(cell, str) and not cell.strip())
-    if empty and columns.text_only_rows:
-        images = []
-    else:
-        images = image_references(_cell_or_missing(cell), base_dir)
+    images = _table_images(row[columns.image], columns, base_dir)
     prompt = _table_prompt(row, columns, n_images=len(images))
     answer = _assistant(_answer_text(row[columns.answer]))
     return {"messages": [*prompt, answer], "images": images, "source": source}
@@ -88,7 +83,7 @@ def preference_row_to_record(
     TRL's layout is read too: `prompt` (text, or a list of messages with `<image>` or typed
     image parts) instead of a question column; `chosen` / `rejected` as assistant messages.
     """
-    images = image_references(_cell_or_missing(row[columns.image]), base_dir)
+    images = _table_images(row[columns.image], columns, base_dir)
     reads_question = columns.instruction is not None or columns.question in row
     if not reads_question and isinstance(row.get("prompt"), list):
         prompt = _with_system(_messages(row["prompt"]), columns.system_prompt)
@@ -149,10 +144,13 @@ def image_references(value: Any, base_dir: Path | None) -> list[dict]:
     return [_reference(item, base_dir) for item in values]
 
 
-def _cell_or_missing(value: Any) -> Any:
-    """A table's image cell: an empty cell is one missing image, not a text-only row (unless
-    --text-only-rows says so)."""
-    return [None] if value is None else value
+def _table_images(cell: Any, columns: Columns, base_dir: Path | None) -> list[dict]:
+    """A table's image cell as references: an empty cell is one missing image (rejected at
+    validation), or no image at all (a text-only row) with --text-only-rows."""
+    empty = cell is None or (isinstance(cell, str) and not cell.strip())
+    if empty and columns.text_only_rows:
+        return []
+    return image_references([None] if cell is None else cell, base_dir)
 
 
 def _reference(item: Any, base_dir: Path | None) -> dict:

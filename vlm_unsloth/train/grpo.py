@@ -30,7 +30,7 @@ from vlm_unsloth import distributed
 from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, to_dict
 from vlm_unsloth.console import make_console
 from vlm_unsloth.data.collate import PromptRows
-from vlm_unsloth.errors import ConfigError
+from vlm_unsloth.errors import ConfigError, DataError
 from vlm_unsloth.families import Family
 from vlm_unsloth.infer.args import GenerationArgs
 from vlm_unsloth.infer.generation import generate_answers
@@ -259,6 +259,7 @@ def train_grpo(
 
     loaded = steps.load_model_for_training(model_args, lora_args, data_args, train_args, setup)
     data = steps.load_training_data(data_args, loaded, train_args, preference=False)
+    check_every_prompt_has_an_image(data.train)
     trainer = build_trainer(
         loaded, data, data_args, train_args, grpo_args, rewards, output,
         callbacks=steps.callbacks(output, console) + list(extra_callbacks or []),
@@ -305,6 +306,19 @@ def check_batch_holds_groups(train_args: TrainArgs, grpo_args: GrpoArgs) -> None
             where="--batch-size/--grad-accum/--num-generations",
             fix=f"make batch x accumulation a multiple of {grpo_args.num_generations}, e.g. "
             f"--batch-size {grpo_args.num_generations} --grad-accum 1",
+        )
+
+
+def check_every_prompt_has_an_image(train) -> None:
+    """TRL's GRPO hands the processor one image list per prompt, which fails inside the first
+    step on a text-only row (SFT and DPO train on them)."""
+    rows = train.select_columns(["images", "source"])
+    source = next((row["source"] for row in rows if not row["images"]), None)
+    if source is not None:
+        raise DataError(
+            "a prompt without an image: GRPO needs one in every prompt",
+            where=source,
+            fix="leave text-only rows (and --text-only-rows) to SFT and DPO",
         )
 
 
