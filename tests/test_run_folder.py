@@ -284,6 +284,28 @@ def test_ctrl_c_saves_then_the_command_exits_130(tmp_path, monkeypatch):
     assert summary["interrupted"] and (run / f"checkpoint-{summary['global_step']}").is_dir()
 
 
+class _InterruptTwiceAt(_InterruptAt):
+    """Ctrl-C twice: the second one aborts without saving."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_aborts_in_one_line_and_leaves_no_half_run(tmp_path, monkeypatch, capsys):
+    from vlm_unsloth.train import steps
+
+    ours = steps.callbacks
+    monkeypatch.setattr(steps, "callbacks", lambda *a: [*ours(*a), _InterruptTwiceAt(1)])
+    run = tmp_path / "run"
+    assert train_sft_main(_cli(run, "--max-steps", "4")) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines()[-1].startswith("aborted by Ctrl-C") and "Traceback" not in err
+    assert not run.exists() or not any(run.iterdir())  # nothing saved: the new run's files go
+
+
 def test_infer_on_a_run_without_an_adapter_gives_advice_that_works(tmp_path):
     config = {
         "ModelArgs": {"model": "tiny-qwen2-vl"},

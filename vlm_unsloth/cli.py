@@ -25,7 +25,8 @@ INTERRUPTED = 130
 
 def run_reporting_errors(run: Callable[[], int | None]) -> int:
     """Run a command: its exit status (0 unless it returns one); a VlmUnslothError becomes one
-    `error:` line and exit status 2.
+    `error:` line and exit status 2; a Ctrl-C that aborts (a second one during training, which
+    the first one's save would have finished) one line and INTERRUPTED.
 
     Library notices the user cannot act on are dropped first, before torch is imported
     (`console.quiet_library_notices`)."""
@@ -35,6 +36,13 @@ def run_reporting_errors(run: Callable[[], int | None]) -> int:
     except VlmUnslothError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "aborted by Ctrl-C: nothing more was saved (a training run's last complete "
+            "checkpoint is still there for --resume)",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
     finally:
         distributed.leave_process_group()
 
