@@ -53,3 +53,29 @@ def tiny_processor(tiny_ref):
         return cache[name]
 
     return get
+
+
+@pytest.fixture
+def memory_limit(monkeypatch):
+    """limit(rows, model_class=Qwen2VLModel): from now on a training forward of the VLM's inner
+    model (below the LM head, which TRL's chunked loss bypasses) over more than `rows` sequences
+    runs out of memory. Returns {"oom": how many times it did}."""
+    import torch
+    from transformers import Qwen2VLModel
+
+    calls = {"oom": 0}
+
+    def limit(rows: int, model_class=Qwen2VLModel):
+        forward = model_class.forward
+
+        def limited(self, *args, **kwargs):
+            input_ids = kwargs.get("input_ids", args[0] if args else None)
+            if self.training and input_ids is not None and input_ids.shape[0] > rows:
+                calls["oom"] += 1
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return forward(self, *args, **kwargs)
+
+        monkeypatch.setattr(model_class, "forward", limited)
+        return calls
+
+    return limit

@@ -11,7 +11,7 @@ import json
 
 import pytest
 import torch
-from transformers import Qwen2VLModel, TrainerCallback
+from transformers import TrainerCallback
 
 from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, parse_args
 from vlm_unsloth.errors import ConfigError
@@ -19,28 +19,6 @@ from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.perf.oom import split_evenly
 from vlm_unsloth.train.dpo import DpoArgs, DpoTrainArgs, train_dpo
 from vlm_unsloth.train.sft import train_sft
-
-
-@pytest.fixture
-def memory_limit(monkeypatch):
-    """limit(rows): from now on a training forward of the VLM (below the LM head, which TRL's
-    chunked loss bypasses) over more than `rows` sequences runs out of memory."""
-    calls = {"oom": 0}
-
-    def limit(rows: int, model_class=Qwen2VLModel):
-        forward = model_class.forward
-
-        def limited(self, *args, **kwargs):
-            input_ids = kwargs.get("input_ids", args[0] if args else None)
-            if self.training and input_ids is not None and input_ids.shape[0] > rows:
-                calls["oom"] += 1
-                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-            return forward(self, *args, **kwargs)
-
-        monkeypatch.setattr(model_class, "forward", limited)
-        return calls
-
-    return limit
 
 
 class GradientRecorder(TrainerCallback):

@@ -157,36 +157,13 @@ def test_resume_and_merge(name, tmp_path):
     assert (merged_logits - tuned_logits).abs().max() < 1e-2 * effect
 
 
-@pytest.fixture
-def memory_limit(monkeypatch):
-    """limit(name, rows): a training forward of `name`'s VLM over more than `rows` sequences
-    runs out of memory (as tests/test_batch_memory.py does for Qwen2-VL)."""
-    calls = {"oom": 0}
-
-    def limit(name: str, rows: int):
-        inner = getattr(transformers, INNER_MODEL[name])
-        forward = inner.forward
-
-        def limited(self, *args, **kwargs):
-            input_ids = kwargs.get("input_ids", args[0] if args else None)
-            if self.training and input_ids is not None and input_ids.shape[0] > rows:
-                calls["oom"] += 1
-                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-            return forward(self, *args, **kwargs)
-
-        monkeypatch.setattr(inner, "forward", limited)
-        return calls
-
-    return limit
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NEW)
 def test_auto_batch_size_and_out_of_memory_recovery(name, tmp_path, memory_limit):
     sgd = dict(batch_size=4, grad_accum=2, optim="sgd", weight_decay=0.0)
     plain_grads, split_grads = GradientRecorder(), GradientRecorder()
     _sft(name, tmp_path / "plain", [plain_grads], **sgd)
-    calls = memory_limit(name, rows=2)
+    calls = memory_limit(rows=2, model_class=getattr(transformers, INNER_MODEL[name]))
     split = _sft(name, tmp_path / "split", [split_grads], **sgd)
     assert calls["oom"] == 1 and split.summary["global_step"] == 2
     assert_same_gradients(plain_grads, split_grads)
