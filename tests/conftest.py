@@ -79,3 +79,16 @@ def memory_limit(monkeypatch):
         return calls
 
     return limit
+
+
+def assert_same_adapters(expected_run: Path, run: Path) -> None:
+    """The two runs saved the same LoRA weights (a resumed run against a straight one): same
+    tensors, equal to float32 round-off."""
+    import torch
+    from safetensors.torch import load_file
+
+    a = load_file(expected_run / "adapter" / "adapter_model.safetensors")
+    b = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)

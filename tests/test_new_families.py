@@ -19,6 +19,7 @@ import random
 import pytest
 import torch
 import transformers
+from conftest import assert_same_adapters
 from PIL import Image
 from tasks import colour_training_args, write_colour_task
 from test_batch_memory import GradientRecorder, assert_same_gradients
@@ -123,7 +124,6 @@ def _sft(name, output, callbacks=(), **train):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NEW)
 def test_resume_and_merge(name, tmp_path):
-    from safetensors.torch import load_file
 
     from vlm_unsloth.infer.generation import _inputs, load_for_inference
 
@@ -134,11 +134,7 @@ def test_resume_and_merge(name, tmp_path):
     _sft(name, tmp_path / "resumed", max_steps=2, **train)
     resumed = _sft(name, tmp_path / "resumed", max_steps=4, resume=True, **train)
     assert resumed.summary["global_step"] == 4
-    a = load_file(tmp_path / "straight" / "adapter" / "adapter_model.safetensors")
-    b = load_file(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors")
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    assert_same_adapters(tmp_path / "straight", tmp_path / "resumed")
 
     merged = transformers.AutoModelForImageTextToText.from_pretrained(
         tmp_path / "straight" / "merged"

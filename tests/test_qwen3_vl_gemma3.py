@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from safetensors.torch import load_file
+from conftest import assert_same_adapters
 from tasks import colour_training_args, write_colour_task
 from test_sft import _InterruptAt
 
@@ -87,8 +86,4 @@ def test_an_interrupted_run_resumes_to_the_same_adapter(name, tmp_path):
     assert stopped.summary["interrupted"] and stopped.summary["global_step"] == 3
     resumed = train_sft(*args(tmp_path / "resumed", resume=True))
     assert resumed.summary["global_step"] == 4
-    a = load_file(tmp_path / "straight" / "adapter" / "adapter_model.safetensors")
-    b = load_file(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors")
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    assert_same_adapters(tmp_path / "straight", tmp_path / "resumed")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY_MODELS
+from conftest import REPO, TINY_MODELS, assert_same_adapters
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -116,11 +116,7 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path):
 
     resumed = train_sft(*_args(tmp_path / "resumed", max_steps=6, save_steps=100, resume=True))
     assert resumed.summary["global_step"] == 6
-    a = load_file(tmp_path / "straight" / "adapter" / "adapter_model.safetensors")
-    b = load_file(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors")
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    assert_same_adapters(tmp_path / "straight", tmp_path / "resumed")
 
 
 @pytest.mark.slow
