@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from vlm_unsloth.models.tiny_qwen3_gemma3 import (
+    QWEN_SPECIAL_TOKENS,
+    TEXT_HIDDEN,
+    TEXT_INTERMEDIATE,
+    VISION_HIDDEN,
     fill_gemma3_projector,
     gemma3_config,
     gemma3_processor,
@@ -31,10 +35,6 @@ from vlm_unsloth.models.tiny_tokenizer import (
     trl_template,
 )
 
-# Widths are multiples of 64: bitsandbytes' 4-bit CPU kernels fail for in_features < 64.
-TEXT_HIDDEN = 64
-TEXT_INTERMEDIATE = 128
-VISION_HIDDEN = 64
 # Mllama tiles are 560 px in the real model (1,601 vision tokens each); a 112 px tile keeps the
 # same code path at 65 tokens a tile, so CPU tests stay fast.
 TINY_MLLAMA_TILE = 112
@@ -48,11 +48,6 @@ REAL_IDEFICS3 = dict(tile=384, patch=14, scale=3)
 PIXTRAL_PATCH = 16
 PIXTRAL_LONGEST_EDGE = 1024
 
-_QWEN_SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
-]  # fmt: skip
 # Mllama: `<|image|>` must be the LAST id, equal to the text vocab_size (the real checkpoint has
 # image_token_index 128256 == vocab_size): the embedding keeps extra rows beyond it.
 _MLLAMA_SPECIAL_TOKENS = [
@@ -103,7 +98,7 @@ def _qwen_processor(model_type: str) -> Callable[..., Any]:
         )
 
         tokenizer = train_tokenizer(
-            _QWEN_SPECIAL_TOKENS, bos=None, eos="<|im_end|>", pad="<|endoftext|>"
+            QWEN_SPECIAL_TOKENS, bos=None, eos="<|im_end|>", pad="<|endoftext|>"
         )
         # The real checkpoints' pixel bounds. Passed as `size`, never as min_pixels/max_pixels:
         # those kwargs rewrite the CLASS default and leak into every processor made later.

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 from vlm_unsloth.models.tiny_tokenizer import train_tokenizer, trl_template
 
-# The tiny widths of every tiny checkpoint (tiny_architectures.py: bitsandbytes' 4-bit CPU
-# kernels need in_features >= 64).
+# The tiny widths of every tiny checkpoint (tiny_architectures.py imports them): multiples of 64,
+# since bitsandbytes' 4-bit CPU kernels fail for in_features < 64.
 TEXT_HIDDEN = 64
 TEXT_INTERMEDIATE = 128
 VISION_HIDDEN = 64
 
 # --- Qwen3-VL ----------------------------------------------------------------------------------
 
-# Qwen3's vocabulary order (ids 151643.. on the hub). <think>, <tool_call>, ... are added tokens
-# that are NOT special on the hub (skip_special_tokens keeps them).
-_QWEN3_SPECIAL_TOKENS = [
+# Qwen's vocabulary order (ids 151643.. on the hub), the same for Qwen2-VL, Qwen2.5-VL and
+# Qwen3-VL. Qwen3's <think>, <tool_call>, ... are added tokens that are NOT special on the hub
+# (skip_special_tokens keeps them).
+QWEN_SPECIAL_TOKENS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
     "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
     "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
@@ -48,7 +49,7 @@ def qwen3_vl_processor(real_size: bool = False):
     from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
     tokenizer = train_tokenizer(
-        _QWEN3_SPECIAL_TOKENS,
+        QWEN_SPECIAL_TOKENS,
         bos=None,
         eos="<|im_end|>",
         pad="<|endoftext|>",

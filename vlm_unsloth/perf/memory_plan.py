@@ -94,10 +94,6 @@ def calibration_points() -> list[dict]:
     return json.loads(text)["points"]
 
 
-def _points_of(arch: str, backend: str) -> list[dict]:
-    return [p for p in calibration_points() if (p["arch"], p["backend"]) == (arch, backend)]
-
-
 def _fittable(points: list[dict]) -> bool:
     """A line needs two different batch x tokens (a single point, kept for later, is not one)."""
     return len({p["batch_size"] * p["tokens"] for p in points}) >= 2
@@ -106,10 +102,12 @@ def _fittable(points: list[dict]) -> bool:
 def fit_memory(arch: str, backend: str, *, label: str | None = None) -> MemoryFit:
     """Least-squares line through the measured peaks of `arch` on `backend` (`label`: how the
     user named the model, for the error)."""
-    points = _points_of(arch, backend)
+    by_pair: dict[tuple[str, str], list[dict]] = {}
+    for point in calibration_points():
+        by_pair.setdefault((point["arch"], point["backend"]), []).append(point)
+    points = by_pair.get((arch, backend), [])
     if not _fittable(points):
-        pairs = {(p["arch"], p["backend"]) for p in calibration_points()}
-        calibrated = [f"{a} on {b}" for a, b in sorted(pairs) if _fittable(_points_of(a, b))]
+        calibrated = [f"{a} on {b}" for (a, b), pair in sorted(by_pair.items()) if _fittable(pair)]
         raise ConfigError(
             f"no memory calibration for {label or arch} on the {backend} backend",
             where="--model/--backend",
