@@ -37,7 +37,6 @@ from vlm_unsloth.infer.generation import generate_answers
 from vlm_unsloth.models.backend import backend_module
 from vlm_unsloth.models.loading import LoadedModel, resolve_model
 from vlm_unsloth.models.lora import LoraArgs
-from vlm_unsloth.perf.optimizer import optimizer_cls_and_kwargs
 from vlm_unsloth.train import steps
 from vlm_unsloth.train.batch_size import accumulation_for_effective_batch
 from vlm_unsloth.train.reference import (
@@ -378,7 +377,8 @@ def build_trainer(
     # Prompts are never truncated (TRL 1.14 has no max_prompt_length): validation rejected every
     # row over --max-seq-length, or shrank its images with --fit-images.
     prompts = data.train.with_transform(PromptRows(loaded.family, max_side=data_args.max_side))
-    trainer = VisionGRPOTrainer(
+    trainer = steps.saving_whole_checkpoints(
+        VisionGRPOTrainer,
         model=loaded.model,
         reward_funcs=list(rewards),
         args=trainer_config,
@@ -387,8 +387,6 @@ def build_trainer(
         callbacks=list(callbacks),
         family=loaded.family,
     )
-    # --optim as transformers resolves it, without bitsandbytes' per-parameter GPU stalls.
-    trainer.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs(trainer.args, trainer.model)
     return trainer
 
 

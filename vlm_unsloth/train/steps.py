@@ -276,16 +276,22 @@ def callbacks(output: Path, console) -> list:
     ]
 
 
+def saving_whole_checkpoints(trainer_class: type, **kwargs):
+    """`trainer_class(**kwargs)` with checkpoints written whole (checkpoints.py) and the
+    optimizer of perf/optimizer.py: what every training method's trainer gets."""
+    trainer = with_whole_checkpoints(trainer_class)(**kwargs)
+    # --optim as transformers resolves it, without bitsandbytes' per-parameter GPU stalls.
+    trainer.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs(trainer.args, trainer.model)
+    return trainer
+
+
 def build_trainer(trainer_class: type, *, loss_is_mean_over_rows: bool, console, output, **kwargs):
     """`trainer_class` (TRL's SFTTrainer/DPOTrainer, as Unsloth patched them) with out-of-memory
     recovery (perf/oom.py: its collator keeps each batch's records so a batch can be split),
     checkpoints written whole (checkpoints.py) and the optimizer of perf/optimizer.py."""
     recovering = with_oom_recovery(trainer_class, loss_is_mean_over_rows=loss_is_mean_over_rows)
-    trainer_class = with_whole_checkpoints(recovering)
     collator = RecordKeepingCollator(kwargs.pop("data_collator"))
-    trainer = trainer_class(data_collator=collator, **kwargs)
-    # --optim as transformers resolves it, without bitsandbytes' per-parameter GPU stalls.
-    trainer.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs(trainer.args, trainer.model)
+    trainer = saving_whole_checkpoints(recovering, data_collator=collator, **kwargs)
 
     def on_split(step: int, rows: int, pieces: int) -> None:
         line = (
