@@ -204,6 +204,16 @@ def test_a_flag_of_the_wrong_type_is_one_line_not_a_usage_block(flags, message, 
     assert "usage:" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", ["--model", "--adapter", "--backend"])
+def test_a_flag_read_before_the_parser_without_its_value_is_one_line(flag, capsys):
+    """--model, --adapter and --backend are read before Unsloth and the TRL parser load."""
+    from vlm_unsloth.cli import train_sft_main
+
+    assert train_sft_main([flag]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {flag}: expected one argument" and "usage:" not in err
+
+
 ISSUE_VALUES = ["lora_r: [8, 16]\n", "max_steps: 10.7\n", "max_steps: ten\n"]
 
 

@@ -277,37 +277,40 @@ def chosen_backend(dataclass_types: Sequence[type], argv: Sequence[str]) -> str 
     has_backend = any(f.name == "backend" for c in dataclass_types for f in dataclasses.fields(c))
     if not has_backend or "-h" in argv or "--help" in argv:
         return None
-    config_path = _config_path(argv)
-    yaml_values = _checked_yaml_values(config_path, dataclass_types) if config_path else {}
-    peek = argparse.ArgumentParser(add_help=False, exit_on_error=False)
-    peek.add_argument("--backend")
-    try:
-        flag = peek.parse_known_args(argv)[0].backend
-    except argparse.ArgumentError as error:  # --backend with no value
-        raise ConfigError(flag_problem(error)[1], where="--backend") from error
-    return flag or yaml_values.get("backend") or "auto"
+    return _peeked_values(dataclass_types, argv, ("backend",))["backend"] or "auto"
 
 
 def chosen_model(dataclass_types: Sequence[type], argv: Sequence[str]) -> str | None:
     """The model these arguments name (--model, else --adapter; flag, else YAML), read like
     `chosen_backend` so that --backend auto can see its family before Unsloth is imported; None
     when the options name none (inference then finds it in the training run)."""
-    argv = list(argv)
     names = {f.name for c in dataclass_types for f in dataclasses.fields(c)}
-    config_path = _config_path(argv)
-    yaml_values = _checked_yaml_values(config_path, dataclass_types) if config_path else {}
-    peek = argparse.ArgumentParser(add_help=False)
+    values = _peeked_values(dataclass_types, list(argv), ("model", "adapter"))
     for name in ("model", "adapter"):
-        peek.add_argument(f"--{name}")
-    flags = peek.parse_known_args(argv)[0]
-    for name in ("model", "adapter"):
-        value = getattr(flags, name) or yaml_values.get(name)
-        if name in names and value:
-            return str(value)
+        if name in names and values[name]:
+            return str(values[name])
     return next(
         (f.default for c in dataclass_types for f in dataclasses.fields(c) if f.name == "model"),
         None,
     )
+
+
+def _peeked_values(
+    dataclass_types: Sequence[type], argv: list[str], names: Sequence[str]
+) -> dict[str, Any]:
+    """name -> the value of --name (flag, else the --config YAML's key, else None), read with
+    the standard library; a flag without its value is a one-line ConfigError."""
+    config_path = _config_path(argv)
+    yaml_values = _checked_yaml_values(config_path, dataclass_types) if config_path else {}
+    peek = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    for name in names:
+        peek.add_argument(f"--{name}")
+    try:
+        flags = peek.parse_known_args(argv)[0]
+    except argparse.ArgumentError as error:  # e.g. --model with no value
+        flag, what = flag_problem(error)
+        raise ConfigError(what, where=flag) from error
+    return {name: getattr(flags, name) or yaml_values.get(name) for name in names}
 
 
 def _config_path(argv: list[str]) -> Path | None:
