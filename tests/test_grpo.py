@@ -150,7 +150,18 @@ def _loss_path_logps(trainer, inputs: dict) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", TINY_MODELS)
 def test_images_reach_the_policy_log_probabilities_in_the_loss(name, tmp_path, one_thread):
+    from vlm_unsloth.train.grpo_trainer import media_token_ids
+
     loaded, trainer = _trainer(name, tmp_path)
+    # The sampling settings reach TRL: image and layout tokens suppressed, and answers end at
+    # the family's end of turn (what SFT taught), not only at the tokenizer's EOS.
+    tokenizer = loaded.processor.tokenizer
+    suppressed = trainer.args.generation_kwargs["suppress_tokens"]
+    assert suppressed == media_token_ids(tokenizer, loaded.family)
+    eos = loaded.model.generation_config.eos_token_id
+    assert tokenizer.convert_tokens_to_ids(loaded.family.end_of_turn) in (
+        [eos] if isinstance(eos, int) else eos
+    )
     inputs = _loss_batch(trainer)
     assert inputs["advantages"].abs().sum() > 0  # answers differ, so the loss has a gradient
     rows = inputs["prompt_ids"].size(0)

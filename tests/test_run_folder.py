@@ -325,6 +325,12 @@ def test_infer_on_a_run_without_an_adapter_gives_advice_that_works(tmp_path):
     run_dir.save_run_config(dpo, {**config, "DpoArgs": {"beta": 0.1}})
     with pytest.raises(ConfigError, match="train_dpo.py"):
         resolve_adapter(str(dpo), None)
+    # ...and a GRPO run with train_grpo.py.
+    grpo = tmp_path / "grpo"
+    grpo.mkdir()
+    run_dir.save_run_config(grpo, {**config, "GrpoArgs": {"num_generations": 4}})
+    with pytest.raises(ConfigError, match="train_grpo.py"):
+        resolve_adapter(str(grpo), None)
 
 
 @pytest.mark.slow
@@ -379,3 +385,30 @@ def test_only_the_run_an_overwrite_set_aside_is_ever_deleted_or_put_back(tmp_pat
     run_dir.discard_previous_run(run)
     assert not (tmp_path / "run.previous").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "run"]
+
+
+def test_a_run_previous_that_is_not_the_replaced_run_is_never_deleted_or_put_back(tmp_path):
+    """The new run replaced an earlier one, but OUTPUT.previous now holds something else: the
+    user's own folder, or another run (another run_id). Neither a save of the new run nor its
+    failure touches it."""
+
+    def replaced_then_swapped(run: Path, stranger: str) -> Path:
+        run_dir.start_run(run, job="SFT")
+        run_dir.start_run(run, job="SFT")  # replaces the first: its manifest says so
+        previous = run_dir.previous_run_dir(run)
+        shutil.rmtree(previous)
+        if stranger == "another run":
+            run_dir.start_run(previous, job="SFT")  # a manifest with another run_id
+        else:
+            previous.mkdir()
+        (previous / "backup.txt").write_text("mine")
+        return previous
+
+    for index, stranger in enumerate(("the user's folder", "another run")):
+        saved, failed = tmp_path / f"saved{index}", tmp_path / f"failed{index}"
+        previous = replaced_then_swapped(saved, stranger)
+        run_dir.discard_previous_run(saved)  # the new run saved something
+        assert (previous / "backup.txt").read_text() == "mine"
+        previous = replaced_then_swapped(failed, stranger)
+        assert run_dir.abandon_run(failed) is None  # the new run saved nothing
+        assert (previous / "backup.txt").read_text() == "mine"

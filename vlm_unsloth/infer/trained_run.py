@@ -63,6 +63,10 @@ def resolve_adapter(adapter: str | None, model: str | None) -> TrainedRun:
     return TrainedRun(base, str(folder), DEFAULT_MAX_SIDE, None)
 
 
+# The training script of a run, by the method's own options in its run_config.yaml.
+_SCRIPTS = {"DpoArgs": "train_dpo.py", "GrpoArgs": "train_grpo.py"}
+
+
 def no_adapter_yet(folder: Path) -> ConfigError:
     """The error for a run folder without adapter/, with advice that works for its state: an
     evaluation folder is no model; a run that saved a checkpoint can be resumed (or that
@@ -74,7 +78,8 @@ def no_adapter_yet(folder: Path) -> ConfigError:
             where="--adapter",
             fix="pass the training run's folder, the one holding adapter/",
         )
-    script = f"python scripts/{'train_dpo.py' if 'DpoArgs' in config else 'train_sft.py'}"
+    name = next((name for key, name in _SCRIPTS.items() if key in config), "train_sft.py")
+    script = f"python scripts/{name}"
     checkpoint = run_dir.last_checkpoint(folder)
     if checkpoint is None:
         return ConfigError(
