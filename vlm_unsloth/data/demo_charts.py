@@ -356,20 +356,31 @@ def draw_chart(spec: ChartSpec) -> Image.Image:
     return image.quantize(palette=_palette(), dither=Image.Dither.NONE)
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """One JSON object a line, UTF-8, "\n" line ends on every OS (the shipped files are
+    compared byte for byte)."""
     with path.open("w", encoding="utf-8", newline="\n") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _prepare_output_dir(output_dir: Path, overwrite: bool) -> None:
+def prepare_output_dir(
+    output_dir: Path,
+    overwrite: bool,
+    *,
+    files: tuple[str, ...] = _OUTPUT_FILES,
+    image_name: re.Pattern = _IMAGE_NAME,
+    what: str = "demo set",
+) -> None:
+    """Make `output_dir` ready for a generated set: refuse one already there unless
+    `overwrite`, then delete only the generator's own `files` and images/ named `image_name`."""
     images = output_dir / "images"
-    ours = [output_dir / name for name in _OUTPUT_FILES if (output_dir / name).exists()]
+    ours = [output_dir / name for name in files if (output_dir / name).exists()]
     if images.is_dir():
-        ours += [path for path in images.iterdir() if _IMAGE_NAME.match(path.name)]
+        ours += [path for path in images.iterdir() if image_name.match(path.name)]
     if ours and not overwrite:
         raise OutputDirError(
-            f"already holds a demo set ({len(ours)} files)",
+            f"already holds a {what} ({len(ours)} files)",
             where=str(output_dir),
             fix="pass --overwrite to replace it, or choose another --output-dir",
         )
@@ -381,7 +392,7 @@ def _prepare_output_dir(output_dir: Path, overwrite: bool) -> None:
 def write_demo_dataset(config: DemoDataConfig) -> DemoDataSummary:
     """Draw the charts and write images, SFT/DPO JSONL, charts.jsonl and README.md."""
     output_dir = Path(config.output_dir)
-    _prepare_output_dir(output_dir, config.overwrite)
+    prepare_output_dir(output_dir, config.overwrite)
     files: dict[str, list[dict]] = {name: [] for name in _OUTPUT_FILES if name != "README.md"}
     question_types: dict[str, Counter] = {name: Counter() for name in files}
     number = 0
@@ -413,7 +424,7 @@ def write_demo_dataset(config: DemoDataConfig) -> DemoDataSummary:
             question_types[sft_file][sft.type] += 1
             question_types[dpo_file][dpo.type] += 1
     for name, file_rows in files.items():
-        _write_jsonl(output_dir / name, file_rows)
+        write_jsonl(output_dir / name, file_rows)
     rows = {name: len(file_rows) for name, file_rows in files.items() if name != "charts.jsonl"}
     types = {name: dict(sorted(question_types[name].items())) for name in rows}
     image_bytes = sum(path.stat().st_size for path in (output_dir / "images").glob("*.png"))

@@ -22,7 +22,6 @@ Written into the output folder (image paths are relative to the JSONL files):
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections import Counter
@@ -31,7 +30,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from vlm_unsloth.errors import ConfigError, OutputDirError
+from vlm_unsloth.data.demo_charts import prepare_output_dir, write_jsonl
+from vlm_unsloth.errors import ConfigError
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -122,26 +122,16 @@ def colour_rows(counts: dict[str, int], seed: int) -> dict[str, list[tuple[dict,
     return splits
 
 
-def _prepare_output_dir(output_dir: Path, overwrite: bool) -> None:
-    images = output_dir / "images"
-    ours = [output_dir / name for name in _OUTPUT_FILES if (output_dir / name).exists()]
-    if images.is_dir():
-        ours += [path for path in images.iterdir() if _IMAGE_NAME.match(path.name)]
-    if ours and not overwrite:
-        raise OutputDirError(
-            f"already holds a colour demo set ({len(ours)} files)",
-            where=str(output_dir),
-            fix="pass --overwrite to replace it, or choose another --output-dir",
-        )
-    for path in ours:  # only files this generator writes: a stale larger set leaves no orphans
-        path.unlink()
-    images.mkdir(parents=True, exist_ok=True)
-
-
 def write_colour_demo(config: ColourDemoConfig) -> ColourDemoSummary:
     """Draw the squares and write images, train/eval/blank_eval JSONL and README.md."""
     output_dir = Path(config.output_dir)
-    _prepare_output_dir(output_dir, config.overwrite)
+    prepare_output_dir(
+        output_dir,
+        config.overwrite,
+        files=_OUTPUT_FILES,
+        image_name=_IMAGE_NAME,
+        what="colour demo set",
+    )
     counts = {"train": config.train_count, "eval": config.eval_count}
     files: dict[str, list[dict]] = {}
     for split, pairs in colour_rows(counts, config.seed).items():
@@ -153,8 +143,7 @@ def write_colour_demo(config: ColourDemoConfig) -> ColourDemoSummary:
         {**row, "image": "images/blank.png"} for row in files["eval.jsonl"]
     ]
     for name, rows in files.items():
-        lines = "".join(json.dumps(row) + "\n" for row in rows)
-        (output_dir / name).write_text(lines, encoding="utf-8", newline="\n")
+        write_jsonl(output_dir / name, rows)
     rows = {name: len(file_rows) for name, file_rows in files.items()}
     answers = {
         name: dict(sorted(Counter(row["answer"] for row in file_rows).items()))
