@@ -258,6 +258,7 @@ REAL_PARAMETERS = {
     "qwen2.5-vl-7b": 8.29e9,
     "llama-3.2-11b-vision": 10.67e9,
     "smolvlm-instruct": 2.25e9,
+    "smolvlm2-2.2b": 2.25e9,
     "pixtral-12b": 12.68e9,
     "qwen3-vl-8b": 8.77e9,
     "gemma-3-4b": 4.30e9,

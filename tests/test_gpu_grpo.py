@@ -78,7 +78,11 @@ def test_train_grpo_on_the_unsloth_backend_feeds_the_images(name, tmp_path):
     summary = result.summary
     assert summary["global_step"] == 3 and summary["backend"] == "unsloth"
     assert (result.adapter_dir / "adapter_config.json").is_file()
-    assert (result.output_dir / "checkpoint-2").is_dir()
+    # Written whole through the staging folder (train/checkpoints.py), with Unsloth's trainer.
+    checkpoint = result.output_dir / "checkpoint-2"
+    for part in ("adapter_model.safetensors", "optimizer.pt", "trainer_state.json"):
+        assert (checkpoint / part).is_file(), part
+    assert not (result.output_dir / "partial-checkpoint").exists()
     assert summary["heldout_rows_before"] == 8 and "heldout_reward_after" in summary
     assert summary["seconds_per_step"] > 0 and summary["generated_tokens_per_second"] > 0
     assert summary["peak_gpu_memory_gib"] > 0

@@ -85,6 +85,22 @@ REAL_ARCHITECTURES: dict[str, dict] = {
         ),
         config=dict(scale_factor=3),
     ),
+    # SmolVLM2-2.2B-Instruct (model_type smolvlm): SmolVLM-Instruct's towers and shuffle, a
+    # SmolLM2-1.7B text model trained for 8k context (rope_theta 130,000). From memory of the
+    # hub's config.json (no Hub here).
+    "smolvlm2-2.2b": dict(
+        family="smolvlm2",
+        text_config=dict(
+            vocab_size=49280, hidden_size=2048, intermediate_size=8192, num_hidden_layers=24,
+            num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=8192,
+            rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 130000.0},
+        ),
+        vision_config=dict(
+            hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+            num_attention_heads=16, patch_size=14, image_size=384,
+        ),
+        config=dict(scale_factor=3),
+    ),
     # Pixtral-12B (mistral-community/pixtral-12b = unsloth/Pixtral-12B-2409): Mistral-Nemo-sized
     # text model, 24-layer Pixtral-ViT (1024 px, 16 px patches, gated silu MLP), 2-layer gelu
     # projector with bias.
