@@ -104,7 +104,8 @@ def test_plan_script_for_a_hub_name_and_the_refusals(capsys):
     err = capsys.readouterr().err
     assert "no memory calibration for HuggingFaceTB/SmolVLM-Instruct (smolvlm-instruct)" in err
     assert (
-        "calibrated: qwen2-vl-7b on hf, qwen2-vl-7b on unsloth, smolvlm-instruct on unsloth;" in err
+        "calibrated: qwen2-vl-7b on hf, qwen2-vl-7b on unsloth, qwen3-vl-8b on unsloth, "
+        "smolvlm-instruct on unsloth;" in err
     )
     assert err.count("\n") == 1
     # Unknown: refused, listing every model the planner knows.
@@ -113,6 +114,22 @@ def test_plan_script_for_a_hub_name_and_the_refusals(capsys):
     assert "unknown model 'someone/Unknown-VLM-7B'" in err and err.count("\n") == 1
     for name in NAMED:
         assert name in err
+
+
+def test_the_planner_answers_for_qwen3_vl_8b_by_its_hub_names(capsys):
+    """Calibrated from two H200 runs (batch 4 and 16): the Hub names plan as the architecture."""
+    from vlm_unsloth.cli import plan_main
+
+    plans = [
+        plan_memory(PlanArgs(model=name, gpu_memory_gib=12))
+        for name in ("Qwen/Qwen3-VL-8B-Instruct", "unsloth/Qwen3-VL-8B-Instruct", "qwen3-vl-8b")
+    ]
+    assert len({(p.batch_size, p.tokens, tuple(p.rows)) for p in plans}) == 1
+    # Measured: batch 16 at 605 tokens peaked at 10.76 GiB; the fit must reproduce it closely.
+    assert plans[0].fit.peak_gib(16, 605) == pytest.approx(10.76, abs=0.05)
+    assert plans[0].batch_size == 16
+    assert plan_main(["--model", "unsloth/Qwen3-VL-8B-Instruct", "--gpu-memory-gib", "12"]) == 0
+    assert "fit over 2 measured points" in capsys.readouterr().out
 
 
 def test_default_sample_tokens_follow_each_familys_max_side():
@@ -132,12 +149,15 @@ def test_default_sample_tokens_follow_each_familys_max_side():
 
 @pytest.mark.parametrize(
     ("name", "arch"), [("google/gemma-3-4b-it", "gemma-3-4b"),
-                       ("unsloth/Qwen3-VL-8B-Instruct", "qwen3-vl-8b"),
-                       ("gemma-3-12b", "gemma-3-12b")],
+                       ("Qwen/Qwen3-VL-4B-Instruct", "qwen3-vl-4b"),
+                       ("gemma-3-12b", "gemma-3-12b"),
+                       ("mistral-community/pixtral-12b", "pixtral-12b"),
+                       ("HuggingFaceTB/SmolVLM2-2.2B-Instruct", "smolvlm2-2.2b")],
 )  # fmt: skip
 def test_the_planner_refuses_the_uncalibrated_issue_19_models_in_one_line(name, arch, capsys):
-    """Known offline, but no GPU measurement yet: one line naming the architecture and what is
-    calibrated, never a guess."""
+    """Known offline, but fewer than two GPU measurements on the backend (Pixtral-12B and
+    SmolVLM2 have one each): one line naming the architecture and what is calibrated, never a
+    guess."""
     from vlm_unsloth.cli import plan_main
 
     assert plan_main(["--model", name, "--max-side", "768", "--gpu-memory-gib", "12"]) == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import pytest
 
 from vlm_unsloth.errors import ConfigError
@@ -16,11 +18,19 @@ from vlm_unsloth.perf.memory_plan import (
 
 
 def test_every_calibration_point_is_predicted_within_15_percent():
-    for point in calibration_points():
+    points = calibration_points()
+    loads = defaultdict(set)  # (arch, backend) -> the batch x tokens measured
+    for p in points:
+        loads[p["arch"], p["backend"]].add(p["batch_size"] * p["tokens"])
+    fitted = [p for p in points if len(loads[p["arch"], p["backend"]]) >= 2]
+    # A single point (kept until a second run comes) is not fitted: the planner refuses it.
+    assert len(fitted) >= 16
+    for point in points:
+        assert point["source"]  # every number says where it came from
+    for point in fitted:
         fit = fit_memory(point["arch"], point["backend"])
         predicted = fit.peak_gib(point["batch_size"], point["tokens"])
         assert abs(predicted - point["peak_gib"]) <= 0.15 * point["peak_gib"], point
-        assert point["source"]  # every number says where it came from
 
 
 def test_plan_recommends_the_largest_batch_that_fits_and_keeps_the_effective_batch():
