@@ -531,3 +531,53 @@ def test_hf_backend_refuses_a_grpo_trainer_unsloth_replaced():
     assert "--backend hf" in str(error.value) and "\n" not in str(error.value)
     check_grpo_trainer_matches_backend(ours_on_unsloths, "unsloth")  # Unsloth's is what it wants
     check_grpo_trainer_matches_backend(VisionGRPOTrainer, "hf")  # ours on TRL's: trains
+
+
+_CONFIG_SCRIPT = """
+import json, sys
+if sys.argv[1] == "unsloth":
+    import unsloth  # noqa: F401
+    from unsloth.models.rl import _patch_trl_rl_trainers
+    _patch_trl_rl_trainers("grpo_trainer")  # what FastVisionModel's loading does on a GPU
+import trl
+from vlm_unsloth.train.grpo_trainer import grpo_config
+base = {"output_dir": sys.argv[2], "report_to": [], "per_device_train_batch_size": 4,
+        "bf16": False, "use_cpu": True}
+stock = trl.GRPOConfig(**base, loss_type="dapo", num_generations=4)  # the control
+out = {"stock dapo": [stock.mask_truncated_completions, stock.epsilon_high]}
+print("--- ours")
+for loss, scale in [("dapo", "group"), ("dr_grpo", "group"), ("grpo", "batch")]:
+    c = grpo_config(base, loss_type=loss, scale_rewards=scale, num_generations=4)
+    out[loss] = [c.loss_type, c.mask_truncated_completions, c.epsilon, c.epsilon_high,
+                 c.scale_rewards]
+print("RESULT", json.dumps(out))
+"""
+
+
+def test_grpo_loss_options_mean_the_same_on_both_backends(tmp_path):
+    """Unsloth's GRPOConfig turns an explicit dapo into DAPO-paper settings (truncated answers
+    masked out of the loss, epsilon_high 0.28) and drops group scaling for dr_grpo; grpo_config
+    keeps TRL's meaning on both backends. Each backend in its own process (Unsloth patches TRL
+    for the whole process); the control shows the patch was in effect."""
+    results = {}
+    for backend in ("hf", "unsloth"):
+        finished = subprocess.run(
+            [sys.executable, "-c", _CONFIG_SCRIPT, backend, str(tmp_path)],
+            capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        )  # fmt: skip
+        assert finished.returncode == 0, finished.stderr[-3000:]
+        lines = finished.stdout.splitlines()
+        results[backend] = json.loads(next(x for x in lines if x.startswith("RESULT "))[7:])
+        ours = finished.stdout.split("--- ours", 1)[1]
+        assert "recommends" not in ours and "override" not in ours.lower(), ours
+    assert results["unsloth"].pop("stock dapo") == [True, 0.28]
+    assert results["hf"].pop("stock dapo") == [False, None]
+    assert (
+        results["unsloth"]
+        == results["hf"]
+        == {
+            "dapo": ["dapo", False, 0.2, 0.2, "group"],
+            "dr_grpo": ["dr_grpo", False, 0.2, 0.2, "group"],
+            "grpo": ["grpo", False, 0.2, 0.2, "batch"],
+        }
+    )

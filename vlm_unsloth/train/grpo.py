@@ -344,12 +344,11 @@ def build_trainer(
     callbacks: Sequence = (),
 ) -> GRPOTrainer:
     """TRL's GRPOTrainer (`grpo_trainer.VisionGRPOTrainer`) over our validated records."""
-    from trl import GRPOConfig
-
     from vlm_unsloth.train.grpo_trainer import (
         VisionGRPOTrainer,
         check_grpo_trainer_matches_backend,
         end_completions_at_end_of_turn,
+        grpo_config,
         media_token_ids,
     )
 
@@ -358,8 +357,8 @@ def build_trainer(
     arguments = steps.trainer_arguments(train_args, loaded.setup, output, has_eval=False)
     # TRL counts GRPO's prompt and answer tokens itself (its batches are rows, not tensors).
     arguments["include_num_input_tokens_seen"] = "no"
-    trainer_config = GRPOConfig(
-        **arguments,
+    trainer_config = grpo_config(
+        arguments,
         num_generations=grpo_args.num_generations,
         max_completion_length=grpo_args.max_completion_length,
         temperature=grpo_args.temperature,

@@ -13,8 +13,9 @@
 
 Two settings every vision GRPO run needs are here too: `media_token_ids` (never sample an image
 placeholder: "Image features and image tokens do not match" in the loss forward) and
-`end_completions_at_end_of_turn`. Imported by `grpo.py` once the backend is active (it imports
-TRL: Unsloth must come first).
+`end_completions_at_end_of_turn`; and `grpo_config`, which keeps Unsloth's GRPOConfig from
+changing the loss options behind the flags. Imported by `grpo.py` once the backend is active
+(it imports TRL: Unsloth must come first).
 """
 
 from __future__ import annotations
@@ -63,6 +64,34 @@ def check_grpo_trainer_matches_backend(trainer_class: type, backend: str) -> Non
             fix="run GRPO on the hf backend in a fresh process (restart the notebook's kernel, "
             "or run scripts/train_grpo.py)",
         )
+
+
+CLIP_EPSILON = 0.2
+"""The policy ratio's clip range on both sides (TRL's default epsilon; epsilon_high = epsilon)."""
+
+
+def grpo_config(arguments: dict, *, loss_type: str, scale_rewards: str, **options):
+    """TRL's GRPOConfig (Unsloth's, on the unsloth backend) with the loss options meaning what
+    TRL says on both backends. Unsloth's config changes some behind the caller's back: an
+    explicit loss_type "dapo" (ours, by default) turns on mask_truncated_completions (every
+    answer cut at --max-completion-length leaves the loss) and epsilon_high 0.28, and "dr_grpo"
+    turns group reward scaling off. The same flags must train the same loss on either backend."""
+    from trl import GRPOConfig
+
+    config = GRPOConfig(
+        **arguments,
+        **options,
+        loss_type=loss_type,
+        # Given, so that Unsloth neither changes nor announces them: TRL's defaults.
+        mask_truncated_completions=False,
+        epsilon=CLIP_EPSILON,
+        epsilon_high=CLIP_EPSILON,
+        # Unsloth replaces "group" with "none" for dr_grpo (and prints that it does): pass the
+        # value it leaves alone, then set the one asked for (TRL reads it in the trainer).
+        scale_rewards="none",
+    )
+    config.scale_rewards = scale_rewards
+    return config
 
 
 def end_completions_at_end_of_turn(model, tokenizer, family: Family) -> None:
