@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 
 import pytest
 
-from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, parse_args
+from vlm_unsloth.config import (
+    DataArgs,
+    ModelArgs,
+    TrainArgs,
+    chosen_backend,
+    chosen_model,
+    parse_args,
+)
 from vlm_unsloth.errors import ConfigError
 from vlm_unsloth.models.lora import LoraArgs
 
@@ -237,3 +245,81 @@ def test_the_cli_names_a_bad_yaml_value_before_anything_loads(tmp_path, yaml_tex
     key = yaml_text.split(":")[0]
     assert result.stderr.startswith(f"error: {config}: {key}: expected an integer, got ")
     assert result.stderr.count("\n") == 1 and "no-such-model" not in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# --resume: the run's own options (resume_options.py)
+
+
+def _started_run(tmp_path, *flags):
+    """A run folder whose run_config.yaml holds the options `flags` parse to, as training saves
+    it (grouped by dataclass, plus the resolved and versions sections)."""
+    from vlm_unsloth import run_dir
+    from vlm_unsloth.config import to_dict
+
+    run = tmp_path / "run"
+    run.mkdir()
+    options = parse_args(ALL, ["--output-dir", str(run), *flags])
+    resolved = {"backend": "hf", "batch_size": 3, "grad_accum": 2}
+    run_dir.save_run_config(run, {**to_dict(*options), "resolved": resolved})
+    return run, options
+
+
+RUN_FLAGS = (
+    "--model", "tiny-qwen2.5-vl", "--backend", "hf", "--dataset", "my.jsonl", "--max-side",
+    "1024", "--lora-r", "8", "--no-finetune-vision-layers", "--batch-size", "3",
+    "--grad-accum", "2", "--learning-rate", "1e-3", "--seed", "7", "--max-steps", "20",
+)  # fmt: skip
+
+
+def test_resume_takes_the_runs_options_without_retyping_them(tmp_path):
+    run, started = _started_run(tmp_path, *RUN_FLAGS)
+    resumed = parse_args(ALL, ["--output-dir", str(run), "--resume"])
+    assert resumed[:3] == started[:3]
+    assert dataclasses.replace(resumed[3], resume=False) == started[3] and resumed[3].resume
+    # The backend and the model, read before the parser (Unsloth must be imported first), too.
+    argv = ["--output-dir", str(run), "--resume"]
+    assert chosen_backend(ALL, argv) == "hf" and chosen_model(ALL, argv) == "tiny-qwen2.5-vl"
+    # Also with the folder from a YAML file and `resume: true` there.
+    config = tmp_path / "resume.yaml"
+    config.write_text(f"output_dir: {run}\nresume: true\n")
+    assert parse_args(ALL, ["--config", str(config)])[2].max_side == 1024
+
+
+def test_resume_may_train_longer_and_log_differently(tmp_path):
+    run, _ = _started_run(tmp_path, *RUN_FLAGS)
+    flags = ["--max-steps", "40", "--save-steps", "5", "--logging-steps", "2"]
+    *_, train = parse_args(ALL, ["--output-dir", str(run), "--resume", *flags])
+    assert (train.max_steps, train.save_steps, train.logging_steps) == (40, 5, 2)
+    assert (train.learning_rate, train.batch_size, train.seed) == (1e-3, 3, 7)
+    # Flags equal to the run's (the old way: every flag typed again) are fine.
+    parse_args(ALL, ["--output-dir", str(run), "--resume", *RUN_FLAGS])
+
+
+def test_resume_refuses_options_that_would_make_another_run_in_one_line(tmp_path, capsys):
+    from vlm_unsloth.cli import train_sft_main
+
+    run, _ = _started_run(tmp_path, *RUN_FLAGS)
+    argv = ["--output-dir", str(run), "--resume", "--lora-r", "16", "--max-side", "768"]
+    with pytest.raises(ConfigError) as error:
+        parse_args(ALL, argv)
+    message = str(error.value)
+    assert "--lora-r 16 (the run's: 8)" in message and "--max-side 768 (the run's: 1024)" in message
+    assert str(run / "run_config.yaml") in message
+    assert train_sft_main(argv) == 2  # through the CLI: one line, nothing loaded
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--lora-r 16" in err
+
+
+def test_resume_without_a_run_config_parses_as_before(tmp_path):
+    """No run_config.yaml (no run there): the flags as given; training then says nothing can be
+    resumed (test_sft's output-folder test)."""
+    *_, train = parse_args(ALL, ["--output-dir", str(tmp_path / "none"), "--resume"])
+    assert train.resume and train.max_steps == -1
+
+
+def test_an_unreadable_run_config_is_one_line_naming_it(tmp_path):
+    run, _ = _started_run(tmp_path, *RUN_FLAGS)
+    (run / "run_config.yaml").write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="run_config.yaml: cannot read the run's options"):
+        parse_args(ALL, ["--output-dir", str(run), "--resume"])

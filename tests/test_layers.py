@@ -1,10 +1,10 @@
 """The package's layers, read from the source: imports point down (or within a layer), never up,
 and no modules import each other in a cycle, counting imports inside functions.
 
-Low to high: base modules (errors, config, config_types, families, console, distributed, run_dir)
-< data/ < models/ < infer/ < perf/ < train/ < cli and __init__. Training is the top library
-layer: a run evaluates with infer/ (--eval-at-end) and sizes and guards itself with perf/ (auto
-batch, OOM recovery, the optimizer); neither of those needs a training method.
+Low to high: base modules (errors, config, config_types, resume_options, families, console,
+distributed, run_dir) < data/ < models/ < infer/ < perf/ < train/ < cli and __init__. Training
+is the top library layer: a run evaluates with infer/ (--eval-at-end) and sizes and guards itself
+with perf/ (auto batch, OOM recovery, the optimizer); neither of those needs a training method.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "vlm_unsloth"
 LAYERS = ["base", "data", "models", "infer", "perf", "train", "top"]
 TOP_MODULES = {"vlm_unsloth.cli", "vlm_unsloth"}
-BASE_MODULES = {"errors", "config", "config_types", "families", "console", "distributed", "run_dir"}
+BASE_MODULES = {
+    "errors", "config", "config_types", "families", "console", "distributed", "run_dir",
+    "resume_options",
+}  # fmt: skip
 LONGEST_MODULE = 500
 
 

@@ -120,6 +120,24 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_resume_from_the_cli_needs_only_the_folder(tmp_path):
+    """`--output-dir X --resume` continues with the options the run saved (none typed again);
+    --max-steps may extend it, and the result is the straight run's."""
+    flags = [
+        "--model", "tiny-qwen2-vl", "--backend", "hf", "--max-samples", "16", "--lora-r", "8",
+        "--batch-size", "2", "--grad-accum", "1", "--learning-rate", "1e-2", "--seed", "5",
+        "--lr-scheduler-type", "constant", "--warmup-ratio", "0", "--save-steps", "2",
+        "--no-gradient-checkpointing",
+    ]  # fmt: skip
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train_sft_main([*flags, "--output-dir", str(straight), "--max-steps", "4"]) == 0
+    assert train_sft_main([*flags, "--output-dir", str(resumed), "--max-steps", "2"]) == 0
+    assert train_sft_main(["--output-dir", str(resumed), "--resume", "--max-steps", "4"]) == 0
+    assert json.loads((resumed / "summary.json").read_text())["global_step"] == 4
+    assert_same_adapters(straight, resumed)
+
+
+@pytest.mark.slow
 def test_output_folder_is_protected(tmp_path):
     train_sft(*_args(tmp_path / "run", max_steps=1))
     with pytest.raises(OutputDirError, match="--overwrite"):

@@ -3,7 +3,8 @@
     python scripts/train_sft.py --config configs/qwen2-vl-7b-12gb.yaml --max-steps 50
 
 `parse_args` reads `--config run.yaml` (keys are the field names below, e.g. `lora_r: 16`),
-then the command-line flags, which win. Unknown YAML keys and unknown flags are errors. Every
+then the command-line flags, which win; with `--resume`, the run's own options come first
+(resume_options.py). Unknown YAML keys and unknown flags are errors. Every
 field is a flag in both spellings (`--max-side` and `--max_side`); booleans take
 `--finetune-vision-layers` / `--no-finetune-vision-layers`.
 
@@ -26,6 +27,7 @@ from typing import Any
 from vlm_unsloth.config_types import flag_problem, yaml_value_problems
 from vlm_unsloth.errors import ConfigError
 from vlm_unsloth.families import FAMILIES
+from vlm_unsloth.resume_options import check_resume_keeps_the_run, resumed_run_options
 
 BACKENDS = ("auto", "unsloth", "hf")
 QUANTIZATIONS = ("auto", "4bit", "8bit", "16bit")
@@ -248,13 +250,15 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path = _config_path(argv)
-    if config_path:
-        _checked_yaml_values(config_path, dataclass_types)
+    yaml_values = _checked_yaml_values(config_path, dataclass_types) if config_path else {}
+    saved, saved_path = resumed_run_options(dataclass_types, argv, yaml_values)
 
     from trl import TrlParser
 
     # exit_on_error=False: a flag argparse cannot convert raises instead of printing usage.
     parser = TrlParser(dataclass_types=list(dataclass_types), exit_on_error=False)
+    if saved:  # --resume: the run's options under the --config file's and the flags
+        parser.set_defaults_with_config(**saved)
     try:
         parsed = parser.parse_args_and_config(argv)
     except argparse.ArgumentError as error:
@@ -265,6 +269,8 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     problems = [p for obj in parsed for p in getattr(obj, "problems", list)()]
     if problems:
         raise ConfigError("; ".join(problems), where="options")
+    if saved:
+        check_resume_keeps_the_run(parsed, saved, saved_path)
     return tuple(parsed)
 
 
@@ -298,10 +304,12 @@ def chosen_model(dataclass_types: Sequence[type], argv: Sequence[str]) -> str | 
 def _peeked_values(
     dataclass_types: Sequence[type], argv: list[str], names: Sequence[str]
 ) -> dict[str, Any]:
-    """name -> the value of --name (flag, else the --config YAML's key, else None), read with
-    the standard library; a flag without its value is a one-line ConfigError."""
+    """name -> the value of --name (flag, else the --config YAML's key, else with --resume the
+    run's, else None), read with the standard library; a flag without its value is a one-line
+    ConfigError."""
     config_path = _config_path(argv)
     yaml_values = _checked_yaml_values(config_path, dataclass_types) if config_path else {}
+    saved, _ = resumed_run_options(dataclass_types, argv, yaml_values)
     peek = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     for name in names:
         peek.add_argument(f"--{name}")
@@ -310,7 +318,9 @@ def _peeked_values(
     except argparse.ArgumentError as error:  # e.g. --model with no value
         flag, what = flag_problem(error)
         raise ConfigError(what, where=flag) from error
-    return {name: getattr(flags, name) or yaml_values.get(name) for name in names}
+    return {
+        name: getattr(flags, name) or yaml_values.get(name) or saved.get(name) for name in names
+    }
 
 
 def _config_path(argv: list[str]) -> Path | None:

@@ -1,0 +1,93 @@
+"""`--resume` continues a run with the options it was started with.
+
+    python scripts/train_sft.py --output-dir outputs/mine --resume        # nothing else to retype
+    python scripts/train_sft.py --output-dir outputs/mine --resume --max-steps 400   # longer
+
+The run's run_config.yaml holds every option as it started; with --resume those are the
+defaults the flags and a --config file apply over. An option that would make the resumed run a
+different run (the model, the data, LoRA, the batch, the learning rate, ...) must equal the
+run's: a different value is one error line naming each, never a silently different run. Only
+`RESUME_MAY_CHANGE` may differ: how long to train, how often to log and save, where to report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from vlm_unsloth.errors import ConfigError
+from vlm_unsloth.run_dir import RUN_MARKER
+
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "resume", "overwrite", "epochs", "max_steps", "logging_steps", "save_steps",
+        "save_total_limit", "eval_steps", "report_to", "push_to_hub", "save_merged",
+        "eval_at_end", "dataloader_num_workers", "cpu_threads", "gpu_memory_gib", "reward_rows",
+    }
+)  # fmt: skip
+"""Options a resumed run may take anew: they change neither the model nor what a step does."""
+
+_RUN_SECTIONS_NOT_OPTIONS = ("resolved", "versions")
+_TRUE = {"yes", "true", "t", "y", "1"}
+
+
+def resumed_run_options(
+    dataclass_types: Sequence[type], argv: Sequence[str], yaml_values: dict[str, Any]
+) -> tuple[dict[str, Any], Path | None]:
+    """With --resume (flag or YAML): the options the run in --output-dir started with (field
+    name -> value, only fields of `dataclass_types`) and its run_config.yaml; ({}, None) without
+    --resume, or when the folder has no run config (resuming then says what is missing)."""
+    fields = {f.name: f for cls in dataclass_types for f in dataclasses.fields(cls)}
+    if "resume" not in fields or "output_dir" not in fields:
+        return {}, None
+    peek = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    peek.add_argument("--resume", nargs="?", const="true")
+    peek.add_argument("--output-dir", "--output_dir", dest="output_dir")
+    try:
+        flags = peek.parse_known_args(list(argv))[0]
+    except argparse.ArgumentError:
+        return {}, None  # the real parser reports it
+    resume = flags.resume if flags.resume is not None else yaml_values.get("resume", False)
+    if str(resume).lower() not in _TRUE:
+        return {}, None
+    output = flags.output_dir or yaml_values.get("output_dir") or fields["output_dir"].default
+    path = Path(output).expanduser() / RUN_MARKER
+    if not path.is_file():
+        return {}, None
+    import yaml
+
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(
+            f"cannot read the run's options ({type(error).__name__})",
+            where=str(path),
+            fix="restore the file, or start a new run in another --output-dir",
+        ) from error
+    options = {}
+    for section, values in (saved or {}).items():
+        if section in _RUN_SECTIONS_NOT_OPTIONS or not isinstance(values, dict):
+            continue
+        options.update({name: value for name, value in values.items() if name in fields})
+    return options, path
+
+
+def check_resume_keeps_the_run(parsed: Sequence[Any], saved: dict[str, Any], path: Path) -> None:
+    """One error line naming every option whose value differs from the run's, except those of
+    `RESUME_MAY_CHANGE`."""
+    changed = []
+    for options in parsed:
+        for name, value in dataclasses.asdict(options).items():
+            if name in saved and name not in RESUME_MAY_CHANGE and value != saved[name]:
+                flag = "--" + name.replace("_", "-")
+                changed.append(f"{flag} {value!r} (the run's: {saved[name]!r})")
+    if changed:
+        raise ConfigError(
+            "a resumed run continues with the options it started with, but " + "; ".join(changed),
+            where="--resume",
+            fix=f"drop those options (the run's are in {path}), or start a new run in another "
+            "--output-dir",
+        )
