@@ -311,6 +311,13 @@ def test_resume_refuses_options_that_would_make_another_run_in_one_line(tmp_path
     assert err.count("\n") == 1 and "--lora-r 16" in err
 
 
+def test_a_run_moved_to_another_folder_resumes_there(tmp_path):
+    run, _ = _started_run(tmp_path, *RUN_FLAGS)
+    moved = run.rename(tmp_path / "moved")
+    *_, train = parse_args(ALL, ["--output-dir", str(moved), "--resume"])
+    assert train.output_dir == str(moved) and train.learning_rate == 1e-3
+
+
 def test_resume_without_a_run_config_parses_as_before(tmp_path):
     """No run_config.yaml (no run there): the flags as given; training then says nothing can be
     resumed (test_sft's output-folder test)."""

@@ -23,12 +23,13 @@ from vlm_unsloth.run_dir import RUN_MARKER
 
 RESUME_MAY_CHANGE = frozenset(
     {
-        "resume", "overwrite", "epochs", "max_steps", "logging_steps", "save_steps",
+        "output_dir", "resume", "overwrite", "epochs", "max_steps", "logging_steps", "save_steps",
         "save_total_limit", "eval_steps", "report_to", "push_to_hub", "save_merged",
         "eval_at_end", "dataloader_num_workers", "cpu_threads", "gpu_memory_gib", "reward_rows",
     }
 )  # fmt: skip
-"""Options a resumed run may take anew: they change neither the model nor what a step does."""
+"""Options a resumed run may take anew: they change neither the model nor what a step does
+(and the run is the folder it is in now, wherever it was first written)."""
 
 _RUN_SECTIONS_NOT_OPTIONS = ("resolved", "versions")
 _TRUE = {"yes", "true", "t", "y", "1"}
