@@ -311,6 +311,24 @@ def test_resume_refuses_options_that_would_make_another_run_in_one_line(tmp_path
     assert err.count("\n") == 1 and "--lora-r 16" in err
 
 
+def test_resume_takes_a_grpo_runs_options_too(tmp_path):
+    from vlm_unsloth import run_dir
+    from vlm_unsloth.config import to_dict
+    from vlm_unsloth.train.grpo import GrpoArgs, GrpoTrainArgs
+
+    grpo = [ModelArgs, LoraArgs, DataArgs, GrpoTrainArgs, GrpoArgs]
+    run = tmp_path / "grpo"
+    run.mkdir()
+    flags = ["--adapter", "outputs/sft", "--rewards", "exact_match", "format",
+             "--num-generations", "8", "--beta", "0.04", "--batch-size", "8"]  # fmt: skip
+    started = parse_args(grpo, ["--output-dir", str(run), *flags])
+    run_dir.save_run_config(run, to_dict(*started))
+    resumed = parse_args(grpo, ["--output-dir", str(run), "--resume"])
+    assert resumed[4] == started[4] and resumed[0].adapter == "outputs/sft"
+    with pytest.raises(ConfigError, match=r"--num-generations 4 \(the run's: 8\)"):
+        parse_args(grpo, ["--output-dir", str(run), "--resume", "--num-generations", "4"])
+
+
 def test_a_run_moved_to_another_folder_resumes_there(tmp_path):
     run, _ = _started_run(tmp_path, *RUN_FLAGS)
     moved = run.rename(tmp_path / "moved")
