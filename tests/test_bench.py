@@ -69,3 +69,22 @@ def test_peak_flops_by_device_name():
     assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
     assert peak_flops("Tesla T4") == 65e12
     assert peak_flops("cpu") is None
+
+
+def test_a_run_past_its_timeout_becomes_a_row_and_leaves_its_log(tmp_path):
+    """--run-timeout: a run that hangs (say, compiling) is stopped, and the bench goes on.
+    (No machine loads the model and trains 1,000 steps in 2 s.)"""
+    args = BenchArgs(
+        model="tiny-qwen2-vl", backends=["hf"], settings=["1x1", "2x1"], steps=1000,
+        warmup_steps=0, work_dir=str(tmp_path / "work"), output=str(tmp_path / "b.json"),
+        run_timeout=2,
+    )  # fmt: skip
+    rows = run_benchmark(args)
+    for row in rows:
+        assert row.error.startswith("timed out after 2 s at step ") and "of 1000" in row.error
+    assert all(r.samples_per_second is None for r in rows)
+    assert (tmp_path / "work" / "hf-1x1.log").is_file()  # written as the run went
+    saved = json.loads((tmp_path / "b.json").read_text())
+    assert saved["rows"][1]["error"].startswith("timed out")
+    with pytest.raises(ConfigError, match="--run-timeout 0"):
+        run_benchmark(BenchArgs(run_timeout=0))

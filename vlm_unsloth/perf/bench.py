@@ -24,7 +24,10 @@ trains), peak reserved GiB, the memory planner's prediction for that batch (wher
 calibrated), MFU (SFT only: 6 x parameters x tokens/s over the GPU's dense bf16 peak), the share
 of step time spent waiting for data, and the ratio to the baseline row. For train-grpo a
 setting's batch counts sampled answers (2x2 with 4 generations: one prompt's 4 answers a step,
-trained 2 at a time). A benchmark script, not a timed test.
+trained 2 at a time). Each run's output goes to WORK_DIR/BACKEND-SETTING.log as it runs, and
+`--run-timeout` stops a run that takes longer (its row names the step it reached): one hung run
+(say, a first step compiling for minutes) does not cost the rest. A benchmark script, not a
+timed test.
 """
 
 from __future__ import annotations
@@ -117,6 +120,13 @@ class BenchArgs:
         default="outputs/bench", metadata={"help": "Run folders and built checkpoints."}
     )
     output: str = field(default="outputs/bench.json", metadata={"help": "The results file."})
+    run_timeout: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop a run after this many seconds (loading and compiling included): its "
+            "row says so with the step it reached, and the next run starts."
+        },
+    )
 
     def problems(self) -> list[str]:
         found = [
@@ -126,6 +136,8 @@ class BenchArgs:
         ]
         if self.steps < 1 or self.warmup_steps < 0:
             found.append("--steps must be >= 1 and --warmup-steps >= 0")
+        if self.run_timeout is not None and self.run_timeout < 1:
+            found.append(f"--run-timeout {self.run_timeout}: must be >= 1 second")
         unknown = [b for b in self.backends if b not in ("unsloth", "hf")]
         if unknown:
             found.append(f"--backends {' '.join(unknown)}: use unsloth and/or hf")
@@ -257,17 +269,28 @@ def _run_one(
         command += ["--gpu-memory-gib", str(args.gpu_memory_gib)]
     command += shlex.split(args.train_flags)
     row = BenchRow(backend=backend, setting=setting, command=" ".join(command[1:]))
-    finished = subprocess.run(command, capture_output=True, text=True)
-    work.mkdir(parents=True, exist_ok=True)  # the run's own output, kept for a failed row
-    (work / f"{backend}-{setting}.log").write_text(finished.stdout + finished.stderr)
-    if finished.returncode != 0:
-        tail = (finished.stderr or finished.stdout).strip().splitlines()[-1:] or ["failed"]
-        row.error = "out of memory" if "out of memory" in finished.stderr.lower() else tail[0]
+    # The run's output goes to its log as it runs: a run that hangs or is stopped leaves it.
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / f"{backend}-{setting}.log"
+    with log.open("w") as handle:
+        try:
+            returncode = subprocess.run(
+                command, stdout=handle, stderr=subprocess.STDOUT, timeout=args.run_timeout
+            ).returncode
+        except subprocess.TimeoutExpired:  # the run was killed
+            steps = _steps_logged(output)
+            total = args.warmup_steps + args.steps
+            row.error = f"timed out after {args.run_timeout} s at step {steps} of {total}"
+            return row
+    if returncode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-30:] or ["failed"]
+        oom = any("out of memory" in line.lower() for line in tail)
+        row.error = "out of memory" if oom else tail[-1]
         return row
     measured = [
         log
-        for log in run_dir.read_metrics(output)
-        if "loss" in log and log["step"] > args.warmup_steps and "samples_per_second" in log
+        for log in _step_logs(output)
+        if log["step"] > args.warmup_steps and "samples_per_second" in log
     ]
     summary = json.loads((output / run_dir.SUMMARY_FILE).read_text())
     row.batch = f"{summary['batch_size']}x{summary['grad_accum']}"
@@ -282,6 +305,19 @@ def _run_one(
     if flops and args.command == "train-sft":  # GRPO's steps also sample: not 6 x N x tokens
         row.mfu = 6 * summary["parameters"]["total"] * row.tokens_per_second / flops
     return row
+
+
+def _step_logs(output: Path) -> list[dict]:
+    """The training-step lines of a finished run's metrics.jsonl."""
+    return [log for log in run_dir.read_metrics(output) if "loss" in log]
+
+
+def _steps_logged(output: Path) -> int:
+    """Training steps a killed run logged (its last line may be cut short: not parsed)."""
+    metrics = output / run_dir.METRICS_FILE
+    if not metrics.is_file():
+        return 0
+    return sum('"loss"' in line for line in metrics.read_text(errors="replace").splitlines())
 
 
 def _mean(logs: list[dict], key: str) -> float | None:
