@@ -23,6 +23,12 @@ _SIGLIP_SO400M_896 = dict(
     hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
     image_size=896, patch_size=14,
 )  # fmt: skip
+_SIGLIP_SO400M_384 = {**_SIGLIP_SO400M_896, "image_size": 384}
+_SMOLLM2_1_7B = dict(
+    vocab_size=49280, hidden_size=2048, intermediate_size=8192, num_hidden_layers=24,
+    num_attention_heads=32, num_key_value_heads=32, rms_norm_eps=1e-5,
+)  # fmt: skip
+"""SmolVLM's 2.2B text model; the two SmolVLM generations differ in context and RoPE base."""
 
 # Values from the hub checkpoints' config.json files. Keys are the memory planner's architecture
 # names (models/checkpoints.py maps hub names to them). "config": top-level config overrides.
@@ -75,14 +81,10 @@ REAL_ARCHITECTURES: dict[str, dict] = {
     "smolvlm-instruct": dict(
         family="smolvlm",
         text_config=dict(
-            vocab_size=49280, hidden_size=2048, intermediate_size=8192, num_hidden_layers=24,
-            num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=16384,
-            rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 273768.0},
-        ),
-        vision_config=dict(
-            hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
-            num_attention_heads=16, patch_size=14, image_size=384,
-        ),
+            _SMOLLM2_1_7B, max_position_embeddings=16384,
+            rope_parameters={"rope_type": "default", "rope_theta": 273768.0},
+        ),  # fmt: skip
+        vision_config=_SIGLIP_SO400M_384,
         config=dict(scale_factor=3),
     ),
     # SmolVLM2-2.2B-Instruct (model_type smolvlm): SmolVLM-Instruct's towers and shuffle, a
@@ -91,14 +93,10 @@ REAL_ARCHITECTURES: dict[str, dict] = {
     "smolvlm2-2.2b": dict(
         family="smolvlm2",
         text_config=dict(
-            vocab_size=49280, hidden_size=2048, intermediate_size=8192, num_hidden_layers=24,
-            num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=8192,
-            rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 130000.0},
-        ),
-        vision_config=dict(
-            hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
-            num_attention_heads=16, patch_size=14, image_size=384,
-        ),
+            _SMOLLM2_1_7B, max_position_embeddings=8192,
+            rope_parameters={"rope_type": "default", "rope_theta": 130000.0},
+        ),  # fmt: skip
+        vision_config=_SIGLIP_SO400M_384,
         config=dict(scale_factor=3),
     ),
     # Pixtral-12B (mistral-community/pixtral-12b = unsloth/Pixtral-12B-2409): Mistral-Nemo-sized
