@@ -71,6 +71,45 @@ def test_tiny_checkpoint_loads_through_fast_vision_model(name):
     print(f"{name}: {type(model).__name__} loaded by FastVisionModel in 4-bit")
 
 
+_BLOCK_COMPILED = """
+import sys
+from vlm_unsloth.models import unsloth_backend
+from vlm_unsloth.models.device import DeviceSetup
+from vlm_unsloth.models.loading import resolve_model
+from vlm_unsloth.models.lora import LoraArgs
+
+ref = resolve_model(sys.argv[1])
+setup = DeviceSetup(backend="unsloth", device="cuda", dtype="bfloat16", why="test")
+model, _ = unsloth_backend.load(ref.path, quantization="4bit", setup=setup, max_seq_length=512)
+model = unsloth_backend.add_lora(
+    model, LoraArgs(), seed=0, adapter=None, gradient_checkpointing=True
+)
+layers = {type(m) for m in model.modules() if type(m).__name__.endswith("DecoderLayer")}
+print("COMPILED", sorted(getattr(c.forward, "_unsloth_block_compiled", False) for c in layers))
+"""
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-gemma3"])
+def test_unsloth_compiles_decoder_blocks_except_for_gemma3(name):
+    """The block-compile switch (families.py `unsloth_block_compile`) reaches Unsloth: Gemma 3's
+    decoder layers stay stock, Qwen2-VL's are wrapped. A fresh process each: Unsloth wraps the
+    layer classes for the whole process."""
+    import os
+    import subprocess
+    import sys
+
+    from vlm_unsloth.families import TINY_MODEL_NAMES
+
+    env = {k: v for k, v in os.environ.items() if k != "UNSLOTH_BLOCK_COMPILE"}
+    finished = subprocess.run(
+        [sys.executable, "-c", _BLOCK_COMPILED, name],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    compiled = TINY_MODEL_NAMES[name].unsloth_block_compile
+    assert f"COMPILED [{compiled}]" in finished.stdout, finished.stdout[-2000:]
+
+
 @pytest.mark.parametrize("name", TINY)
 def test_both_backends_adapt_the_same_modules(name):
     from vlm_unsloth.models.unsloth_backend import import_unsloth

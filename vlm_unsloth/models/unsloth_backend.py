@@ -8,13 +8,15 @@ CPU tests never reach this module; the GPU tests exercise it.
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from vlm_unsloth import distributed
 from vlm_unsloth.data.collate import UnslothRecordCollator
 from vlm_unsloth.data.image_tokens import image_cap
-from vlm_unsloth.families import Family
+from vlm_unsloth.families import Family, family_for_config
 from vlm_unsloth.models.device import DeviceSetup
 from vlm_unsloth.models.lora import LoraArgs
 
@@ -32,26 +34,44 @@ def import_unsloth():
     return unsloth
 
 
+@contextmanager
+def block_compile_as_the_family_needs(family: Family):
+    """Turn Unsloth's per-decoder-layer compile off while it patches a model of `family` that
+    needs it off. Unsloth decides when it patches (FastVisionModel.from_pretrained and
+    get_peft_model both do) by reading UNSLOTH_BLOCK_COMPILE; a layer class it did not wrap then
+    stays stock. A user's own UNSLOTH_BLOCK_COMPILE is left as it is."""
+    if family.unsloth_block_compile or "UNSLOTH_BLOCK_COMPILE" in os.environ:
+        yield
+        return
+    os.environ["UNSLOTH_BLOCK_COMPILE"] = "0"
+    try:
+        yield
+    finally:
+        del os.environ["UNSLOTH_BLOCK_COMPILE"]
+
+
 def load(path: str, *, quantization: str, setup: DeviceSetup, max_seq_length: int):
     """(model, processor) through FastVisionModel, with Unsloth's gradient checkpointing."""
     import_unsloth()
     import torch
+    from transformers import AutoConfig
     from unsloth import FastVisionModel
 
     placement = {}
     if distributed.is_distributed():  # one process per GPU: each loads onto its own device
         placement["device_map"] = {"": distributed.local_index()}
-    model, processor = FastVisionModel.from_pretrained(
-        model_name=path,
-        max_seq_length=max_seq_length,
-        dtype=getattr(torch, setup.dtype),
-        load_in_4bit=quantization == "4bit",
-        load_in_8bit=quantization == "8bit",
-        # Unsloth's variant offloads checkpointed activations to CPU asynchronously: the memory
-        # saving that makes long image-token sequences fit on 12 GB.
-        use_gradient_checkpointing="unsloth",
-        **placement,
-    )
+    with block_compile_as_the_family_needs(family_for_config(AutoConfig.from_pretrained(path))):
+        model, processor = FastVisionModel.from_pretrained(
+            model_name=path,
+            max_seq_length=max_seq_length,
+            dtype=getattr(torch, setup.dtype),
+            load_in_4bit=quantization == "4bit",
+            load_in_8bit=quantization == "8bit",
+            # Unsloth's variant offloads checkpointed activations to CPU asynchronously: the
+            # memory saving that makes long image-token sequences fit on 12 GB.
+            use_gradient_checkpointing="unsloth",
+            **placement,
+        )
     return model, processor
 
 
@@ -67,22 +87,23 @@ def add_lora(
 
         model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
         return FastVisionModel.for_training(model)
-    model = FastVisionModel.get_peft_model(
-        model,
-        finetune_vision_layers=lora_args.finetune_vision_layers,
-        finetune_language_layers=lora_args.finetune_language_layers,
-        finetune_attention_modules=lora_args.finetune_attention_modules,
-        finetune_mlp_modules=lora_args.finetune_mlp_modules,
-        target_modules=lora_args.target_modules,
-        modules_to_save=lora_args.modules_to_save,
-        r=lora_args.lora_r,
-        lora_alpha=lora_args.lora_alpha,
-        lora_dropout=lora_args.lora_dropout,
-        use_rslora=lora_args.use_rslora,
-        bias="none",
-        random_state=seed,
-        use_gradient_checkpointing="unsloth" if gradient_checkpointing else False,
-    )
+    with block_compile_as_the_family_needs(family_for_config(model.config)):
+        model = FastVisionModel.get_peft_model(
+            model,
+            finetune_vision_layers=lora_args.finetune_vision_layers,
+            finetune_language_layers=lora_args.finetune_language_layers,
+            finetune_attention_modules=lora_args.finetune_attention_modules,
+            finetune_mlp_modules=lora_args.finetune_mlp_modules,
+            target_modules=lora_args.target_modules,
+            modules_to_save=lora_args.modules_to_save,
+            r=lora_args.lora_r,
+            lora_alpha=lora_args.lora_alpha,
+            lora_dropout=lora_args.lora_dropout,
+            use_rslora=lora_args.use_rslora,
+            bias="none",
+            random_state=seed,
+            use_gradient_checkpointing="unsloth" if gradient_checkpointing else False,
+        )
     return FastVisionModel.for_training(model)
 
 
