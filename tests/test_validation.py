@@ -17,6 +17,7 @@ from rich.console import Console
 
 from vlm_unsloth.data.images import cap_longest_side, load_image
 from vlm_unsloth.data.loaders import DataSpec, load_preference_dataset, load_sft_dataset
+from vlm_unsloth.data.records import to_chat_template_messages
 from vlm_unsloth.data.validation import (
     count_tokens,
     print_report,
@@ -48,7 +49,6 @@ def _image(path: Path, size=(64, 48), colour=(200, 40, 40), mode="RGB", **save) 
 def _processor_length(processor, messages, images, family=QWEN) -> int:
     """input_ids of the conversation, from the processor called as every collator calls it."""
     from vlm_unsloth.data.collate import images_argument
-    from vlm_unsloth.data.records import to_chat_template_messages
 
     text = processor.apply_chat_template(to_chat_template_messages(messages), tokenize=False)
     batch = processor(
@@ -84,6 +84,9 @@ def test_count_tokens_equals_the_processors_input_ids(tiny_processor, name, max_
         assert [image.size for image in images] == capped
         count = count_tokens(messages, capped, family=family, processor=processor)
         assert count.total == _processor_length(processor, messages, images, family), (name, sizes)
+        # The text part: the rendered template alone, one placeholder per image.
+        text = processor.apply_chat_template(to_chat_template_messages(messages), tokenize=False)
+        assert count.text == len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
         if family is MLLAMA:
             assert count.image == 0  # one <|image|> token per image, already in the text
         elif sizes:

@@ -381,12 +381,27 @@ def prompt_length(
     tokens as every collator calls it (the template writes BOS)."""
     scheme = SCHEMES[family.image_tokens]
     if scheme.expand_prompt is not None:
-        text = scheme.expand_prompt(text, processor)
-        return len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
-    template = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return _token_count(scheme.expand_prompt(text, processor), processor)
+    return prompt_lengths(family, text, image_sizes, processor)[1]
+
+
+def prompt_lengths(
+    family: Family, text: str, image_sizes: list[tuple[int, int]], processor: Any
+) -> tuple[int, int]:
+    """(tokens of `text` itself, `prompt_length`), tokenizing `text` once where the family's
+    image tokens are counted by formula."""
+    text_tokens = _token_count(text, processor)
+    scheme = SCHEMES[family.image_tokens]
+    if scheme.expand_prompt is not None:
+        return text_tokens, _token_count(scheme.expand_prompt(text, processor), processor)
     # The rendered text already holds one placeholder token per image.
     settings = scheme.settings(processor)
-    return template + sum(scheme.count(w, h, **settings).text_tokens - 1 for w, h in image_sizes)
+    images = sum(scheme.count(w, h, **settings).text_tokens - 1 for w, h in image_sizes)
+    return text_tokens, text_tokens + images
+
+
+def _token_count(text: str, processor: Any) -> int:
+    return len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def prepare_processor(family: Family, processor: Any) -> Any:

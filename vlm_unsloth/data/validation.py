@@ -31,7 +31,7 @@ from jinja2 import TemplateError
 from rich.console import Console
 from rich.table import Table
 
-from vlm_unsloth.data.image_tokens import image_cap, prompt_length
+from vlm_unsloth.data.image_tokens import image_cap, prompt_length, prompt_lengths
 from vlm_unsloth.data.images import (
     DEFAULT_MAX_SIDE,
     cap_longest_side,
@@ -146,16 +146,9 @@ def count_tokens(
     `image_sizes` are the sizes the processor will get (after capping at max_side).
     """
     text = processor.apply_chat_template(to_chat_template_messages(messages), tokenize=False)
-    return _count_rendered(text, image_sizes, family, processor)
-
-
-def _count_rendered(
-    text: str, image_sizes: list[tuple[int, int]], family: Family, processor: Any
-) -> TokenCount:
-    # add_special_tokens=False, as every collator calls the processor: the chat template already
-    # writes the BOS token (the real Llama/Mistral/Gemma tokenizers would add a second one).
-    text_tokens = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
-    total = prompt_length(family, text, image_sizes, processor)
+    # Tokenized without special tokens, as every collator calls the processor: the chat template
+    # already writes the BOS token (the real Llama/Mistral/Gemma tokenizers would add a second).
+    text_tokens, total = prompt_lengths(family, text, image_sizes, processor)
     return TokenCount(text=text_tokens, image=total - text_tokens)
 
 
