@@ -17,7 +17,7 @@ from vlm_unsloth.config import (
     chosen_model,
     parse_args,
 )
-from vlm_unsloth.errors import ConfigError
+from vlm_unsloth.errors import ConfigError, OutputDirError
 from vlm_unsloth.models.lora import LoraArgs
 
 ALL = [ModelArgs, LoraArgs, DataArgs, TrainArgs]
@@ -346,5 +346,8 @@ def test_resume_without_a_run_config_parses_as_before(tmp_path):
 def test_an_unreadable_run_config_is_one_line_naming_it(tmp_path):
     run, _ = _started_run(tmp_path, *RUN_FLAGS)
     (run / "run_config.yaml").write_text("model: [unclosed\n")
-    with pytest.raises(ConfigError, match="run_config.yaml: cannot read the run's options"):
+    with pytest.raises(OutputDirError, match="run_config.yaml: cannot read the run's options"):
+        parse_args(ALL, ["--output-dir", str(run), "--resume"])
+    (run / "run_config.yaml").write_text("just text\n")
+    with pytest.raises(OutputDirError, match=r"cannot read the run's options \(not a mapping\)"):
         parse_args(ALL, ["--output-dir", str(run), "--resume"])

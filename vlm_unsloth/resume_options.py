@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vlm_unsloth.errors import ConfigError
-from vlm_unsloth.run_dir import RUN_MARKER
+from vlm_unsloth.run_dir import RUN_MARKER, load_run_config
 
 RESUME_MAY_CHANGE = frozenset(
     {
@@ -55,25 +55,16 @@ def resumed_run_options(
     if str(resume).lower() not in _TRUE:
         return {}, None
     output = flags.output_dir or yaml_values.get("output_dir") or fields["output_dir"].default
-    path = Path(output).expanduser() / RUN_MARKER
-    if not path.is_file():
+    folder = Path(output).expanduser()
+    if not (folder / RUN_MARKER).is_file():
         return {}, None
-    import yaml
-
-    try:
-        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(
-            f"cannot read the run's options ({type(error).__name__})",
-            where=str(path),
-            fix="restore the file, or start a new run in another --output-dir",
-        ) from error
+    saved = load_run_config(folder)
     options = {}
-    for section, values in (saved or {}).items():
+    for section, values in saved.items():
         if section in _RUN_SECTIONS_NOT_OPTIONS or not isinstance(values, dict):
             continue
         options.update({name: value for name, value in values.items() if name in fields})
-    return options, path
+    return options, folder / RUN_MARKER
 
 
 def check_resume_keeps_the_run(parsed: Sequence[Any], saved: dict[str, Any], path: Path) -> None:

@@ -323,7 +323,7 @@ def save_run_config(output: Path, config: dict[str, Any]) -> Path:
 
 
 def load_run_config(output: str | Path) -> dict[str, Any]:
-    """The configuration a run saved (inference and evaluation read it back)."""
+    """The configuration a run saved (resuming, inference and evaluation read it back)."""
     import yaml
 
     path = Path(output) / RUN_MARKER
@@ -331,7 +331,18 @@ def load_run_config(output: str | Path) -> dict[str, Any]:
         raise OutputDirError(
             f"{path} not found", where="--adapter", fix="pass a training output folder"
         )
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    fix = "restore the file, or start a new run in another --output-dir"
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise OutputDirError(
+            f"cannot read the run's options ({type(error).__name__})", where=str(path), fix=fix
+        ) from error
+    if not isinstance(config, dict):
+        raise OutputDirError(
+            "cannot read the run's options (not a mapping)", where=str(path), fix=fix
+        )
+    return config
 
 
 def append_metrics(output: Path, record: dict[str, Any]) -> None:
