@@ -294,6 +294,18 @@ def test_train_grpo_logs_saves_and_resumes(name, tmp_path, one_thread):
     steps = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in steps if "loss" in row][-1] == 3
 
+    # Again: finished as asked, so nothing is loaded or scored and nothing changes.
+    from vlm_unsloth.train import steps as train_steps
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(train_steps, "load_model_for_training", _must_not_be_called)
+        assert grpo_main([*common, "--max-steps", "3", "--resume"]) == 0
+    assert json.loads((output / "summary.json").read_text()) == resumed
+
+
+def _must_not_be_called(*args, **kwargs):
+    raise AssertionError("called")
+
 
 @pytest.mark.slow
 def test_resuming_an_sft_adapter_run_with_a_reference_continues_from_the_checkpoint(

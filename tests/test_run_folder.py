@@ -56,6 +56,10 @@ def _files(folder: Path) -> dict[str, bytes]:
     }
 
 
+def _must_not_be_called(*args, **kwargs):
+    raise AssertionError("called")
+
+
 def _printed(capsys) -> str:
     """What the run printed, as one line (rich wraps long lines at the terminal's width)."""
     return " ".join(capsys.readouterr().out.split())
@@ -96,14 +100,20 @@ class _FailAt(TrainerCallback):
 
 
 @pytest.mark.slow
-def test_resuming_a_finished_run_changes_nothing_and_a_cut_short_end_is_completed(tmp_path, capsys):
+def test_resuming_a_finished_run_changes_nothing_and_a_cut_short_end_is_completed(
+    tmp_path, capsys, monkeypatch
+):
+    from vlm_unsloth.train import steps
+
     run = tmp_path / "run"
     train_sft(*_args(run))  # 2 of 8 steps in the epoch: the final step saves checkpoint-2
     finished = _files(run)
     capsys.readouterr()
 
     ctrl_c = signal.getsignal(signal.SIGINT)
-    again = train_sft(*_args(run, resume=True))
+    with monkeypatch.context() as patched:  # nothing left to do: the model is not even loaded
+        patched.setattr(steps, "load_model_for_training", _must_not_be_called)
+        again = train_sft(*_args(run, resume=True))
     assert "already finished" in _printed(capsys)
     assert signal.getsignal(signal.SIGINT) is ctrl_c  # given back though training never began
     assert again.summary["global_step"] == 2

@@ -56,6 +56,8 @@ def train_sft(
     console = console or make_console()
     config = to_dict(model_args, lora_args, data_args, train_args)
     output = steps.check_output(train_args, console)  # writes nothing: see claim_output
+    if steps.resumes_a_finished_run(train_args, output):
+        return already_finished(output, console)
 
     loaded = steps.load_model_for_training(model_args, lora_args, data_args, train_args, setup)
     data = steps.load_training_data(data_args, loaded, train_args, preference=False)

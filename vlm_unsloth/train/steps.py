@@ -308,6 +308,19 @@ def build_trainer(trainer_class: type, *, loss_is_mean_over_rows: bool, console,
     return trainer
 
 
+def resumes_a_finished_run(train_args: TrainArgs, output: Path) -> bool:
+    """Whether --resume finds the run finished at its last checkpoint, asked to train as long as
+    then: `run_training` would return ALREADY_FINISHED. Checked first, so that nothing is loaded,
+    validated or scored for a run with nothing left to do."""
+    checkpoint = run_dir.last_checkpoint(output) if train_args.resume else None
+    if checkpoint is None or not run_dir.finished_at(output, run_dir.checkpoint_step(checkpoint)):
+        return False
+    summary = run_dir.read_summary(output)
+    return (summary.get("max_steps"), summary.get("epochs")) == (
+        train_args.max_steps, train_args.epochs,
+    )  # fmt: skip
+
+
 def run_training(trainer, train_args: TrainArgs, output: Path, console) -> str:
     """Train (from the last complete checkpoint with --resume). Returns TRAINED, INTERRUPTED
     (Ctrl-C: saved and stopped early) or ALREADY_FINISHED (a resumed run that had finished:

@@ -203,6 +203,9 @@ def summarise(
         "job": run.job,
         "interrupted": run.interrupted,
         "global_step": run.trainer.state.global_step,
+        # The length asked for: a later --resume with the same one has nothing left to train.
+        "max_steps": run.train_args.max_steps,
+        "epochs": run.train_args.epochs,
         "wall_time_s": round(time.perf_counter() - run.started, 1),
         "final_loss": history[-1]["loss"] if history else None,
         "samples_per_second": mean_after_first("samples_per_second", 3),
