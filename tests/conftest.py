@@ -92,3 +92,33 @@ def assert_same_adapters(expected_run: Path, run: Path) -> None:
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def forward_input_recorder(*, graph_only: bool = False):
+    """A TrainerCallback recording, in `.calls`, the tensor inputs (name -> shape) of every
+    forward of the VLM inside PEFT; with `graph_only`, only forwards that build a graph (a
+    policy's loss forward: not sampling, not a reference pass)."""
+    import torch
+    from transformers import TrainerCallback
+
+    class RecordForwardInputs(TrainerCallback):
+        def __init__(self):
+            self.calls: list[dict[str, tuple]] = []
+            self.handle = None
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            # PeftModel -> LoraModel -> *ForConditionalGeneration calls its inner *Model with
+            # the batch's keyword arguments: hook that (PEFT calls the outer forward directly).
+            vlm = model.get_base_model().model
+
+            def record(module, args, kwargs):
+                if torch.is_grad_enabled() or not graph_only:
+                    shapes = {k: tuple(v.shape) for k, v in kwargs.items() if torch.is_tensor(v)}
+                    self.calls.append(shapes)
+
+            self.handle = vlm.register_forward_pre_hook(record, with_kwargs=True)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.handle.remove()
+
+    return RecordForwardInputs()

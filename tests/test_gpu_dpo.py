@@ -9,6 +9,7 @@ the real training loop (a forward pre-hook inside the trainer's policy and refer
 from __future__ import annotations
 
 import pytest
+from conftest import forward_input_recorder
 
 torch = pytest.importorskip("torch")
 
@@ -33,34 +34,6 @@ IMAGE_INPUTS = {
 }
 
 
-def _recorder():
-    from transformers import TrainerCallback
-
-    class RecordForwardInputs(TrainerCallback):
-        """Records the tensor inputs (name -> shape) of every forward of the VLM inside PEFT."""
-
-        def __init__(self):
-            self.calls: list[dict[str, tuple]] = []
-            self.handle = None
-
-        def on_train_begin(self, args, state, control, model=None, **kwargs):
-            # PeftModel -> LoraModel -> *ForConditionalGeneration calls its inner *Model with
-            # the batch's keyword arguments: hook that (PEFT calls the outer forward directly).
-            vlm = model.get_base_model().model
-
-            def record(module, args, kwargs):
-                self.calls.append(
-                    {k: tuple(v.shape) for k, v in kwargs.items() if isinstance(v, torch.Tensor)}
-                )
-
-            self.handle = vlm.register_forward_pre_hook(record, with_kwargs=True)
-
-        def on_train_end(self, args, state, control, **kwargs):
-            self.handle.remove()
-
-    return RecordForwardInputs()
-
-
 @pytest.mark.parametrize("name", list(IMAGE_INPUTS))
 def test_train_dpo_on_the_unsloth_backend_feeds_the_images(name, tmp_path):
     from vlm_unsloth.config import DataArgs, ModelArgs
@@ -71,7 +44,7 @@ def test_train_dpo_on_the_unsloth_backend_feeds_the_images(name, tmp_path):
     from vlm_unsloth.models.lora import LoraArgs
     from vlm_unsloth.train.dpo import DpoArgs, DpoTrainArgs, train_dpo
 
-    recorder = _recorder()
+    recorder = forward_input_recorder()
     result = train_dpo(
         ModelArgs(model=name, backend="unsloth"),
         LoraArgs(),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import forward_input_recorder
 
 torch = pytest.importorskip("torch")
 
@@ -21,40 +22,13 @@ pytestmark = [
 ]
 
 
-def _recorder():
-    from transformers import TrainerCallback
-
-    class RecordTrainingForwards(TrainerCallback):
-        """Tensor inputs (name -> shape) of every forward of the VLM inside PEFT that builds a
-        graph (the policy's loss forward; not sampling, not a reference pass)."""
-
-        def __init__(self):
-            self.calls: list[dict[str, tuple]] = []
-            self.handle = None
-
-        def on_train_begin(self, args, state, control, model=None, **kwargs):
-            vlm = model.get_base_model().model
-
-            def record(module, args, kwargs):
-                if torch.is_grad_enabled():
-                    shapes = {k: tuple(v.shape) for k, v in kwargs.items() if torch.is_tensor(v)}
-                    self.calls.append(shapes)
-
-            self.handle = vlm.register_forward_pre_hook(record, with_kwargs=True)
-
-        def on_train_end(self, args, state, control, **kwargs):
-            self.handle.remove()
-
-    return RecordTrainingForwards()
-
-
 @pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-qwen2.5-vl"])
 def test_train_grpo_on_the_unsloth_backend_feeds_the_images(name, tmp_path):
     from vlm_unsloth.config import DataArgs, ModelArgs
     from vlm_unsloth.models.lora import LoraArgs
     from vlm_unsloth.train.grpo import GrpoArgs, GrpoTrainArgs, train_grpo
 
-    recorder = _recorder()
+    recorder = forward_input_recorder(graph_only=True)
     result = train_grpo(
         ModelArgs(model=name, backend="unsloth"),
         LoraArgs(),
