@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 
 TINY_MODELS = [
     "tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-llama-3.2-vision", "tiny-smolvlm", "tiny-smolvlm2",
-    "tiny-pixtral", "tiny-qwen3-vl", "tiny-gemma3",
+    "tiny-pixtral", "tiny-qwen3-vl", "tiny-gemma3", "tiny-qwen3.5",
 ]  # fmt: skip
 REPO = Path(__file__).resolve().parent.parent
 """The checkout: scripts/ and configs/ are found from here, never from the current folder."""

@@ -50,13 +50,19 @@ def write_colour_task(
 
 
 def colour_training_args(
-    task: ColourTask, output: Path, *, backend: str = "hf", model: str = "tiny-qwen2-vl"
+    task: ColourTask,
+    output: Path,
+    *,
+    backend: str = "hf",
+    model: str = "tiny-qwen2-vl",
+    max_steps: int = 60,
 ) -> list[str]:
     """train-sft flags of the measured recipe that learns the colour task (see the docstring;
     tests/test_new_families.py has the other tiny models' numbers)."""
     return [
         "--model", model, "--backend", backend, "--dataset", str(task.train),
-        "--eval-dataset", str(task.eval), "--output-dir", str(output), "--max-steps", "60",
+        "--eval-dataset", str(task.eval), "--output-dir", str(output),
+        "--max-steps", str(max_steps),
         "--batch-size", "8", "--grad-accum", "1", "--learning-rate", "5e-3", "--lora-r", "16",
         "--lora-alpha", "64", "--modules-to-save", "lm_head", "--warmup-ratio", "0.1",
         "--save-steps", "1000",

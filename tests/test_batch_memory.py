@@ -82,8 +82,9 @@ def test_auto_batch_size_takes_the_largest_batch_that_fits(tmp_path, memory_limi
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("name", "inner"), [("tiny-qwen3-vl", "Qwen3VLModel"), ("tiny-gemma3", "Gemma3Model")]
-)
+    ("name", "inner"), [("tiny-qwen3-vl", "Qwen3VLModel"), ("tiny-gemma3", "Gemma3Model"),
+                        ("tiny-qwen3.5", "Qwen3_5Model")],
+)  # fmt: skip
 def test_auto_batch_size_on_qwen3_vl_and_gemma3(name, inner, tmp_path, memory_limit):
     import transformers
 

@@ -55,6 +55,12 @@ NAMED = {
     "google/gemma-3-12b-it": "gemma-3-12b",
     "unsloth/gemma-3-4b-it": "gemma-3-4b",
     "unsloth/gemma-3-12b-it-bnb-4bit": "gemma-3-12b",
+    # issue #19's optional Qwen3.5
+    "Qwen/Qwen3.5-4B": "qwen3.5-4b",
+    "unsloth/Qwen3.5-4B": "qwen3.5-4b",
+    "Qwen/Qwen3.5-0.8B": "qwen3.5-0.8b",
+    "Qwen/Qwen3.5-2B": "qwen3.5-2b",
+    "Qwen/Qwen3.5-9B": "qwen3.5-9b",
 }
 
 
@@ -146,6 +152,7 @@ def test_default_sample_tokens_follow_each_familys_max_side():
     # Qwen3-VL: 32 px blocks (768 x 576 -> 24 x 18); 1000 px means 992 (31 blocks).
     assert default_tokens("qwen3-vl-8b", 768) == 24 * 18 + 64
     assert default_tokens("qwen3-vl-8b", 1000) == 31 * 23 + 64
+    assert default_tokens("qwen3.5-4b", 768) == default_tokens("qwen3-vl-8b", 768)
     # Gemma 3: 256 soft tokens + <start_of_image>/<end_of_image> + "\n\n" twice, whatever size.
     assert default_tokens("gemma-3-4b", 768) == default_tokens("gemma-3-12b", 1024) == 260 + 64
 
@@ -177,6 +184,7 @@ def test_the_planner_answers_for_the_issue_18_and_19_models_it_measured(
 
 @pytest.mark.parametrize(
     ("name", "arch"), [("Qwen/Qwen3-VL-4B-Instruct", "qwen3-vl-4b"),
+                       ("unsloth/Qwen3.5-4B", "qwen3.5-4b"),
                        ("google/gemma-3-12b-it", "gemma-3-12b"),
                        ("gemma-3-12b", "gemma-3-12b")],
 )  # fmt: skip

@@ -131,7 +131,7 @@ def _perturb_adapter(model, seed: int = 1) -> None:
     "name",
     [
         "tiny-qwen2-vl", "tiny-llama-3.2-vision", "tiny-smolvlm", "tiny-smolvlm2", "tiny-pixtral",
-        "tiny-qwen3-vl", "tiny-gemma3",
+        "tiny-qwen3-vl", "tiny-gemma3", "tiny-qwen3.5",
     ],
 )  # fmt: skip
 def test_images_reach_the_dpo_loss(name, tmp_path):

@@ -25,11 +25,13 @@ pytestmark = [
 
 TINY = [
     "tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-llama-3.2-vision", "tiny-smolvlm", "tiny-smolvlm2",
-    "tiny-pixtral", "tiny-qwen3-vl", "tiny-gemma3",
+    "tiny-pixtral", "tiny-qwen3-vl", "tiny-gemma3", "tiny-qwen3.5",
 ]  # fmt: skip
 NEW = ["tiny-smolvlm", "tiny-smolvlm2", "tiny-pixtral"]
 # Trained and streamed end to end on the unsloth backend.
-TRAINED = ["tiny-qwen2-vl", "tiny-llama-3.2-vision", *NEW, "tiny-qwen3-vl", "tiny-gemma3"]
+TRAINED = [
+    "tiny-qwen2-vl", "tiny-llama-3.2-vision", *NEW, "tiny-qwen3-vl", "tiny-gemma3", "tiny-qwen3.5",
+]  # fmt: skip
 
 
 def _unsloth_trains(name: str) -> None:

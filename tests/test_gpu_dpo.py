@@ -31,6 +31,7 @@ IMAGE_INPUTS = {
     # each image bidirectional (without them its forward runs, silently causal).
     "tiny-qwen3-vl": ("pixel_values", "image_grid_thw", "mm_token_type_ids"),
     "tiny-gemma3": ("pixel_values", "token_type_ids"),
+    "tiny-qwen3.5": ("pixel_values", "image_grid_thw", "mm_token_type_ids"),
 }
 
 

@@ -164,6 +164,10 @@ def test_images_reach_the_policy_log_probabilities_in_the_loss(name, tmp_path, o
     )
     inputs = _loss_batch(trainer)
     assert inputs["advantages"].abs().sum() > 0  # answers differ, so the loss has a gradient
+    # Prompts end as at inference: Qwen3.5's with an empty think block (answers follow it).
+    prompt = tokenizer.decode(inputs["prompt_ids"][0])
+    think = "<think>\n\n</think>\n\n" if loaded.family.template_thinks else ""
+    assert prompt.endswith(loaded.family.response_part + think), prompt[-60:]
     rows = inputs["prompt_ids"].size(0)
     assert rows == 4 and "pixel_values" in inputs
     assert inputs[IMAGE_INPUTS[loaded.family.image_tokens]].size(0) == rows
@@ -193,7 +197,9 @@ def test_images_reach_the_policy_log_probabilities_in_the_loss(name, tmp_path, o
     assert vision and any(p.grad is not None and p.grad.abs().sum() > 0 for p in vision)
 
 
-@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-qwen2.5-vl"])
+@pytest.mark.parametrize(
+    "name", ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-qwen3.5"]
+)
 def test_image_token_types_line_up_with_left_padded_prompts(name, tmp_path, one_thread):
     """TRL left-pads the prompt ids, and its loss-path processor call pads mm_token_type_ids (which
     place Qwen's M-RoPE image positions) on the tokenizer's side: they must agree on prompts of

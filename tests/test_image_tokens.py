@@ -327,17 +327,21 @@ def test_pixtral_max_side_means_16_px_patches_up_to_1024(tiny_processor):
 QWEN3_HUB_SIZE = {"shortest_edge": 65_536, "longest_edge": 16_777_216}  # 256^2 .. 4096^2 px
 
 
-def _qwen3_image_processor(tiny_processor, *, as_the_product_sets_it: bool):
+# Qwen3.5 ships Qwen3-VL's preprocessor_config.json: the same scheme, checked for both.
+QWEN3_SCHEME_FAMILIES = ["qwen3-vl", "qwen3.5"]
+
+
+def _qwen3_image_processor(tiny_processor, *, as_the_product_sets_it: bool, key="qwen3-vl"):
     """A Qwen3-VL image processor with the hub's parameters (16 px patches merged 2 x 2), as
-    shipped or with the product's settings applied."""
-    tiny = tiny_processor("tiny-qwen3-vl").image_processor
+    shipped or with the product's settings applied (for the family `key`)."""
+    tiny = tiny_processor(FAMILIES[key].tiny_name).image_processor
     processor = transformers.Qwen2VLImageProcessor(
         size=dict(QWEN3_HUB_SIZE), patch_size=16, merge_size=2, temporal_patch_size=2,
         image_mean=tiny.image_mean, image_std=tiny.image_std, resample=0,
     )  # fmt: skip
     if as_the_product_sets_it:
         holder = type("Processor", (), {"image_processor": processor})()
-        prepare_processor(FAMILIES["qwen3-vl"], holder)
+        prepare_processor(FAMILIES[key], holder)
     return processor
 
 
@@ -350,10 +354,11 @@ def _qwen3_real(processor, width: int, height: int) -> tuple[int, tuple[int, int
 QWEN3_SIZES = [s for s in EXTREME_SIZES if max(s) / min(s) <= 200] + [(768, 77), (768, 4)]
 
 
-def test_qwen3_vl_tokens_match_the_real_processor(tiny_processor):
-    family = FAMILIES["qwen3-vl"]
+@pytest.mark.parametrize("key", QWEN3_SCHEME_FAMILIES)
+def test_qwen3_vl_tokens_match_the_real_processor(key, tiny_processor):
+    family = FAMILIES[key]
     for product in (False, True):
-        processor = _qwen3_image_processor(tiny_processor, as_the_product_sets_it=product)
+        processor = _qwen3_image_processor(tiny_processor, as_the_product_sets_it=product, key=key)
         for width, height in QWEN3_SIZES + _random_sizes(4, seed=5):
             tokens, seen = _qwen3_real(processor, width, height)
             counted = count_image_tokens(family, width, height, processor)
@@ -365,13 +370,14 @@ def test_qwen3_vl_tokens_match_the_real_processor(tiny_processor):
         count_image_tokens(family, 3000, 10, processor)
 
 
-def test_qwen3_vl_max_side_means_32_px_blocks_never_upscaled(tiny_processor):
+@pytest.mark.parametrize("key", QWEN3_SCHEME_FAMILIES)
+def test_qwen3_vl_max_side_means_32_px_blocks_never_upscaled(key, tiny_processor):
     """--max-side S: the tower sees at most S px a side. The hub's 256 x 256 px minimum would
     blow a capped strip up past S; the product lowers it to one 32 px block."""
-    family = FAMILIES["qwen3-vl"]
-    shipped = _qwen3_image_processor(tiny_processor, as_the_product_sets_it=False)
+    family = FAMILIES[key]
+    shipped = _qwen3_image_processor(tiny_processor, as_the_product_sets_it=False, key=key)
     assert _qwen3_real(shipped, 768, 77)[1] == (832, 96)  # over a 768 cap
-    processor = _qwen3_image_processor(tiny_processor, as_the_product_sets_it=True)
+    processor = _qwen3_image_processor(tiny_processor, as_the_product_sets_it=True, key=key)
     assert processor.size["shortest_edge"] == 32 * 32
     assert processor.size["longest_edge"] == QWEN3_HUB_SIZE["longest_edge"]
     assert transformers.Qwen2VLImageProcessor().size["shortest_edge"] == 56 * 56  # class default

@@ -177,6 +177,12 @@ STACKS = {
         "model.vision_tower.encoder.layers.", "model.language_model.layers.",
         ("model.multi_modal_projector.",), "multi_modal_projector",
     ),
+    # Qwen3.5: no DeepStack, so the merger alone; its Gated DeltaNet projections (in_proj_*,
+    # out_proj under linear_attn) count as attention, as Unsloth's "attn" tag has them.
+    "tiny-qwen3.5": (
+        "model.visual.blocks.", "model.language_model.layers.",
+        ("model.visual.merger.",), "merger",
+    ),
 }  # fmt: skip
 
 
@@ -198,8 +204,14 @@ def test_qwen3_vl_and_gemma3_adapt_both_towers_and_never_the_projector(name, tin
         assert projector_linear == []
         assert isinstance(model.model.multi_modal_projector.mm_input_projection_weight,
                           torch.nn.Parameter)  # fmt: skip
-    else:  # the merger and two DeepStack mergers, two Linear layers each
+    elif name == "tiny-qwen3-vl":  # the merger and two DeepStack mergers, two Linear layers each
         assert len(projector_linear) == 6
+    else:
+        assert len(projector_linear) == 2
+        gated_delta_net = {"in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a", "out_proj"}
+        attention_only = select_lora_targets(model, LoraArgs(finetune_mlp_modules=False))
+        adapted = {n.rsplit(".", 1)[1] for n in attention_only if ".linear_attn." in n}
+        assert adapted == gated_delta_net
     only_vision = select_lora_targets(model, LoraArgs(finetune_language_layers=False))
     only_language = select_lora_targets(model, LoraArgs(finetune_vision_layers=False))
     assert all(n.startswith(vision) for n in only_vision)

@@ -39,6 +39,8 @@ def test_auto_on_a_t4_is_fp16_except_for_families_that_overflow_it(gpu, backend)
     gemma = choose_device(backend, "test", "auto", FAMILIES["gemma3"])
     assert (gemma.device, gemma.dtype) == ("cuda", "float32")
     assert "overflow float16" in gemma.why and "fp32" in gemma.why
+    qwen3_5 = choose_device(backend, "test", "auto", FAMILIES["qwen3.5"])
+    assert qwen3_5.dtype == "float32" and "NaN gradients in float16" in qwen3_5.why
     gpu(bf16=True)  # an A100/H100: bf16 for every family
     assert choose_device(backend, "test", "auto", FAMILIES["gemma3"]).dtype == "bfloat16"
 
@@ -60,6 +62,8 @@ def test_a_float16_setup_is_refused_once_the_family_is_known():
     fp16 = DeviceSetup(backend="hf", device="cuda", dtype="float16", why="test")
     with pytest.raises(ConfigError, match="gemma3 cannot compute in float16"):
         check_precision(fp16, FAMILIES["gemma3"])
+    with pytest.raises(ConfigError, match="qwen3.5 cannot compute in float16"):
+        check_precision(fp16, FAMILIES["qwen3.5"])
     check_precision(fp16, FAMILIES["qwen3-vl"])
     check_precision(DeviceSetup("hf", "cuda", "float32", "test"), FAMILIES["gemma3"])
 

@@ -24,6 +24,7 @@ EXPECTED = {
     "tiny-smolvlm2": ("smolvlm", "SmolVLMProcessor", "SmolVLMForConditionalGeneration"),
     "tiny-pixtral": ("llava", "PixtralProcessor", "LlavaForConditionalGeneration"),
     "tiny-qwen3-vl": ("qwen3_vl", "Qwen3VLProcessor", "Qwen3VLForConditionalGeneration"),
+    "tiny-qwen3.5": ("qwen3_5", "Qwen3VLProcessor", "Qwen3_5ForConditionalGeneration"),
     "tiny-gemma3": ("gemma3", "Gemma3Processor", "Gemma3ForConditionalGeneration"),
 }
 
@@ -63,8 +64,10 @@ def test_tiny_checkpoint_is_an_ordinary_model_folder(name, tiny_ref):
         assert token_id != processor.tokenizer.unk_token_id and token_id is not None
     text = processor.apply_chat_template(_record("red")["messages"], tokenize=False)
     assert family.instruction_part in text and family.response_part in text
-    # SmolVLM writes "Assistant: red": the answer keeps its space (one BPE token " red").
-    answer = rf"{re.escape(family.response_part)} ?red{re.escape(family.end_of_turn)}"
+    # SmolVLM writes "Assistant: red": the answer keeps its space (one BPE token " red");
+    # Qwen3.5 an empty think block before it.
+    think = re.escape("<think>\n\n</think>\n\n") if family.template_thinks else ""
+    answer = rf"{re.escape(family.response_part)}{think} ?red{re.escape(family.end_of_turn)}"
     assert re.search(answer, text), text
     for token in family.unsupervised_tokens:  # every layout token is ONE token of the vocabulary
         assert (
@@ -141,6 +144,37 @@ def test_qwen3_vl_prompt_format(tiny_processor):
     # <think> is a whole token that is not special (as on the hub): decoding keeps it.
     think = processor.tokenizer.convert_tokens_to_ids("<think>")
     assert processor.tokenizer.decode([think], skip_special_tokens=True) == "<think>"
+
+
+def test_qwen3_5_prompt_format_and_generation_without_thinking(tiny_processor):
+    """Qwen3.5-4B's template (qwen3_5_think.jinja): the last answer follows an empty think
+    block, earlier ones none; the generation prompt opens a think block unless
+    enable_thinking=False, which the family's generation kwargs pass: a prompt then ends where
+    every trained answer begins."""
+    processor = tiny_processor("tiny-qwen3.5")
+    family = TINY_MODEL_NAMES["tiny-qwen3.5"]
+    first = _record("red")["messages"]
+    text = processor.apply_chat_template(first, tokenize=False)
+    assert text == (
+        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What colour is it?"
+        "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nred<|im_end|>\n"
+    )
+    two_turns = [*first, {"role": "user", "content": [{"type": "text", "text": "Sure?"}]},
+                 {"role": "assistant", "content": [{"type": "text", "text": "yes"}]}]  # fmt: skip
+    rendered = processor.apply_chat_template(two_turns, tokenize=False)
+    assert rendered.count("<think>") == 1 and "assistant\nred<|im_end|>" in rendered
+    hub_default = processor.apply_chat_template(
+        first[:1], tokenize=False, add_generation_prompt=True
+    )
+    assert hub_default.endswith("<|im_start|>assistant\n<think>\n")
+    assert family.generation_template_kwargs == {"enable_thinking": False}
+    prompt = processor.apply_chat_template(
+        first[:1], tokenize=False, add_generation_prompt=True,
+        **family.generation_template_kwargs,
+    )  # fmt: skip
+    assert prompt.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert text.startswith(prompt) and text[len(prompt) :] == "red<|im_end|>\n"
+    assert TINY_MODEL_NAMES["tiny-qwen3-vl"].generation_template_kwargs == {}
 
 
 def test_gemma3_prompt_format_and_a_single_bos(tiny_processor):

@@ -62,10 +62,19 @@ class Family:
     """Whether the unsloth backend keeps Unsloth's per-decoder-layer torch.compile on (it compiles
     each block as one region, unsloth/models/_block_compile.py). Off where the first step never
     finished with it (the reason is in the family's comment)."""
+    template_thinks: bool = False
+    """The chat template's generation prompt opens a <think> block unless it is rendered with
+    enable_thinking=False (Qwen3.5): prompts for generation are rendered so, with the empty
+    think block every trained answer follows."""
     fp16_unsafe: str = ""
     """Why the family must not compute in float16 (its activations overflow it), or "" when it
     may: then `--precision auto` picks float32 on GPUs without bf16 (T4) and `--precision fp16`
     is refused (models/device.py)."""
+
+    @property
+    def generation_template_kwargs(self) -> dict[str, Any]:
+        """Extra chat-template variables for a prompt that ends in the generation prompt."""
+        return {"enable_thinking": False} if self.template_thinks else {}
 
     @property
     def unsupervised_tokens(self) -> tuple[str, ...]:
@@ -190,6 +199,22 @@ FAMILIES: dict[str, Family] = {
             default_model="unsloth/Qwen3-VL-8B-Instruct",
             tiny_name="tiny-qwen3-vl",
             **_QWEN3_VL_CHAT,
+        ),
+        # Qwen3.5 (natively multimodal; Gated DeltaNet linear-attention layers, 3 of every 4,
+        # between full-attention ones): Qwen3-VL's processor and image tokens. The hub's chat
+        # template (TRL's qwen3_5_think.jinja for 4B and up, qwen3_5_nothink.jinja below) writes
+        # "<think>\n\n</think>\n\n" before the answer of the last assistant turn, so the
+        # supervised answer starts with it; the 4B+ generation prompt opens a think block unless
+        # enable_thinking=False, which generation passes (`template_thinks`).
+        Family(
+            key="qwen3.5",
+            model_type="qwen3_5",
+            default_model="unsloth/Qwen3.5-4B",
+            tiny_name="tiny-qwen3.5",
+            **_QWEN3_VL_CHAT,
+            template_thinks=True,
+            fp16_unsafe="Qwen3.5's Gated DeltaNet layers give NaN gradients in float16 (Unsloth "
+            "computes it in float32 on GPUs without bf16 too)",
         ),
         # Gemma 3 (TRL's gemma3.jinja = the hub's): "<bos><start_of_turn>user\n...<end_of_turn>\n
         # <start_of_turn>model\n...<end_of_turn>\n", a system message folded into the first user

@@ -86,7 +86,10 @@ def _inputs(loaded: LoadedModel, records: list[dict], max_side: int, system_prom
     processor = loaded.processor
     texts = [
         processor.apply_chat_template(
-            prompt_messages(r, system_prompt), tokenize=False, add_generation_prompt=True
+            prompt_messages(r, system_prompt),
+            tokenize=False,
+            add_generation_prompt=True,
+            **loaded.family.generation_template_kwargs,
         )
         for r in records
     ]

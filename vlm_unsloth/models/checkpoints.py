@@ -120,6 +120,18 @@ KNOWN_ARCHITECTURES: tuple[KnownArchitecture, ...] = (
     KnownArchitecture(
         "qwen3-vl-2b", "qwen3-vl", (2048, 28), _QWEN3_VL, _mirrors("Qwen", "Qwen3-VL-2B-Instruct"),
     ),
+    # Qwen3.5's dense chat checkpoints (no "-Instruct"; the -Base ones are not listed): the
+    # language model's shape, read from copies of their config.json (the official files could
+    # not be reached from here); Qwen3-VL's image processor.
+    *(
+        KnownArchitecture(
+            f"qwen3.5-{size.lower()}", "qwen3.5", shape, _QWEN3_VL,
+            (f"Qwen/Qwen3.5-{size}", f"unsloth/Qwen3.5-{size}"),
+        )
+        for size, shape in (
+            ("0.8B", (1024, 24)), ("2B", (2048, 24)), ("4B", (2560, 32)), ("9B", (4096, 32)),
+        )
+    ),  # fmt: skip
     # Gemma 3 instruction-tuned (-it) checkpoints; the -pt ones have no chat template.
     KnownArchitecture(
         "gemma-3-4b", "gemma3", (2560, 34), _GEMMA3, _mirrors("google", "gemma-3-4b-it"),

@@ -25,6 +25,8 @@ from vlm_unsloth.models.tiny_qwen3_gemma3 import (
     fill_gemma3_projector,
     gemma3_config,
     gemma3_processor,
+    qwen3_5_config,
+    qwen3_5_processor,
     qwen3_vl_config,
     qwen3_vl_processor,
 )
@@ -452,6 +454,9 @@ ARCHITECTURES: dict[str, TinyArchitecture] = {
     "llava": TinyArchitecture(_pixtral_processor, _pixtral_config, "LlavaForConditionalGeneration"),
     "qwen3_vl": TinyArchitecture(
         qwen3_vl_processor, qwen3_vl_config, "Qwen3VLForConditionalGeneration"
+    ),
+    "qwen3_5": TinyArchitecture(
+        qwen3_5_processor, qwen3_5_config, "Qwen3_5ForConditionalGeneration"
     ),
     "gemma3": TinyArchitecture(
         gemma3_processor,

@@ -1,5 +1,5 @@
-"""The parts of the tiny Qwen3-VL and Gemma 3 checkpoints (processor, config, random-init fix),
-which `models/tiny_architectures.py` lists under their `config.model_type`.
+"""The parts of the tiny Qwen3-VL, Qwen3.5 and Gemma 3 checkpoints (processor, config,
+random-init fix), which `models/tiny_architectures.py` lists under their `config.model_type`.
 
     from vlm_unsloth.models.tiny_architectures import ARCHITECTURES
     processor = ARCHITECTURES["gemma3"].processor(real_size=False)
@@ -44,7 +44,7 @@ QWEN3_VL_IMAGE_SIZE = {"shortest_edge": 65_536, "longest_edge": 16_777_216}
 QWEN3_VL_VIDEO_SIZE = {"shortest_edge": 4_096, "longest_edge": 25_165_824}
 
 
-def qwen3_vl_processor(real_size: bool = False):
+def qwen3_vl_processor(real_size: bool = False, *, chat_template: str = "qwen3_vl.jinja"):
     """The hub's Qwen3-VL processor (the same at every size) with the tiny tokenizer."""
     from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
@@ -65,7 +65,7 @@ def qwen3_vl_processor(real_size: bool = False):
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,
-        chat_template=trl_template("qwen3_vl.jinja"),  # the hub's Instruct template
+        chat_template=trl_template(chat_template),  # the hub's template
     )
 
 
@@ -111,6 +111,73 @@ def qwen3_vl_config(tokenizer, text=None, vision=None, top=None):
         hidden_act="gelu_pytorch_tanh",
     ) | (vision or {})
     return Qwen3VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+        **({"tie_word_embeddings": False} | (top or {})),
+    )
+
+
+# --- Qwen3.5 -----------------------------------------------------------------------------------
+
+
+def qwen3_5_processor(real_size: bool = False):
+    """Qwen3.5's processor: Qwen3-VL's (its preprocessor_config.json is the same), with the chat
+    template Qwen3.5-4B and larger ship (a think block opens the generation prompt by default)."""
+    return qwen3_vl_processor(real_size, chat_template="qwen3_5_think.jinja")
+
+
+def qwen3_5_config(tokenizer, text=None, vision=None, top=None):
+    """Tiny Qwen3.5: one Gated DeltaNet (linear attention) layer and one gated full-attention
+    layer (the real 3:1 pattern's two kinds), a 2-block vision tower without DeepStack."""
+    from transformers import Qwen3_5Config
+
+    ids = tokenizer.convert_tokens_to_ids
+    text_config = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=TEXT_HIDDEN,
+        intermediate_size=TEXT_INTERMEDIATE,
+        num_hidden_layers=2,
+        layer_types=["linear_attention", "full_attention"],
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,  # RoPE turns a quarter of it (as the real 256): 8 dims, 4 frequencies
+        linear_num_key_heads=2,
+        linear_num_value_heads=4,
+        linear_key_head_dim=16,
+        linear_value_head_dim=16,
+        linear_conv_kernel_dim=4,
+        max_position_embeddings=4096,
+        # Interleaved M-RoPE over the rotated quarter of each head, as the real [11, 11, 10]
+        # splits its 32 frequencies.
+        rope_parameters={
+            "rope_type": "default", "rope_theta": 10_000_000.0, "partial_rotary_factor": 0.25,
+            "mrope_section": [2, 1, 1], "mrope_interleaved": True,
+        },
+        bos_token_id=None,
+        eos_token_id=ids("<|im_end|>"),
+        pad_token_id=ids("<|endoftext|>"),
+    ) | (text or {})  # fmt: skip
+    rope = text_config["rope_parameters"]
+    rotated = int(text_config["head_dim"] * rope["partial_rotary_factor"])
+    if sum(rope["mrope_section"]) != rotated // 2:
+        raise ValueError("mrope_section must split the rotated head dims / 2 frequencies")
+    vision_config = dict(
+        depth=2,
+        hidden_size=VISION_HIDDEN,
+        intermediate_size=2 * VISION_HIDDEN,
+        num_heads=2,
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        out_hidden_size=text_config["hidden_size"],
+        num_position_embeddings=2304,  # the hub's learned 48 x 48 grid, resampled per image
+        hidden_act="gelu_pytorch_tanh",
+    ) | (vision or {})
+    return Qwen3_5Config(
         text_config=text_config,
         vision_config=vision_config,
         image_token_id=ids("<|image_pad|>"),

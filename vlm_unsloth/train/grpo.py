@@ -373,6 +373,8 @@ def build_trainer(
         generation_kwargs={"suppress_tokens": media_token_ids(tokenizer, loaded.family)},
         # `answer` and `source` must reach the rewards (GRPOConfig's default too).
         remove_unused_columns=False,
+        # Prompts end as at inference (Qwen3.5: an empty think block, not an open one).
+        chat_template_kwargs=loaded.family.generation_template_kwargs,
     )
     end_completions_at_end_of_turn(loaded.model, tokenizer, loaded.family)
     # Prompts are never truncated (TRL 1.14 has no max_prompt_length): validation rejected every
