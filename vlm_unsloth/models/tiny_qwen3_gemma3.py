@@ -95,29 +95,46 @@ def qwen3_vl_config(tokenizer, text=None, vision=None, top=None):
     ) | (text or {})  # fmt: skip
     if sum(text_config["rope_parameters"]["mrope_section"]) != text_config["head_dim"] // 2:
         raise ValueError("mrope_section must split head_dim / 2 frequencies")
-    vision_config = dict(
+    vision_config = _qwen3_tower(
+        text_config["hidden_size"],
         depth=3,
+        # DeepStack: the features after these vision blocks (each through its own merger) are
+        # added to the hidden states of the first text layers. Real 8B: [8, 16, 24].
+        deepstack_visual_indexes=[0, 1],
+    ) | (vision or {})
+    return Qwen3VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        **_qwen_media_token_ids(tokenizer),
+        **({"tie_word_embeddings": False} | (top or {})),
+    )
+
+
+def _qwen3_tower(out_hidden_size: int, **settings) -> dict:
+    """The tiny Qwen3-VL / Qwen3.5 vision tower: 16 px patches merged 2 x 2 into the text
+    width, the hub's learned 48 x 48 position grid (resampled per image)."""
+    return dict(
         hidden_size=VISION_HIDDEN,
         intermediate_size=2 * VISION_HIDDEN,
         num_heads=2,
         patch_size=16,
         spatial_merge_size=2,
         temporal_patch_size=2,
-        out_hidden_size=text_config["hidden_size"],
-        num_position_embeddings=2304,  # the hub's learned 48 x 48 grid, resampled per image
-        # DeepStack: the features after these vision blocks (each through its own merger) are
-        # added to the hidden states of the first text layers. Real 8B: [8, 16, 24].
-        deepstack_visual_indexes=[0, 1],
+        out_hidden_size=out_hidden_size,
+        num_position_embeddings=2304,
         hidden_act="gelu_pytorch_tanh",
-    ) | (vision or {})
-    return Qwen3VLConfig(
-        text_config=text_config,
-        vision_config=vision_config,
+        **settings,
+    )
+
+
+def _qwen_media_token_ids(tokenizer) -> dict:
+    """The config's ids of Qwen's image, video and vision start/end tokens."""
+    ids = tokenizer.convert_tokens_to_ids
+    return dict(
         image_token_id=ids("<|image_pad|>"),
         video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"),
         vision_end_token_id=ids("<|vision_end|>"),
-        **({"tie_word_embeddings": False} | (top or {})),
     )
 
 
@@ -165,25 +182,11 @@ def qwen3_5_config(tokenizer, text=None, vision=None, top=None):
     rotated = int(text_config["head_dim"] * rope["partial_rotary_factor"])
     if sum(rope["mrope_section"]) != rotated // 2:
         raise ValueError("mrope_section must split the rotated head dims / 2 frequencies")
-    vision_config = dict(
-        depth=2,
-        hidden_size=VISION_HIDDEN,
-        intermediate_size=2 * VISION_HIDDEN,
-        num_heads=2,
-        patch_size=16,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        out_hidden_size=text_config["hidden_size"],
-        num_position_embeddings=2304,  # the hub's learned 48 x 48 grid, resampled per image
-        hidden_act="gelu_pytorch_tanh",
-    ) | (vision or {})
+    vision_config = _qwen3_tower(text_config["hidden_size"], depth=2) | (vision or {})
     return Qwen3_5Config(
         text_config=text_config,
         vision_config=vision_config,
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"),
+        **_qwen_media_token_ids(tokenizer),
         **({"tie_word_embeddings": False} | (top or {})),
     )
 
