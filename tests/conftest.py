@@ -94,6 +94,11 @@ def assert_same_adapters(expected_run: Path, run: Path) -> None:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
+def must_not_be_called(*args, **kwargs):
+    """Stands in for a function a test proves is never reached."""
+    raise AssertionError("called")
+
+
 def forward_input_recorder(*, graph_only: bool = False):
     """A TrainerCallback recording, in `.calls`, the tensor inputs (name -> shape) of every
     forward of the VLM inside PEFT; with `graph_only`, only forwards that build a graph (a

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY_MODELS
+from conftest import REPO, TINY_MODELS, must_not_be_called
 from datasets import Dataset
 from PIL import Image
 from tasks import colour_training_args, write_colour_task
@@ -304,13 +304,9 @@ def test_train_grpo_logs_saves_and_resumes(name, tmp_path, one_thread):
     from vlm_unsloth.train import steps as train_steps
 
     with pytest.MonkeyPatch.context() as patched:
-        patched.setattr(train_steps, "load_model_for_training", _must_not_be_called)
+        patched.setattr(train_steps, "load_model_for_training", must_not_be_called)
         assert grpo_main([*common, "--max-steps", "3", "--resume"]) == 0
     assert json.loads((output / "summary.json").read_text()) == resumed
-
-
-def _must_not_be_called(*args, **kwargs):
-    raise AssertionError("called")
 
 
 @pytest.mark.slow

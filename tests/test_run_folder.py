@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import must_not_be_called
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -54,10 +55,6 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
     }
-
-
-def _must_not_be_called(*args, **kwargs):
-    raise AssertionError("called")
 
 
 def _printed(capsys) -> str:
@@ -112,7 +109,7 @@ def test_resuming_a_finished_run_changes_nothing_and_a_cut_short_end_is_complete
 
     ctrl_c = signal.getsignal(signal.SIGINT)
     with monkeypatch.context() as patched:  # nothing left to do: the model is not even loaded
-        patched.setattr(steps, "load_model_for_training", _must_not_be_called)
+        patched.setattr(steps, "load_model_for_training", must_not_be_called)
         again = train_sft(*_args(run, resume=True))
     assert "already finished" in _printed(capsys)
     assert signal.getsignal(signal.SIGINT) is ctrl_c  # given back though training never began

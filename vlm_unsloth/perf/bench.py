@@ -289,8 +289,8 @@ def _run_one(
         return row
     measured = [
         log
-        for log in _step_logs(output)
-        if log["step"] > args.warmup_steps and "samples_per_second" in log
+        for log in run_dir.read_metrics(output)
+        if "loss" in log and log["step"] > args.warmup_steps and "samples_per_second" in log
     ]
     summary = json.loads((output / run_dir.SUMMARY_FILE).read_text())
     row.batch = f"{summary['batch_size']}x{summary['grad_accum']}"
@@ -305,11 +305,6 @@ def _run_one(
     if flops and args.command == "train-sft":  # GRPO's steps also sample: not 6 x N x tokens
         row.mfu = 6 * summary["parameters"]["total"] * row.tokens_per_second / flops
     return row
-
-
-def _step_logs(output: Path) -> list[dict]:
-    """The training-step lines of a finished run's metrics.jsonl."""
-    return [log for log in run_dir.read_metrics(output) if "loss" in log]
 
 
 def _steps_logged(output: Path) -> int:
