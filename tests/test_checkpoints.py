@@ -341,6 +341,8 @@ REAL_PARAMETERS = {
     "smolvlm2-2.2b": 2.25e9,
     "pixtral-12b": 12.68e9,
     "qwen3-vl-8b": 8.77e9,
+    "qwen3-vl-4b": 4.44e9,
+    "qwen3-vl-2b": 2.13e9,
     "gemma-3-4b": 4.30e9,
     "gemma-3-12b": 12.19e9,
 }

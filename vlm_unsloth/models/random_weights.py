@@ -29,6 +29,19 @@ _SMOLLM2_1_7B = dict(
     num_attention_heads=32, num_key_value_heads=32, rms_norm_eps=1e-5,
 )  # fmt: skip
 """SmolVLM's 2.2B text model; the two SmolVLM generations differ in context and RoPE base."""
+_QWEN3_TEXT = dict(
+    vocab_size=151936, num_key_value_heads=8, head_dim=128, max_position_embeddings=262144,
+    rms_norm_eps=1e-6,
+    rope_parameters={
+        "rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [24, 20, 20],
+        "mrope_interleaved": True,
+    },
+)  # fmt: skip
+"""What every Qwen3-VL size's language model shares."""
+_QWEN3_VL_SMALL_VIT = dict(
+    depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16,
+    deepstack_visual_indexes=[5, 11, 17],
+)  # fmt: skip
 
 # Values from the hub checkpoints' config.json files. Keys are the memory planner's architecture
 # names (models/checkpoints.py maps hub names to them). "config": top-level config overrides.
@@ -122,19 +135,35 @@ REAL_ARCHITECTURES: dict[str, dict] = {
     "qwen3-vl-8b": dict(
         family="qwen3-vl",
         text_config=dict(
-            vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
-            num_attention_heads=32, num_key_value_heads=8, head_dim=128,
-            max_position_embeddings=262144, rms_norm_eps=1e-6,
-            rope_parameters={
-                "rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [24, 20, 20],
-                "mrope_interleaved": True,
-            },
-        ),
+            _QWEN3_TEXT, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
+            num_attention_heads=32,
+        ),  # fmt: skip
         vision_config=dict(
             depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16,
             deepstack_visual_indexes=[8, 16, 24],
         ),
         config=dict(tie_word_embeddings=False),
+    ),
+    # Qwen3-VL-4B / -2B-Instruct: Qwen3-4B- and Qwen3-1.7B-sized text models with tied
+    # embeddings, and one smaller 24-block ViT (DeepStack from blocks 5, 11 and 17) for both.
+    # From copies of the hub's config.json seen in public code (no Hub here).
+    "qwen3-vl-4b": dict(
+        family="qwen3-vl",
+        text_config=dict(
+            _QWEN3_TEXT, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
+            num_attention_heads=32,
+        ),  # fmt: skip
+        vision_config=dict(_QWEN3_VL_SMALL_VIT, out_hidden_size=2560),
+        config=dict(tie_word_embeddings=True),
+    ),
+    "qwen3-vl-2b": dict(
+        family="qwen3-vl",
+        text_config=dict(
+            _QWEN3_TEXT, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
+            num_attention_heads=16,
+        ),  # fmt: skip
+        vision_config=dict(_QWEN3_VL_SMALL_VIT, out_hidden_size=2048),
+        config=dict(tie_word_embeddings=True),
     ),
     # gemma-3-4b-it / -12b-it (= unsloth/gemma-3-*-it): 5 sliding-window (1,024) layers per
     # global one, 256-wide heads, embeddings tied; SigLIP so400m at 896 px (64 x 64 patches
