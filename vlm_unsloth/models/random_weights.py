@@ -165,6 +165,30 @@ REAL_ARCHITECTURES: dict[str, dict] = {
         vision_config=dict(_QWEN3_VL_SMALL_VIT, out_hidden_size=2048),
         config=dict(tie_word_embeddings=True),
     ),
+    # Qwen3.5-9B (= unsloth/Qwen3.5-9B): three Gated DeltaNet layers per gated full-attention
+    # one, 256-wide heads with a quarter rotated, Qwen3-VL-8B's tower without DeepStack. From a
+    # copy of the hub's config.json in public code (no Hub here). The multi-token-prediction
+    # layer the hub's files also hold is not part of transformers' model, nor of this one.
+    "qwen3.5-9b": dict(
+        family="qwen3.5",
+        text_config=dict(
+            vocab_size=248320, hidden_size=4096, intermediate_size=12288, num_hidden_layers=32,
+            layer_types=(["linear_attention"] * 3 + ["full_attention"]) * 8,
+            num_attention_heads=16, num_key_value_heads=4, head_dim=256,
+            linear_num_key_heads=16, linear_num_value_heads=32, linear_key_head_dim=128,
+            linear_value_head_dim=128, linear_conv_kernel_dim=4, max_position_embeddings=262144,
+            rms_norm_eps=1e-6,
+            rope_parameters={
+                "rope_type": "default", "rope_theta": 10_000_000.0, "partial_rotary_factor": 0.25,
+                "mrope_section": [11, 11, 10], "mrope_interleaved": True,
+            },
+        ),
+        vision_config=dict(
+            depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16,
+            out_hidden_size=4096, deepstack_visual_indexes=[],
+        ),
+        config=dict(tie_word_embeddings=False),
+    ),
     # gemma-3-4b-it / -12b-it (= unsloth/gemma-3-*-it): 5 sliding-window (1,024) layers per
     # global one, 256-wide heads, embeddings tied; SigLIP so400m at 896 px (64 x 64 patches
     # pooled into 256 soft tokens). From memory of the hub's config.json; the image geometry and
