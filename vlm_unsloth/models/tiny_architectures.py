@@ -20,7 +20,7 @@ from typing import Any
 from vlm_unsloth.models.tiny_qwen3_gemma3 import (
     QWEN_SPECIAL_TOKENS,
     TEXT_HIDDEN,
-    TEXT_INTERMEDIATE,
+    TINY_TEXT_SHAPE,
     VISION_HIDDEN,
     fill_gemma3_projector,
     gemma3_config,
@@ -125,12 +125,8 @@ def _qwen_config(model_type: str) -> Callable[..., Any]:
 
         ids = tokenizer.convert_tokens_to_ids
         text_config = dict(
+            TINY_TEXT_SHAPE,
             vocab_size=len(tokenizer),
-            hidden_size=TEXT_HIDDEN,
-            intermediate_size=TEXT_INTERMEDIATE,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
             max_position_embeddings=4096,
             # M-RoPE splits head_dim/2 frequencies over (time, height, width), as [16, 24, 24]
             # does for the real 128-wide heads.
@@ -211,13 +207,10 @@ def _mllama_config(tokenizer, text=None, vision=None, top=None):
         max_num_tiles=4,
     ) | (vision or {})
     text_config = dict(
+        TINY_TEXT_SHAPE,
         vocab_size=image_id,
-        hidden_size=TEXT_HIDDEN,
-        intermediate_size=TEXT_INTERMEDIATE,
         num_hidden_layers=3,
         cross_attention_layers=[1],
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=4096,
         bos_token_id=ids("<|begin_of_text|>"),
         eos_token_id=ids("<|eot_id|>"),
@@ -325,13 +318,9 @@ def _smolvlm_config(model_type: str) -> Callable[..., Any]:
             patch_size=geometry["patch"],
         ) | (vision or {})
         text_config = dict(
+            TINY_TEXT_SHAPE,
             model_type="llama",
             vocab_size=len(tokenizer),
-            hidden_size=TEXT_HIDDEN,
-            intermediate_size=TEXT_INTERMEDIATE,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
             max_position_embeddings=8192,
             rms_norm_eps=1e-5,
             bos_token_id=ids("<|im_start|>"),
@@ -396,13 +385,9 @@ def _pixtral_config(tokenizer, text=None, vision=None, top=None):
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
     ) | (vision or {})
     text_config = dict(
+        TINY_TEXT_SHAPE,
         model_type="mistral",
         vocab_size=len(tokenizer),
-        hidden_size=TEXT_HIDDEN,
-        intermediate_size=TEXT_INTERMEDIATE,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         head_dim=TEXT_HIDDEN // 4,
         max_position_embeddings=8192,
         sliding_window=None,

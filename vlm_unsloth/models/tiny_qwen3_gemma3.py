@@ -20,6 +20,11 @@ from vlm_unsloth.models.tiny_tokenizer import train_tokenizer, trl_template
 TEXT_HIDDEN = 64
 TEXT_INTERMEDIATE = 128
 VISION_HIDDEN = 64
+TINY_TEXT_SHAPE = dict(
+    hidden_size=TEXT_HIDDEN, intermediate_size=TEXT_INTERMEDIATE, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=2,
+)  # fmt: skip
+"""Every tiny language model's shape (each config adds its family's own keys)."""
 
 # --- Qwen3-VL ----------------------------------------------------------------------------------
 
@@ -75,12 +80,8 @@ def qwen3_vl_config(tokenizer, text=None, vision=None, top=None):
 
     ids = tokenizer.convert_tokens_to_ids
     text_config = dict(
+        TINY_TEXT_SHAPE,
         vocab_size=len(tokenizer),
-        hidden_size=TEXT_HIDDEN,
-        intermediate_size=TEXT_INTERMEDIATE,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         head_dim=16,  # the config's default is 128 (q_proj would be 64 -> 512 wide)
         max_position_embeddings=4096,
         # Interleaved M-RoPE over head_dim/2 = 8 frequencies, as [24, 20, 20] splits the real
@@ -154,13 +155,9 @@ def qwen3_5_config(tokenizer, text=None, vision=None, top=None):
 
     ids = tokenizer.convert_tokens_to_ids
     text_config = dict(
+        TINY_TEXT_SHAPE,
         vocab_size=len(tokenizer),
-        hidden_size=TEXT_HIDDEN,
-        intermediate_size=TEXT_INTERMEDIATE,
-        num_hidden_layers=2,
         layer_types=["linear_attention", "full_attention"],
-        num_attention_heads=4,
-        num_key_value_heads=2,
         head_dim=32,  # RoPE turns a quarter of it (as the real 256): 8 dims, 4 frequencies
         linear_num_key_heads=2,
         linear_num_value_heads=4,
@@ -270,12 +267,8 @@ def gemma3_config(tokenizer, text=None, vision=None, top=None):
         hidden_act="gelu_pytorch_tanh",
     ) | (vision or {})
     text_config = dict(
+        TINY_TEXT_SHAPE,
         vocab_size=len(tokenizer),
-        hidden_size=TEXT_HIDDEN,
-        intermediate_size=TEXT_INTERMEDIATE,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         head_dim=16,
         query_pre_attn_scalar=16,
         layer_types=["sliding_attention", "full_attention"],
