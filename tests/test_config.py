@@ -81,6 +81,36 @@ def test_missing_config_file_is_an_error():
         parse_args(ALL, ["--config", "nowhere.yaml"])
 
 
+def test_a_key_repeated_in_a_yaml_config_is_refused_with_both_lines(tmp_path, capsys):
+    """PyYAML would keep the last value (lora_r 64) without a word."""
+    from vlm_unsloth.cli import train_sft_main
+
+    config = tmp_path / "run.yaml"
+    config.write_text("model: tiny-qwen2-vl\nbackend: hf\nlora_r: 8\nmax_side: 768\nlora_r: 64\n")
+    with pytest.raises(ConfigError) as error:
+        parse_args(ALL, ["--config", str(config)])
+    assert str(error.value) == f"{config}: key lora_r appears twice (lines 3 and 5) — keep one"
+    # Through the CLI: read before anything loads (the backend is peeked from the same file).
+    assert train_sft_main(["--config", str(config), "--output-dir", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"error: {error.value}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_key_repeated_in_a_runs_saved_options_is_refused_too(tmp_path):
+    """run_config.yaml is read by the same reader: --resume must not pick one value silently."""
+    run, _ = _started_run(tmp_path, *RUN_FLAGS)
+    saved = run / "run_config.yaml"
+    text = saved.read_text().replace("DataArgs:\n", "DataArgs:\n  max_side: 512\n")
+    saved.write_text(text)  # DataArgs already has max_side: 1024 further down
+    lines = [n for n, line in enumerate(text.splitlines(), 1) if line.startswith("  max_side:")]
+    assert len(lines) == 2
+    with pytest.raises(OutputDirError) as error:
+        parse_args(ALL, ["--output-dir", str(run), "--resume"])
+    assert str(error.value) == (
+        f"{saved}: key max_side appears twice (lines {lines[0]} and {lines[1]}) — keep one"
+    )
+
+
 def test_every_problem_is_reported_at_once():
     with pytest.raises(ConfigError) as error:
         parse_args(ALL, ["--batch-size", "0", "--max-side", "10", "--overwrite", "--resume"])

@@ -28,6 +28,7 @@ from vlm_unsloth.config_types import flag_problem, yaml_value_problems
 from vlm_unsloth.errors import ConfigError
 from vlm_unsloth.families import FAMILIES
 from vlm_unsloth.resume_options import check_resume_keeps_the_run, resumed_run_options
+from vlm_unsloth.yaml_files import read_yaml
 
 BACKENDS = ("auto", "unsloth", "hf")
 QUANTIZATIONS = ("auto", "4bit", "8bit", "16bit")
@@ -336,12 +337,7 @@ def _config_path(argv: list[str]) -> Path | None:
 
 
 def _checked_yaml_values(path: Path, dataclass_types: Sequence[type]) -> dict[str, Any]:
-    import yaml
-
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"not valid YAML ({error})".splitlines()[0], where=str(path)) from error
+    values = read_yaml(path, error=ConfigError)
     if not isinstance(values, dict):
         raise ConfigError("must be a YAML mapping of option: value", where=str(path))
     known = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)} | {"env"}
