@@ -381,3 +381,24 @@ def test_an_unreadable_run_config_is_one_line_naming_it(tmp_path):
     (run / "run_config.yaml").write_text("just text\n")
     with pytest.raises(OutputDirError, match=r"cannot read the run's options \(not a mapping\)"):
         parse_args(ALL, ["--output-dir", str(run), "--resume"])
+
+
+def test_a_wrong_typed_value_in_the_runs_options_names_the_file_not_a_flag(tmp_path, capsys):
+    """A hand-edited run_config.yaml is checked like a --config file: the line names the file
+    and the key (no --max-side was typed), and text a flag would take still works."""
+    from vlm_unsloth.cli import train_sft_main
+
+    run, _ = _started_run(tmp_path, *RUN_FLAGS)
+    saved = run / "run_config.yaml"
+    text = saved.read_text()
+    saved.write_text(text.replace("  max_side: 1024\n", "  max_side: banana\n"))
+    argv = ["--output-dir", str(run), "--resume"]
+    with pytest.raises(OutputDirError) as error:
+        parse_args(ALL, argv)
+    assert str(error.value) == (
+        f"{saved}: DataArgs.max_side: expected an integer, got 'banana' — write each value as "
+        "its option takes it (train_sft.py --help lists them)"
+    )
+    assert train_sft_main(argv) == 2 and capsys.readouterr().err == f"error: {error.value}\n"
+    saved.write_text(text.replace("  max_side: 1024\n", "  max_side: '1024'\n"))
+    assert parse_args(ALL, argv)[2].max_side == 1024
