@@ -70,6 +70,7 @@ def _read_file(path: Path, *, base_dir: Path, name: str) -> RawTable:
             where="--dataset",
             fix=f"use one of {', '.join(_FILE_BUILDERS)}",
         )
+    _check_text_file(path, builder)
     options: dict[str, Any] = _csv_options(path) if builder == "csv" else {}
     try:
         rows = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
@@ -175,15 +176,8 @@ def _csv_options(path: Path) -> dict[str, Any]:
     cell as text ("3.10" must not become 3.1, nor an answer "NA" a null)."""
     # utf-8-sig: Excel's "CSV UTF-8" starts with a byte order mark, which would otherwise stick
     # to the first column's name ("\ufeffimage"); files without one read the same.
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            header_line = handle.readline()
-    except UnicodeDecodeError as error:
-        raise DataError(
-            f"{path.name} is not UTF-8 text ({error.reason} at byte {error.start})",
-            where=str(path),
-            fix='save it as UTF-8 (Excel: "CSV UTF-8 (Comma delimited)")',
-        ) from error
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # UTF-8: _check_text_file
+        header_line = handle.readline()
     # The separator that splits the header into the most columns: Excel writes ";" where the
     # decimal separator is a comma, and tab-separated exports are common. A tie keeps ",".
     separator = max(_SEPARATOR_NAMES, key=lambda sep: len(_split_line(header_line, sep)))
@@ -198,33 +192,64 @@ def _csv_options(path: Path) -> dict[str, Any]:
     }
 
 
+def _check_text_file(path: Path, builder: str) -> None:
+    """A JSON, JSON Lines or CSV file must be UTF-8 and hold something: one line naming the first
+    line that is not UTF-8 (pyarrow reads such bytes into its strings unchecked, and the error
+    comes rows later, naming no row), or saying the file is empty (datasets then fails with a
+    bare StopIteration). Read as bytes, one line at a time: any size of file, little memory."""
+    if builder not in ("json", "csv"):
+        return  # Parquet holds typed columns, not lines of text
+    content = False
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                column = len(line[: error.start].decode("utf-8")) + 1
+                raise DataError(
+                    f"line {number} is not UTF-8 text (byte 0x{line[error.start]:02x} at column "
+                    f"{column})",
+                    where=str(path),
+                    fix="save the file as UTF-8"
+                    + (' (Excel: "CSV UTF-8 (Comma delimited)")' if builder == "csv" else ""),
+                ) from error
+            content = content or bool(text.strip())
+    if not content:
+        if builder == "csv":
+            fix = "add a header line and one row a line"
+        elif path.name in _METADATA_FILES:
+            fix = 'add one row a line for the folder\'s images, e.g. {"file_name": "001.png", '
+            fix += '"question": "...", "answer": "..."}'
+        else:
+            fix = "add one row a line, or pass the file that holds the rows"
+        raise DataError("the file is empty: it has no rows", where=str(path), fix=fix)
+
+
 def _split_line(line: str, separator: str) -> list[str]:
     return next(csv.reader([line], delimiter=separator), [])
 
 
 def _invalid_json_line(path: Path) -> str | None:
     """`line N: <what is wrong>` for the first line of `path` that is not valid JSON, numbered as
-    in an editor; None when none is found (the problem is elsewhere, e.g. a column's type)."""
-    try:
-        if path.suffix.lower() == ".json":
-            try:  # a whole document: a list of rows (the problem is then elsewhere) or an error
-                json.loads(path.read_text(encoding="utf-8"))
-                return None
+    in an editor; None when none is found (the problem is elsewhere, e.g. a column's type). The
+    file is UTF-8 (`_check_text_file`)."""
+    if path.suffix.lower() == ".json":
+        try:  # a whole document: a list of rows (the problem is then elsewhere) or an error
+            json.loads(path.read_text(encoding="utf-8"))
+            return None
+        except json.JSONDecodeError as error:
+            if error.msg != "Extra data":  # "Extra data": one object a line, as in JSONL
+                return f"line {error.lineno}: {error.msg} (column {error.colno})"
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
             except json.JSONDecodeError as error:
-                if error.msg != "Extra data":  # "Extra data": one object a line, as in JSONL
-                    return f"line {error.lineno}: {error.msg} (column {error.colno})"
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    return f"line {number}: {error.msg} (column {error.colno})"
-                if not isinstance(row, dict):
-                    return f"line {number}: not a JSON object ({{...}}), one row a line"
-    except UnicodeDecodeError as error:
-        return f"not UTF-8 text ({error.reason} at byte {error.start})"
+                return f"line {number}: {error.msg} (column {error.colno})"
+            if not isinstance(row, dict):
+                return f"line {number}: not a JSON object ({{...}}), one row a line"
     return None
 
 
