@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from vlm_unsloth.config import (
     TrainArgs,
     chosen_backend,
     chosen_model,
+    option_origin,
     parse_args,
 )
 from vlm_unsloth.errors import ConfigError, OutputDirError
@@ -402,3 +404,47 @@ def test_a_wrong_typed_value_in_the_runs_options_names_the_file_not_a_flag(tmp_p
     assert train_sft_main(argv) == 2 and capsys.readouterr().err == f"error: {error.value}\n"
     saved.write_text(text.replace("  max_side: 1024\n", "  max_side: '1024'\n"))
     assert parse_args(ALL, argv)[2].max_side == 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# A preset's value is blamed on the preset, and `none` clears it (issue #33, item 12)
+
+SMOL_PRESET = "smolvlm-instruct-12gb.yaml"  # eval_split: val (ChartQA's)
+
+
+def test_a_presets_eval_split_is_cleared_with_none():
+    from conftest import REPO
+
+    preset = str(REPO / "configs" / SMOL_PRESET)
+    assert parse_args(ALL, ["--config", preset])[2].eval_split == "val"
+    for cleared in ("none", "None", ""):
+        data = parse_args(ALL, ["--config", preset, "--eval-split", cleared])[2]
+        assert data.eval_split is None
+    data = parse_args(ALL, ["--config", preset, "--eval-dataset", "none"])[2]
+    assert data.eval_dataset is None and data.eval_split == "val"
+
+
+def test_a_presets_eval_split_missing_from_the_data_names_the_preset_and_key(tmp_path, capsys):
+    """The preset's split, not one the user typed: the line names the file and its key (it said
+    --split), and how to clear it."""
+    from conftest import REPO
+
+    from vlm_unsloth.cli import train_sft_main
+
+    rows = tmp_path / "my.jsonl"
+    image = REPO / "vlm_unsloth" / "data" / "demo" / "images" / "bar_0001.png"
+    rows.write_text(json.dumps({"image": str(image), "question": "q", "answer": "a"}) + "\n")
+    preset = str(REPO / "configs" / SMOL_PRESET)
+    argv = ["--config", preset, "--dataset", str(rows), "--model", "tiny-smolvlm",
+            "--backend", "hf", "--output-dir", str(tmp_path / "out")]  # fmt: skip
+    assert train_sft_main(argv) == 2
+    what = "my.jsonl is a single file, so it has no split 'val' — drop the eval split "
+    what += "(--eval-split none clears a --config file's), hold out rows with --eval-fraction, "
+    what += "or pass an eval file with --eval-dataset"
+    err = capsys.readouterr().err  # after the model's loading notices
+    assert err.splitlines()[-1] == f"error: {preset}: eval_split: {what}" and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+    # Typed on the command line, the flag is what the line names; the file's other keys too.
+    assert option_origin("--eval-split", [*argv, "--eval-split=val"]) is None
+    assert option_origin("--max-samples", argv) == f"{preset}: max_samples"
+    assert option_origin("--seed", argv) is None  # the preset does not set it

@@ -324,6 +324,25 @@ def _peeked_values(
     }
 
 
+def option_origin(flag: str | None, argv: Sequence[str]) -> str | None:
+    """`FILE: key` when the value of option `flag` (e.g. --eval-split) came from the --config
+    file FILE because the command line `argv` did not set it, for an error to blame the line the
+    user wrote rather than a flag they never typed; None otherwise (and for anything that is not
+    an option's flag)."""
+    key = (flag or "")[2:].replace("-", "_")
+    spellings = {f"--{key}", f"--{key.replace('_', '-')}"}
+    if not (flag or "").startswith("--") or not key.isidentifier() or key == "config":
+        return None
+    if any(arg.split("=", 1)[0] in spellings for arg in argv):
+        return None
+    try:
+        path = _config_path(list(argv))
+        values = read_yaml(path, error=ConfigError) if path else None
+    except ConfigError:  # the file's own problem was reported when it was read
+        return None
+    return f"{path}: {key}" if isinstance(values, dict) and key in values else None
+
+
 def _config_path(argv: list[str]) -> Path | None:
     if "--config" not in argv:
         return None
@@ -363,6 +382,8 @@ def to_dict(*configs: Any) -> dict[str, dict[str, Any]]:
 
 DEMO_DATASET = "demo"
 COLOUR_DEMO_DATASET = "demo-colours"
+CLEARABLE = ("eval_dataset", "eval_split")
+"""Options that `--NAME none` clears (a preset may set them; a flag cannot pass null)."""
 
 
 @dataclass
@@ -389,10 +410,14 @@ class DataArgs:
         },
     )
     eval_dataset: str | None = field(
-        default=None, metadata={"help": "A separate file/dataset to evaluate on."}
+        default=None, metadata={"help": "A separate file/dataset to evaluate on (none: no file)."}
     )
     eval_split: str | None = field(
-        default=None, metadata={"help": "A split of --dataset to evaluate on (e.g. test)."}
+        default=None,
+        metadata={
+            "help": "A split of --dataset to evaluate on (e.g. test); none clears a --config "
+            "file's (e.g. a preset's ChartQA split, for a file of your own)."
+        },
     )
     eval_fraction: float = field(
         default=0.0,
@@ -449,6 +474,12 @@ class DataArgs:
             "help": "Downscale a too-long sample's image until it fits, instead of rejecting."
         },
     )
+
+    def __post_init__(self):  # `--eval-split none` (or '') clears a --config file's value
+        for name in CLEARABLE:
+            value = getattr(self, name)
+            if isinstance(value, str) and value.strip().lower() in ("", "none"):
+                setattr(self, name, None)
 
     def problems(self) -> list[str]:
         found = []

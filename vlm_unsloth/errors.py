@@ -14,10 +14,15 @@ class VlmUnslothError(Exception):
         self.what = what
         self.where = where
         self.fix = fix
-        parts = [f"{where}: {what}" if where else what]
-        if fix:
-            parts.append(fix)
-        super().__init__(" — ".join(parts).replace("\n", " "))
+        super().__init__(error_line(what, where=where, fix=fix))
+
+
+def error_line(what: str, *, where: str | None = None, fix: str | None = None) -> str:
+    """`where: what — fix` on one line: how every error of the package reads."""
+    parts = [f"{where}: {what}" if where else what]
+    if fix:
+        parts.append(fix)
+    return " — ".join(parts).replace("\n", " ")
 
 
 class ConfigError(VlmUnslothError):

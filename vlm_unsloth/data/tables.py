@@ -38,14 +38,16 @@ class RawTable:
     """1 for files (row numbers as in an editor), 0 for datasets (as in `dataset[i]`)."""
 
 
-def read_table(dataset: str, split: str) -> RawTable:
-    """The rows of `dataset` / `split` as read, image features left undecoded."""
+def read_table(dataset: str, split: str, *, split_option: str = "--split") -> RawTable:
+    """The rows of `dataset` / `split` as read, image features left undecoded. `split_option`:
+    the option that chose `split`, named when the dataset has no such split (--eval-split for
+    the eval rows)."""
     path = Path(dataset).expanduser()
     if path.is_file():
-        _check_single_split(path, split)
+        _check_single_split(path, split, split_option)
         return _read_file(path, base_dir=path.parent, name=path.name)
     if path.is_dir():
-        return _read_folder(path, split)
+        return _read_folder(path, split, split_option)
     if path.exists():  # a device (a link to /dev/zero), a FIFO, a socket: it may never end
         raise DataError(
             f"{path} is not a regular file (a device, pipe or socket), so it is not read",
@@ -59,7 +61,7 @@ def read_table(dataset: str, split: str) -> RawTable:
             fix="check the path (a JSONL/JSON/CSV/Parquet file, an image folder or a saved "
             "dataset), or pass a Hugging Face dataset name",
         )
-    return _read_hub(dataset, split)
+    return _load_with_datasets(dataset, split, where="--dataset")
 
 
 def _read_file(path: Path, *, base_dir: Path, name: str) -> RawTable:
@@ -90,15 +92,15 @@ def _read_file(path: Path, *, base_dir: Path, name: str) -> RawTable:
     return RawTable(rows=_undecoded(rows), name=name, base_dir=base_dir, first_row=1)
 
 
-def _read_folder(folder: Path, split: str) -> RawTable:
+def _read_folder(folder: Path, split: str, split_option: str) -> RawTable:
     if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
-        return _read_saved(folder, split)
+        return _read_saved(folder, split, split_option)
     for candidate in (folder, folder / split):
         for metadata_name in _METADATA_FILES:
             metadata = candidate / metadata_name
             if metadata.is_file():
                 if candidate == folder:
-                    _check_single_split(metadata, split)
+                    _check_single_split(metadata, split, split_option)
                 return _read_file(
                     metadata, base_dir=candidate, name=f"{candidate.name}/{metadata_name}"
                 )
@@ -106,22 +108,18 @@ def _read_folder(folder: Path, split: str) -> RawTable:
     return _load_with_datasets(str(folder), split, where=str(folder))
 
 
-def _read_saved(folder: Path, split: str) -> RawTable:
+def _read_saved(folder: Path, split: str, split_option: str) -> RawTable:
     saved = datasets.load_from_disk(str(folder))
     if isinstance(saved, DatasetDict):
         if split not in saved:
             raise DataError(
                 f"no split {split!r}; {folder.name} has: {', '.join(saved)}",
-                where="--split",
+                where=split_option,
                 fix="pass one of the splits listed",
             )
         saved = saved[split]
     _check_not_empty(saved, str(folder))
     return RawTable(rows=_undecoded(saved), name=folder.name, base_dir=folder, first_row=0)
-
-
-def _read_hub(name: str, split: str) -> RawTable:
-    return _load_with_datasets(name, split, where="--dataset")
 
 
 def _load_with_datasets(name: str, split: str, *, where: str) -> RawTable:
@@ -253,13 +251,18 @@ def _invalid_json_line(path: Path) -> str | None:
     return None
 
 
-def _check_single_split(path: Path, split: str) -> None:
+def _check_single_split(path: Path, split: str, split_option: str) -> None:
     if split != "train":
+        keep = (
+            "leave --split at train;"
+            if split_option == "--split"
+            else "drop the eval split (--eval-split none clears a --config file's),"
+        )
         raise DataError(
             f"{path.name} is a single file, so it has no split {split!r}",
-            where="--split",
-            fix="leave --split at train; hold out rows with --eval-fraction, or pass an eval "
-            "file with --eval-dataset",
+            where=split_option,
+            fix=f"{keep} hold out rows with --eval-fraction, or pass an eval file with "
+            "--eval-dataset",
         )
 
 
