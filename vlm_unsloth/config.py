@@ -382,6 +382,7 @@ def to_dict(*configs: Any) -> dict[str, dict[str, Any]]:
 
 DEMO_DATASET = "demo"
 COLOUR_DEMO_DATASET = "demo-colours"
+MIN_MAX_SIDE, MAX_SIDE_RULE = 28, "must be at least 28 px (768 or 1024 usual)"
 CLEARABLE = ("eval_dataset", "eval_split")
 """Options that `--NAME none` clears (a preset may set them; a flag cannot pass null)."""
 
@@ -483,8 +484,8 @@ class DataArgs:
 
     def problems(self) -> list[str]:
         found = []
-        if self.max_side < 28:
-            found.append(f"--max-side {self.max_side}: must be at least 28 px (768 or 1024 usual)")
+        if self.max_side < MIN_MAX_SIDE:
+            found.append(f"--max-side {self.max_side}: {MAX_SIDE_RULE}")
         if self.max_seq_length < 32:
             found.append(f"--max-seq-length {self.max_seq_length}: must be at least 32")
         if not 0.0 <= self.eval_fraction < 1.0:
