@@ -59,3 +59,7 @@ class RewardError(VlmUnslothError):
 
 class OutputDirError(VlmUnslothError):
     """The output folder holds a previous run and neither --resume nor --overwrite was given."""
+
+
+class BenchmarkError(VlmUnslothError):
+    """A benchmark measured nothing: every run failed or timed out (its rows and logs say how)."""
