@@ -20,7 +20,7 @@ def main(argv=None) -> int:
         (args,) = parse_args([BenchArgs], argv)
         run_benchmark(args, console=make_console())
 
-    return run_reporting_errors(run)
+    return run_reporting_errors(run, argv)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
         (args,) = parse_args([RandomCheckpointArgs], argv)
         print(build_random_checkpoint(args.arch, args.output_dir))
 
-    return run_reporting_errors(run)
+    return run_reporting_errors(run, argv)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
+from conftest import REPO
 
-from vlm_unsloth.errors import ConfigError
+from vlm_unsloth.errors import BenchmarkError, ConfigError, ModelError
 from vlm_unsloth.perf.bench import BenchArgs, peak_flops, run_benchmark
 
 
@@ -49,13 +51,56 @@ def test_benchmark_runs_train_grpo_and_reports_generation_speed(tmp_path):
     assert '"job": "GRPO"' in summary
 
 
-def test_a_failing_run_becomes_a_row_not_a_crash(tmp_path):
+def _bench_script():
+    """scripts/bench.py's main (the CLI: its exit status)."""
+    spec = importlib.util.spec_from_file_location("bench_script", REPO / "scripts" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_a_failing_run_becomes_a_row_and_a_bench_that_measured_nothing_exits_non_zero(
+    tmp_path, capsys
+):
+    """The run fails (training refuses --lora-r 0): its row says why, the table and the JSON are
+    written, and the command exits 2 with a line saying nothing was measured (it exited 0)."""
+    work, output = tmp_path / "work", tmp_path / "b.json"
+    argv = ["--model", "tiny-qwen2-vl", "--backends", "hf", "--settings", "1x1", "--steps", "1",
+            "--warmup-steps", "0", "--train-flags=--lora-r 0", "--work-dir", str(work),
+            "--output", str(output)]  # fmt: skip
+    assert _bench_script()(argv) == 2
+    (row,) = json.loads(output.read_text())["rows"]
+    assert row["samples_per_second"] is None and "--lora-r 0: must be >= 1" in row["error"]
+    err = capsys.readouterr().err  # after the tiny checkpoint's build notices, if it was built
+    assert err.splitlines()[-1] == (
+        f"error: {output}: every run failed, nothing was measured (hf 1x1: {row['error']}) — "
+        f"read the runs' logs in {work} (BACKEND-SETTING.log)"
+    )
+    assert "Traceback" not in err
+    assert (work / "hf-1x1.log").is_file()
+
+
+def test_a_model_that_cannot_load_is_refused_before_any_run(tmp_path):
     args = BenchArgs(
-        model=str(tmp_path / "no-model"), backends=["hf"], settings=["1x1"], steps=1,
+        model=str(tmp_path / "no-model"), backends=["hf"], settings=["1x1", "2x1"], steps=1,
         warmup_steps=0, work_dir=str(tmp_path / "work"), output=str(tmp_path / "b.json"),
     )  # fmt: skip
-    (row,) = run_benchmark(args)
-    assert row.samples_per_second is None and "no-model" in row.error
+    with pytest.raises(ModelError, match="no-model"):
+        run_benchmark(args)
+    assert not (tmp_path / "work").exists() and not (tmp_path / "b.json").exists()
+
+
+def test_settings_that_match_no_backend_are_refused_before_any_run(tmp_path, capsys):
+    argv = ["--model", "tiny-qwen2-vl", "--backends", "hf", "--settings", "unsloth:2x4",
+            "--work-dir", str(tmp_path / "work"), "--output", str(tmp_path / "b.json")]  # fmt: skip
+    assert _bench_script()(argv) == 2  # it ran nothing, wrote an empty table and exited 0
+    assert capsys.readouterr().err == (
+        "error: options: --settings unsloth:2x4: its backend is not in --backends hf, so it "
+        "would never run (add it there, or drop the prefix)\n"
+    )
+    assert not (tmp_path / "b.json").exists()
+    with pytest.raises(ConfigError, match="no run to make"):
+        run_benchmark(BenchArgs(backends=[]))
 
 
 def test_bad_settings_are_reported_together():
@@ -79,12 +124,12 @@ def test_a_run_past_its_timeout_becomes_a_row_and_leaves_its_log(tmp_path):
         warmup_steps=0, work_dir=str(tmp_path / "work"), output=str(tmp_path / "b.json"),
         run_timeout=2,
     )  # fmt: skip
-    rows = run_benchmark(args)
+    with pytest.raises(BenchmarkError, match="every run failed"):  # every run timed out
+        run_benchmark(args)
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
     for row in rows:
-        assert row.error.startswith("timed out after 2 s at step ") and "of 1000" in row.error
-    assert all(r.samples_per_second is None for r in rows)
+        assert row["error"].startswith("timed out after 2 s at step ") and "of 1000" in row["error"]
+    assert len(rows) == 2 and all(r["samples_per_second"] is None for r in rows)
     assert (tmp_path / "work" / "hf-1x1.log").is_file()  # written as the run went
-    saved = json.loads((tmp_path / "b.json").read_text())
-    assert saved["rows"][1]["error"].startswith("timed out")
     with pytest.raises(ConfigError, match="--run-timeout 0"):
         run_benchmark(BenchArgs(run_timeout=0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from vlm_unsloth.config import (
     TrainArgs,
     chosen_backend,
     chosen_model,
+    option_origin,
     parse_args,
 )
 from vlm_unsloth.errors import ConfigError, OutputDirError
@@ -79,6 +81,36 @@ def test_unknown_yaml_key_is_an_error_naming_it(tmp_path):
 def test_missing_config_file_is_an_error():
     with pytest.raises(ConfigError, match="no such file"):
         parse_args(ALL, ["--config", "nowhere.yaml"])
+
+
+def test_a_key_repeated_in_a_yaml_config_is_refused_with_both_lines(tmp_path, capsys):
+    """PyYAML would keep the last value (lora_r 64) without a word."""
+    from vlm_unsloth.cli import train_sft_main
+
+    config = tmp_path / "run.yaml"
+    config.write_text("model: tiny-qwen2-vl\nbackend: hf\nlora_r: 8\nmax_side: 768\nlora_r: 64\n")
+    with pytest.raises(ConfigError) as error:
+        parse_args(ALL, ["--config", str(config)])
+    assert str(error.value) == f"{config}: key lora_r appears twice (lines 3 and 5) — keep one"
+    # Through the CLI: read before anything loads (the backend is peeked from the same file).
+    assert train_sft_main(["--config", str(config), "--output-dir", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"error: {error.value}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_key_repeated_in_a_runs_saved_options_is_refused_too(tmp_path):
+    """run_config.yaml is read by the same reader: --resume must not pick one value silently."""
+    run, _ = _started_run(tmp_path, *RUN_FLAGS)
+    saved = run / "run_config.yaml"
+    text = saved.read_text().replace("DataArgs:\n", "DataArgs:\n  max_side: 512\n")
+    saved.write_text(text)  # DataArgs already has max_side: 1024 further down
+    lines = [n for n, line in enumerate(text.splitlines(), 1) if line.startswith("  max_side:")]
+    assert len(lines) == 2
+    with pytest.raises(OutputDirError) as error:
+        parse_args(ALL, ["--output-dir", str(run), "--resume"])
+    assert str(error.value) == (
+        f"{saved}: key max_side appears twice (lines {lines[0]} and {lines[1]}) — keep one"
+    )
 
 
 def test_every_problem_is_reported_at_once():
@@ -351,3 +383,68 @@ def test_an_unreadable_run_config_is_one_line_naming_it(tmp_path):
     (run / "run_config.yaml").write_text("just text\n")
     with pytest.raises(OutputDirError, match=r"cannot read the run's options \(not a mapping\)"):
         parse_args(ALL, ["--output-dir", str(run), "--resume"])
+
+
+def test_a_wrong_typed_value_in_the_runs_options_names_the_file_not_a_flag(tmp_path, capsys):
+    """A hand-edited run_config.yaml is checked like a --config file: the line names the file
+    and the key (no --max-side was typed), and text a flag would take still works."""
+    from vlm_unsloth.cli import train_sft_main
+
+    run, _ = _started_run(tmp_path, *RUN_FLAGS)
+    saved = run / "run_config.yaml"
+    text = saved.read_text()
+    saved.write_text(text.replace("  max_side: 1024\n", "  max_side: banana\n"))
+    argv = ["--output-dir", str(run), "--resume"]
+    with pytest.raises(OutputDirError) as error:
+        parse_args(ALL, argv)
+    assert str(error.value) == (
+        f"{saved}: DataArgs.max_side: expected an integer, got 'banana' — write each value as "
+        "its option takes it (train_sft.py --help lists them)"
+    )
+    assert train_sft_main(argv) == 2 and capsys.readouterr().err == f"error: {error.value}\n"
+    saved.write_text(text.replace("  max_side: 1024\n", "  max_side: '1024'\n"))
+    assert parse_args(ALL, argv)[2].max_side == 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# A preset's value is blamed on the preset, and `none` clears it (issue #33, item 12)
+
+SMOL_PRESET = "smolvlm-instruct-12gb.yaml"  # eval_split: val (ChartQA's)
+
+
+def test_a_presets_eval_split_is_cleared_with_none():
+    from conftest import REPO
+
+    preset = str(REPO / "configs" / SMOL_PRESET)
+    assert parse_args(ALL, ["--config", preset])[2].eval_split == "val"
+    for cleared in ("none", "None", ""):
+        data = parse_args(ALL, ["--config", preset, "--eval-split", cleared])[2]
+        assert data.eval_split is None
+    data = parse_args(ALL, ["--config", preset, "--eval-dataset", "none"])[2]
+    assert data.eval_dataset is None and data.eval_split == "val"
+
+
+def test_a_presets_eval_split_missing_from_the_data_names_the_preset_and_key(tmp_path, capsys):
+    """The preset's split, not one the user typed: the line names the file and its key (it said
+    --split), and how to clear it."""
+    from conftest import REPO
+
+    from vlm_unsloth.cli import train_sft_main
+
+    rows = tmp_path / "my.jsonl"
+    image = REPO / "vlm_unsloth" / "data" / "demo" / "images" / "bar_0001.png"
+    rows.write_text(json.dumps({"image": str(image), "question": "q", "answer": "a"}) + "\n")
+    preset = str(REPO / "configs" / SMOL_PRESET)
+    argv = ["--config", preset, "--dataset", str(rows), "--model", "tiny-smolvlm",
+            "--backend", "hf", "--output-dir", str(tmp_path / "out")]  # fmt: skip
+    assert train_sft_main(argv) == 2
+    what = "my.jsonl is a single file, so it has no split 'val' — drop the eval split "
+    what += "(--eval-split none clears a --config file's), hold out rows with --eval-fraction, "
+    what += "or pass an eval file with --eval-dataset"
+    err = capsys.readouterr().err  # after the model's loading notices
+    assert err.splitlines()[-1] == f"error: {preset}: eval_split: {what}" and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+    # Typed on the command line, the flag is what the line names; the file's other keys too.
+    assert option_origin("--eval-split", [*argv, "--eval-split=val"]) is None
+    assert option_origin("--max-samples", argv) == f"{preset}: max_samples"
+    assert option_origin("--seed", argv) is None  # the preset does not set it

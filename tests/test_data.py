@@ -188,8 +188,47 @@ def test_a_csv_that_cannot_be_read_names_the_separator_found(chart_dir):
 def test_a_csv_that_is_not_utf8_is_one_line_saying_so(chart_dir):
     path = chart_dir / "latin.csv"  # Excel's plain "CSV (Comma delimited)" on Windows: cp1252
     path.write_bytes("image,question,réponse\nimages/red.png,q,café\n".encode("cp1252"))
-    with pytest.raises(DataError, match=r"latin\.csv is not UTF-8 text .* save it as UTF-8"):
+    with pytest.raises(DataError) as error:
         load_sft_dataset(DataSpec(dataset=str(path)))
+    assert str(error.value) == (
+        f"{path}: line 1 is not UTF-8 text (byte 0xe9 at column 17) — save the file as UTF-8 "
+        '(Excel: "CSV UTF-8 (Comma delimited)")'
+    )
+
+
+def test_a_jsonl_that_is_not_utf8_names_the_line_and_column(chart_dir):
+    """pyarrow reads the bytes into its strings unchecked: the error came rows later, as a
+    UnicodeDecodeError traceback naming no row."""
+    path = chart_dir / "train.jsonl"
+    lines = [json.dumps(row, ensure_ascii=False) for row in ROWS * 3]
+    lines.insert(6, '{"image": "images/red.png", "question": "Qué color?", "answer": "rojo"}')
+    text = "".join(line + "\n" for line in lines)
+    path.write_bytes(text.encode("cp1252"))  # é -> 0xe9, not UTF-8
+    with pytest.raises(DataError) as error:
+        load_sft_dataset(DataSpec(dataset=str(path)))
+    assert str(error.value) == (
+        f"{path}: line 7 is not UTF-8 text (byte 0xe9 at column 44) — save the file as UTF-8"
+    )
+    path.write_text(text, encoding="utf-8")  # the same rows as UTF-8 load
+    assert load_sft_dataset(DataSpec(dataset=str(path)))[6]["source"] == "train.jsonl:7"
+
+
+@pytest.mark.parametrize("content", ["", "\n \n"], ids=["empty", "blank-lines"])
+def test_an_empty_metadata_file_or_jsonl_is_one_line(tmp_path, content):
+    """datasets failed with a bare StopIteration traceback."""
+    folder = tmp_path / "charts"
+    _image(folder / "a.png")
+    (folder / "metadata.jsonl").write_text(content)
+    with pytest.raises(DataError) as error:
+        load_sft_dataset(DataSpec(dataset=str(folder)))
+    assert str(error.value).startswith(
+        f"{folder / 'metadata.jsonl'}: the file is empty: it has no rows — add one row a line "
+        'for the folder\'s images, e.g. {"file_name": "001.png"'
+    )
+    single = tmp_path / "train.jsonl"
+    single.write_text(content)
+    with pytest.raises(DataError, match=r"train\.jsonl: the file is empty: it has no rows"):
+        load_sft_dataset(DataSpec(dataset=str(single)))
 
 
 def test_parquet_with_relative_paths(chart_dir):

@@ -78,3 +78,54 @@ def test_plan_script_prints_the_recommendation(capsys):
     assert plan_main(["--model", "qwen2-vl-7b", "--gpu-memory-gib", "12"]) == 0
     out = capsys.readouterr().out
     assert "recommended: --max-side 768 --batch-size" in out and "peak GiB" in out
+
+
+def test_nonsense_is_refused_in_one_line_like_training_refuses_it(capsys):
+    from vlm_unsloth.cli import plan_main
+
+    argv = ["--gpu-memory-gib", "-3", "--max-side", "5", "--tokens-per-sample", "-100",
+            "--effective-batch-size", "0", "--max-batch-size", "0"]  # fmt: skip
+    assert plan_main(argv) == 2
+    assert capsys.readouterr().err == (
+        "error: options: --gpu-memory-gib -3: must be a number of GiB > 0; --max-side 5: must be "
+        "at least 28 px (768 or 1024 usual); --tokens-per-sample -100: must be >= 1; "
+        "--effective-batch-size 0: must be >= 1; --max-batch-size 0: must be >= 1\n"
+    )
+    for gib in ("nan", "inf", "0"):
+        assert plan_main(["--gpu-memory-gib", gib]) == 2
+        assert f"--gpu-memory-gib {gib}: must be a number of GiB > 0" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--effective-batch-size 0"):  # was --grad-accum 0
+        plan_memory(PlanArgs(effective_batch_size=0))
+
+
+@pytest.mark.parametrize("effective", [1, 6, 16, 48])
+@pytest.mark.parametrize("gib", [10.0, 12.0, 24.0, 80.0])
+def test_every_recommended_command_is_one_training_accepts(effective, gib):
+    from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, parse_args
+    from vlm_unsloth.models.lora import LoraArgs
+
+    args = PlanArgs(gpu_memory_gib=gib, effective_batch_size=effective, max_batch_size=8)
+    plan = plan_memory(args)
+    assert plan.batch_size is not None  # from 10 GiB a batch of 1 fits (see the next test)
+    flags = ["--max-side", str(args.max_side), "--batch-size", str(plan.batch_size),
+             "--grad-accum", str(plan.grad_accum)]  # fmt: skip
+    *_, train = parse_args([ModelArgs, LoraArgs, DataArgs, TrainArgs], flags)
+    assert train.samples_per_step() == effective and 1 <= train.batch_size <= 8
+
+
+def test_when_nothing_fits_one_line_says_why_and_the_way_out(capsys):
+    from vlm_unsloth.cli import plan_main
+
+    # 4 GiB: the 7B's weights alone do not fit; no --max-side helps.
+    assert plan_main(["--model", "qwen2-vl-7b", "--gpu-memory-gib", "4"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("nothing fits 4 GiB at 631 tokens/sample: a batch of 1 needs a card ")
+    assert "weights, LoRA and optimizer state alone: 7.5 GiB" in last and "max-side" not in last
+    # 8.45 GiB at 1024 px: a lower --max-side fits a batch of 1, and planning with it says so.
+    argv = ["--model", "qwen2-vl-7b", "--gpu-memory-gib", "8.45", "--max-side", "1024"]
+    assert plan_main(argv) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("nothing fits 8.45 GiB") and last.endswith("(plan again with it)")
+    side = last.split("--max-side ")[1].split()[0]
+    assert plan_main([*argv[:-1], side]) == 0
+    assert "recommended: --max-side " + side in capsys.readouterr().out

@@ -15,26 +15,30 @@ import sys
 from collections.abc import Callable, Sequence
 
 from vlm_unsloth import distributed
-from vlm_unsloth.config import chosen_backend, chosen_model, parse_args
+from vlm_unsloth.config import chosen_backend, chosen_model, option_origin, parse_args
 from vlm_unsloth.console import quiet_library_notices
-from vlm_unsloth.errors import VlmUnslothError
+from vlm_unsloth.errors import VlmUnslothError, error_line
 
 INTERRUPTED = 130
 """Exit status of a run stopped by Ctrl-C: 128 + SIGINT, what shells report for one."""
 
 
-def run_reporting_errors(run: Callable[[], int | None]) -> int:
+def run_reporting_errors(run: Callable[[], int | None], argv: Sequence[str] | None = None) -> int:
     """Run a command: its exit status (0 unless it returns one); a VlmUnslothError becomes one
     `error:` line and exit status 2; a Ctrl-C that aborts (a second one during training, which
     the first one's save would have finished) one line and INTERRUPTED.
 
-    Library notices the user cannot act on are dropped first, before torch is imported
-    (`console.quiet_library_notices`)."""
+    An error that blames an option the command line (`argv`, default sys.argv[1:]) did not set
+    names the --config file and key that did: `configs/x.yaml: eval_split: ...`, not a flag the
+    user never typed. Library notices the user cannot act on are dropped first, before torch is
+    imported (`console.quiet_library_notices`)."""
     quiet_library_notices()
     try:
         return run() or 0
     except VlmUnslothError as error:
-        print(f"error: {error}", file=sys.stderr)
+        origin = option_origin(error.where, sys.argv[1:] if argv is None else argv)
+        line = error_line(error.what, where=origin, fix=error.fix) if origin else str(error)
+        print(f"error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
@@ -84,7 +88,7 @@ def train_sft_main(argv: Sequence[str] | None = None) -> int:
 
         return training_exit_status(train_sft(model_args, lora_args, data_args, train_args))
 
-    return run_reporting_errors(run)
+    return run_reporting_errors(run, argv)
 
 
 def dpo_main(argv: Sequence[str] | None = None) -> int:
@@ -103,7 +107,7 @@ def dpo_main(argv: Sequence[str] | None = None) -> int:
         result = train_dpo(model_args, lora_args, data_args, train_args, dpo_args)
         return training_exit_status(result)
 
-    return run_reporting_errors(run)
+    return run_reporting_errors(run, argv)
 
 
 def grpo_main(argv: Sequence[str] | None = None) -> int:
@@ -122,7 +126,7 @@ def grpo_main(argv: Sequence[str] | None = None) -> int:
         result = train_grpo(model_args, lora_args, data_args, train_args, grpo_args)
         return training_exit_status(result)
 
-    return run_reporting_errors(run)
+    return run_reporting_errors(run, argv)
 
 
 def infer_main(argv: Sequence[str] | None = None) -> int:
@@ -135,7 +139,7 @@ def infer_main(argv: Sequence[str] | None = None) -> int:
         args, data_args, generation = parse([InferArgs, PromptDataArgs, GenerationArgs], argv)
         run_inference(args, data_args, generation)
 
-    return run_reporting_errors(run)
+    return run_reporting_errors(run, argv)
 
 
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
@@ -158,7 +162,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
             quantization=args.quantization,
         )
 
-    return run_reporting_errors(run)
+    return run_reporting_errors(run, argv)
 
 
 def inspect_data_main(argv: Sequence[str] | None = None) -> int:
@@ -177,7 +181,7 @@ def inspect_data_main(argv: Sequence[str] | None = None) -> int:
             num_proc=args.num_proc,
         )
 
-    return run_reporting_errors(run)
+    return run_reporting_errors(run, argv)
 
 
 def plan_main(argv: Sequence[str] | None = None) -> int:
@@ -191,7 +195,7 @@ def plan_main(argv: Sequence[str] | None = None) -> int:
         (args,) = parse_args([PlanArgs], argv)
         print_plan(plan_memory(args), args, make_console())
 
-    return run_reporting_errors(run)
+    return run_reporting_errors(run, argv)
 
 
 COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {

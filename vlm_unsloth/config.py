@@ -28,6 +28,7 @@ from vlm_unsloth.config_types import flag_problem, yaml_value_problems
 from vlm_unsloth.errors import ConfigError
 from vlm_unsloth.families import FAMILIES
 from vlm_unsloth.resume_options import check_resume_keeps_the_run, resumed_run_options
+from vlm_unsloth.yaml_files import read_yaml
 
 BACKENDS = ("auto", "unsloth", "hf")
 QUANTIZATIONS = ("auto", "4bit", "8bit", "16bit")
@@ -323,6 +324,25 @@ def _peeked_values(
     }
 
 
+def option_origin(flag: str | None, argv: Sequence[str]) -> str | None:
+    """`FILE: key` when the value of option `flag` (e.g. --eval-split) came from the --config
+    file FILE because the command line `argv` did not set it, for an error to blame the line the
+    user wrote rather than a flag they never typed; None otherwise (and for anything that is not
+    an option's flag)."""
+    key = (flag or "")[2:].replace("-", "_")
+    spellings = {f"--{key}", f"--{key.replace('_', '-')}"}
+    if not (flag or "").startswith("--") or not key.isidentifier() or key == "config":
+        return None
+    if any(arg.split("=", 1)[0] in spellings for arg in argv):
+        return None
+    try:
+        path = _config_path(list(argv))
+        values = read_yaml(path, error=ConfigError) if path else None
+    except ConfigError:  # the file's own problem was reported when it was read
+        return None
+    return f"{path}: {key}" if isinstance(values, dict) and key in values else None
+
+
 def _config_path(argv: list[str]) -> Path | None:
     if "--config" not in argv:
         return None
@@ -336,12 +356,7 @@ def _config_path(argv: list[str]) -> Path | None:
 
 
 def _checked_yaml_values(path: Path, dataclass_types: Sequence[type]) -> dict[str, Any]:
-    import yaml
-
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"not valid YAML ({error})".splitlines()[0], where=str(path)) from error
+    values = read_yaml(path, error=ConfigError)
     if not isinstance(values, dict):
         raise ConfigError("must be a YAML mapping of option: value", where=str(path))
     known = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)} | {"env"}
@@ -367,6 +382,9 @@ def to_dict(*configs: Any) -> dict[str, dict[str, Any]]:
 
 DEMO_DATASET = "demo"
 COLOUR_DEMO_DATASET = "demo-colours"
+MIN_MAX_SIDE, MAX_SIDE_RULE = 28, "must be at least 28 px (768 or 1024 usual)"
+CLEARABLE = ("eval_dataset", "eval_split")
+"""Options that `--NAME none` clears (a preset may set them; a flag cannot pass null)."""
 
 
 @dataclass
@@ -393,10 +411,14 @@ class DataArgs:
         },
     )
     eval_dataset: str | None = field(
-        default=None, metadata={"help": "A separate file/dataset to evaluate on."}
+        default=None, metadata={"help": "A separate file/dataset to evaluate on (none: no file)."}
     )
     eval_split: str | None = field(
-        default=None, metadata={"help": "A split of --dataset to evaluate on (e.g. test)."}
+        default=None,
+        metadata={
+            "help": "A split of --dataset to evaluate on (e.g. test); none clears a --config "
+            "file's (e.g. a preset's ChartQA split, for a file of your own)."
+        },
     )
     eval_fraction: float = field(
         default=0.0,
@@ -454,10 +476,16 @@ class DataArgs:
         },
     )
 
+    def __post_init__(self):  # `--eval-split none` (or '') clears a --config file's value
+        for name in CLEARABLE:
+            value = getattr(self, name)
+            if isinstance(value, str) and value.strip().lower() in ("", "none"):
+                setattr(self, name, None)
+
     def problems(self) -> list[str]:
         found = []
-        if self.max_side < 28:
-            found.append(f"--max-side {self.max_side}: must be at least 28 px (768 or 1024 usual)")
+        if self.max_side < MIN_MAX_SIDE:
+            found.append(f"--max-side {self.max_side}: {MAX_SIDE_RULE}")
         if self.max_seq_length < 32:
             found.append(f"--max-seq-length {self.max_seq_length}: must be at least 32")
         if not 0.0 <= self.eval_fraction < 1.0:

@@ -23,6 +23,7 @@ from typing import Any
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
 # What transformers' string_to_bool (the flag parser's bool type) takes, as text.
 _BOOL_TEXT = {"yes", "no", "true", "false", "t", "f", "y", "n", "1", "0"}
+_TRUE_TEXT = {"yes", "true", "t", "y", "1"}
 _ARGPARSE_TYPE_WORDS = {"int": _TYPE_WORDS[int], "float": _TYPE_WORDS[float]}
 
 
@@ -43,6 +44,23 @@ def yaml_value_problems(values: dict[str, Any], dataclass_types: Sequence[type])
             expected = f"one of {', '.join(choices)}" if choices else _describe(hint)
             problems.append(f"{key}: expected {expected}, got {_show(value)}")
     return problems
+
+
+def converted_values(values: dict[str, Any], dataclass_types: Sequence[type]) -> dict[str, Any]:
+    """`values` (free of `yaml_value_problems`) with text converted as a flag's would be, for
+    building the dataclasses without the parser: "1024" -> 1024 for an integer field, "2e-4" ->
+    0.0002 for a number, "yes" -> True for true or false."""
+    fields = _field_types(dataclass_types)
+    converted = dict(values)
+    for key, value in values.items():
+        if key in fields and isinstance(value, str):
+            arms = _arms(fields[key][0])
+            if bool in arms and value.lower() in _BOOL_TEXT:
+                converted[key] = value.lower() in _TRUE_TEXT
+            elif str not in arms:
+                number = next((t for t in (int, float) if t in arms and _converts(value, t)), None)
+                converted[key] = number(value) if number else value
+    return converted
 
 
 def flag_problem(error: argparse.ArgumentError) -> tuple[str, str]:

@@ -14,10 +14,15 @@ class VlmUnslothError(Exception):
         self.what = what
         self.where = where
         self.fix = fix
-        parts = [f"{where}: {what}" if where else what]
-        if fix:
-            parts.append(fix)
-        super().__init__(" — ".join(parts).replace("\n", " "))
+        super().__init__(error_line(what, where=where, fix=fix))
+
+
+def error_line(what: str, *, where: str | None = None, fix: str | None = None) -> str:
+    """`where: what — fix` on one line: how every error of the package reads."""
+    parts = [f"{where}: {what}" if where else what]
+    if fix:
+        parts.append(fix)
+    return " — ".join(parts).replace("\n", " ")
 
 
 class ConfigError(VlmUnslothError):
@@ -54,3 +59,7 @@ class RewardError(VlmUnslothError):
 
 class OutputDirError(VlmUnslothError):
     """The output folder holds a previous run and neither --resume nor --overwrite was given."""
+
+
+class BenchmarkError(VlmUnslothError):
+    """A benchmark measured nothing: every run failed or timed out (its rows and logs say how)."""

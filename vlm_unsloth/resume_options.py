@@ -1,4 +1,5 @@
-"""`--resume` continues a run with the options it was started with.
+"""`--resume` continues a run with the options it was started with (which inference and
+evaluation read back too: `saved_run_options`).
 
     python scripts/train_sft.py --output-dir outputs/mine --resume        # nothing else to retype
     python scripts/train_sft.py --output-dir outputs/mine --resume --max-steps 400   # longer
@@ -18,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vlm_unsloth.errors import ConfigError
+from vlm_unsloth.config_types import converted_values, yaml_value_problems
+from vlm_unsloth.errors import ConfigError, OutputDirError
 from vlm_unsloth.run_dir import RUN_MARKER, load_run_config
 
 RESUME_MAY_CHANGE = frozenset(
@@ -58,13 +60,40 @@ def resumed_run_options(
     folder = Path(output).expanduser()
     if not (folder / RUN_MARKER).is_file():
         return {}, None
+    return saved_run_options(folder, dataclass_types), folder / RUN_MARKER
+
+
+def saved_run_options(folder: Path, dataclass_types: Sequence[type]) -> dict[str, Any]:
+    """The options the run in `folder` started with: field name -> value for the fields of
+    `dataclass_types`, from the sections of its run_config.yaml (one per options dataclass, as
+    `config.to_dict` groups them; a field is found in whichever section holds it).
+
+    A hand-edited file is checked as a --config file is (`config_types.yaml_value_problems`),
+    and text a flag would take is converted ("1024" -> 1024): a bad value is one error line
+    naming the file, the section and key, and the fix, never a traceback further on."""
+    path = folder / RUN_MARKER
     saved = load_run_config(folder)
-    options = {}
+    fields = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)}
+    option_sections = {cls.__name__ for cls in dataclass_types}
+    options: dict[str, Any] = {}
+    problems = []
     for section, values in saved.items():
-        if section in _RUN_SECTIONS_NOT_OPTIONS or not isinstance(values, dict):
+        if section in _RUN_SECTIONS_NOT_OPTIONS:
             continue
-        options.update({name: value for name, value in values.items() if name in fields})
-    return options, folder / RUN_MARKER
+        if not isinstance(values, dict):
+            if section in option_sections:
+                problems.append(f"{section}: expected a mapping of option: value, got {values!r}")
+            continue
+        mine = {name: value for name, value in values.items() if name in fields}
+        problems += [f"{section}.{p}" for p in yaml_value_problems(mine, dataclass_types)]
+        options.update(mine)
+    if problems:
+        raise OutputDirError(
+            "; ".join(problems),
+            where=str(path),
+            fix="write each value as its option takes it (train_sft.py --help lists them)",
+        )
+    return converted_values(options, dataclass_types)
 
 
 def check_resume_keeps_the_run(parsed: Sequence[Any], saved: dict[str, Any], path: Path) -> None:

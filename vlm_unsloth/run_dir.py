@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from vlm_unsloth.errors import OutputDirError
+from vlm_unsloth.yaml_files import read_yaml
 
 MANIFEST_FILE = "vlm_unsloth_run.json"
 RUN_MARKER = "run_config.yaml"
@@ -324,20 +325,13 @@ def save_run_config(output: Path, config: dict[str, Any]) -> Path:
 
 def load_run_config(output: str | Path) -> dict[str, Any]:
     """The configuration a run saved (resuming, inference and evaluation read it back)."""
-    import yaml
-
     path = Path(output) / RUN_MARKER
     if not path.is_file():
         raise OutputDirError(
             f"{path} not found", where="--adapter", fix="pass a training output folder"
         )
     fix = "restore the file, or start a new run in another --output-dir"
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise OutputDirError(
-            f"cannot read the run's options ({type(error).__name__})", where=str(path), fix=fix
-        ) from error
+    config = read_yaml(path, error=OutputDirError, what="cannot read the run's options", fix=fix)
     if not isinstance(config, dict):
         raise OutputDirError(
             "cannot read the run's options (not a mapping)", where=str(path), fix=fix

@@ -98,13 +98,19 @@ class DataSpec:
     name (the --dataset-adapter flag)."""
     text_only_rows: bool = False
     """Table layout: a row with an empty image cell is a text-only example (--text-only-rows)."""
+    split_option: str = "--split"
+    """The option that chose `split`, named when the dataset has no such split."""
 
 
-def data_spec(args: Any, dataset: str | None = None, *, split: str | None = None) -> DataSpec:
-    """The DataSpec of the CLI's `config.DataArgs` (or any object with the same fields)."""
+def data_spec(
+    args: Any, dataset: str | None = None, *, split: str | None = None, eval_rows: bool = False
+) -> DataSpec:
+    """The DataSpec of the CLI's `config.DataArgs` (or any object with the same fields);
+    `eval_rows`: the split is --eval-split's."""
     return DataSpec(
         dataset=dataset or args.dataset,
         split=split or args.split,
+        split_option="--eval-split" if eval_rows else "--split",
         image_column=args.image_column,
         question_column=args.question_column,
         answer_column=args.answer_column,
@@ -127,7 +133,7 @@ def load_sft_dataset(spec: DataSpec, *, require_answers: bool = True) -> Dataset
     `require_answers=False` (inference): a plain table without an answer column (image +
     question only) gets empty answers, which inference drops anyway.
     """
-    table = read_table(spec.dataset, spec.split)
+    table = read_table(spec.dataset, spec.split, split_option=spec.split_option)
     names = table.rows.column_names
     answer = resolve_columns(spec, column_layout_for(spec)).answer
     if not require_answers and detect_format(names) == "table" and answer not in names:
@@ -137,7 +143,8 @@ def load_sft_dataset(spec: DataSpec, *, require_answers: bool = True) -> Dataset
 
 def load_preference_dataset(spec: DataSpec) -> Dataset:
     """Canonical preference records (prompt, chosen, rejected, images, source) for DPO."""
-    return _convert(read_table(spec.dataset, spec.split), spec, preference=True)
+    table = read_table(spec.dataset, spec.split, split_option=spec.split_option)
+    return _convert(table, spec, preference=True)
 
 
 def split_dataset(
@@ -200,7 +207,7 @@ def _named_split(
             where="--eval-split",
             fix="pass the dataset's spec and loader, or use --eval-fraction",
         )
-    return dataset, loader(replace(spec, split=eval_split))
+    return dataset, loader(replace(spec, split=eval_split, split_option="--eval-split"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ def load_train_and_eval(data_args: DataArgs, *, preference: bool, seed: int) -> 
     dataset = loader(data_spec(data_args, train_path, split=data_args.split))
     if eval_path:
         split = data_args.eval_split or "train"
-        return dataset, loader(data_spec(data_args, eval_path, split=split))
+        return dataset, loader(data_spec(data_args, eval_path, split=split, eval_rows=True))
     if not (data_args.eval_split or data_args.eval_fraction):
         return dataset, None
     return split_dataset(
@@ -91,7 +91,7 @@ def load_train_and_eval(data_args: DataArgs, *, preference: bool, seed: int) -> 
         eval_split=data_args.eval_split,
         eval_fraction=data_args.eval_fraction or None,
         seed=seed,
-        spec=data_spec(data_args, train_path, split=data_args.eval_split),
+        spec=data_spec(data_args, train_path, split=data_args.eval_split, eval_rows=True),
         loader=loader,
     )
 
@@ -102,7 +102,7 @@ def load_eval_rows(data_args: DataArgs, *, seed: int) -> Any:
     _, eval_path = dataset_paths(data_args, preference=False)
     if eval_path:  # only the eval file: the training data need not be there any more
         split = data_args.eval_split or "train"
-        return load_sft_dataset(data_spec(data_args, eval_path, split=split))
+        return load_sft_dataset(data_spec(data_args, eval_path, split=split, eval_rows=True))
     train, held_out = load_train_and_eval(data_args, preference=False, seed=seed)
     return train if held_out is None else held_out
 

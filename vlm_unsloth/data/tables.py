@@ -38,14 +38,16 @@ class RawTable:
     """1 for files (row numbers as in an editor), 0 for datasets (as in `dataset[i]`)."""
 
 
-def read_table(dataset: str, split: str) -> RawTable:
-    """The rows of `dataset` / `split` as read, image features left undecoded."""
+def read_table(dataset: str, split: str, *, split_option: str = "--split") -> RawTable:
+    """The rows of `dataset` / `split` as read, image features left undecoded. `split_option`:
+    the option that chose `split`, named when the dataset has no such split (--eval-split for
+    the eval rows)."""
     path = Path(dataset).expanduser()
     if path.is_file():
-        _check_single_split(path, split)
+        _check_single_split(path, split, split_option)
         return _read_file(path, base_dir=path.parent, name=path.name)
     if path.is_dir():
-        return _read_folder(path, split)
+        return _read_folder(path, split, split_option)
     if path.exists():  # a device (a link to /dev/zero), a FIFO, a socket: it may never end
         raise DataError(
             f"{path} is not a regular file (a device, pipe or socket), so it is not read",
@@ -59,7 +61,7 @@ def read_table(dataset: str, split: str) -> RawTable:
             fix="check the path (a JSONL/JSON/CSV/Parquet file, an image folder or a saved "
             "dataset), or pass a Hugging Face dataset name",
         )
-    return _read_hub(dataset, split)
+    return _load_with_datasets(dataset, split, where="--dataset")
 
 
 def _read_file(path: Path, *, base_dir: Path, name: str) -> RawTable:
@@ -70,6 +72,7 @@ def _read_file(path: Path, *, base_dir: Path, name: str) -> RawTable:
             where="--dataset",
             fix=f"use one of {', '.join(_FILE_BUILDERS)}",
         )
+    _check_text_file(path, builder)
     options: dict[str, Any] = _csv_options(path) if builder == "csv" else {}
     try:
         rows = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
@@ -89,15 +92,15 @@ def _read_file(path: Path, *, base_dir: Path, name: str) -> RawTable:
     return RawTable(rows=_undecoded(rows), name=name, base_dir=base_dir, first_row=1)
 
 
-def _read_folder(folder: Path, split: str) -> RawTable:
+def _read_folder(folder: Path, split: str, split_option: str) -> RawTable:
     if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
-        return _read_saved(folder, split)
+        return _read_saved(folder, split, split_option)
     for candidate in (folder, folder / split):
         for metadata_name in _METADATA_FILES:
             metadata = candidate / metadata_name
             if metadata.is_file():
                 if candidate == folder:
-                    _check_single_split(metadata, split)
+                    _check_single_split(metadata, split, split_option)
                 return _read_file(
                     metadata, base_dir=candidate, name=f"{candidate.name}/{metadata_name}"
                 )
@@ -105,22 +108,18 @@ def _read_folder(folder: Path, split: str) -> RawTable:
     return _load_with_datasets(str(folder), split, where=str(folder))
 
 
-def _read_saved(folder: Path, split: str) -> RawTable:
+def _read_saved(folder: Path, split: str, split_option: str) -> RawTable:
     saved = datasets.load_from_disk(str(folder))
     if isinstance(saved, DatasetDict):
         if split not in saved:
             raise DataError(
                 f"no split {split!r}; {folder.name} has: {', '.join(saved)}",
-                where="--split",
+                where=split_option,
                 fix="pass one of the splits listed",
             )
         saved = saved[split]
     _check_not_empty(saved, str(folder))
     return RawTable(rows=_undecoded(saved), name=folder.name, base_dir=folder, first_row=0)
-
-
-def _read_hub(name: str, split: str) -> RawTable:
-    return _load_with_datasets(name, split, where="--dataset")
 
 
 def _load_with_datasets(name: str, split: str, *, where: str) -> RawTable:
@@ -175,15 +174,8 @@ def _csv_options(path: Path) -> dict[str, Any]:
     cell as text ("3.10" must not become 3.1, nor an answer "NA" a null)."""
     # utf-8-sig: Excel's "CSV UTF-8" starts with a byte order mark, which would otherwise stick
     # to the first column's name ("\ufeffimage"); files without one read the same.
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            header_line = handle.readline()
-    except UnicodeDecodeError as error:
-        raise DataError(
-            f"{path.name} is not UTF-8 text ({error.reason} at byte {error.start})",
-            where=str(path),
-            fix='save it as UTF-8 (Excel: "CSV UTF-8 (Comma delimited)")',
-        ) from error
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # UTF-8: _check_text_file
+        header_line = handle.readline()
     # The separator that splits the header into the most columns: Excel writes ";" where the
     # decimal separator is a comma, and tab-separated exports are common. A tie keeps ",".
     separator = max(_SEPARATOR_NAMES, key=lambda sep: len(_split_line(header_line, sep)))
@@ -198,43 +190,79 @@ def _csv_options(path: Path) -> dict[str, Any]:
     }
 
 
+def _check_text_file(path: Path, builder: str) -> None:
+    """A JSON, JSON Lines or CSV file must be UTF-8 and hold something: one line naming the first
+    line that is not UTF-8 (pyarrow reads such bytes into its strings unchecked, and the error
+    comes rows later, naming no row), or saying the file is empty (datasets then fails with a
+    bare StopIteration). Read as bytes, one line at a time: any size of file, little memory."""
+    if builder not in ("json", "csv"):
+        return  # Parquet holds typed columns, not lines of text
+    content = False
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                column = len(line[: error.start].decode("utf-8")) + 1
+                raise DataError(
+                    f"line {number} is not UTF-8 text (byte 0x{line[error.start]:02x} at column "
+                    f"{column})",
+                    where=str(path),
+                    fix="save the file as UTF-8"
+                    + (' (Excel: "CSV UTF-8 (Comma delimited)")' if builder == "csv" else ""),
+                ) from error
+            content = content or bool(text.strip())
+    if not content:
+        if builder == "csv":
+            fix = "add a header line and one row a line"
+        elif path.name in _METADATA_FILES:
+            fix = 'add one row a line for the folder\'s images, e.g. {"file_name": "001.png", '
+            fix += '"question": "...", "answer": "..."}'
+        else:
+            fix = "add one row a line, or pass the file that holds the rows"
+        raise DataError("the file is empty: it has no rows", where=str(path), fix=fix)
+
+
 def _split_line(line: str, separator: str) -> list[str]:
     return next(csv.reader([line], delimiter=separator), [])
 
 
 def _invalid_json_line(path: Path) -> str | None:
     """`line N: <what is wrong>` for the first line of `path` that is not valid JSON, numbered as
-    in an editor; None when none is found (the problem is elsewhere, e.g. a column's type)."""
-    try:
-        if path.suffix.lower() == ".json":
-            try:  # a whole document: a list of rows (the problem is then elsewhere) or an error
-                json.loads(path.read_text(encoding="utf-8"))
-                return None
+    in an editor; None when none is found (the problem is elsewhere, e.g. a column's type). The
+    file is UTF-8 (`_check_text_file`)."""
+    if path.suffix.lower() == ".json":
+        try:  # a whole document: a list of rows (the problem is then elsewhere) or an error
+            json.loads(path.read_text(encoding="utf-8"))
+            return None
+        except json.JSONDecodeError as error:
+            if error.msg != "Extra data":  # "Extra data": one object a line, as in JSONL
+                return f"line {error.lineno}: {error.msg} (column {error.colno})"
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
             except json.JSONDecodeError as error:
-                if error.msg != "Extra data":  # "Extra data": one object a line, as in JSONL
-                    return f"line {error.lineno}: {error.msg} (column {error.colno})"
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    return f"line {number}: {error.msg} (column {error.colno})"
-                if not isinstance(row, dict):
-                    return f"line {number}: not a JSON object ({{...}}), one row a line"
-    except UnicodeDecodeError as error:
-        return f"not UTF-8 text ({error.reason} at byte {error.start})"
+                return f"line {number}: {error.msg} (column {error.colno})"
+            if not isinstance(row, dict):
+                return f"line {number}: not a JSON object ({{...}}), one row a line"
     return None
 
 
-def _check_single_split(path: Path, split: str) -> None:
+def _check_single_split(path: Path, split: str, split_option: str) -> None:
     if split != "train":
+        keep = (
+            "leave --split at train;"
+            if split_option == "--split"
+            else "drop the eval split (--eval-split none clears a --config file's),"
+        )
         raise DataError(
             f"{path.name} is a single file, so it has no split {split!r}",
-            where="--split",
-            fix="leave --split at train; hold out rows with --eval-fraction, or pass an eval "
-            "file with --eval-dataset",
+            where=split_option,
+            fix=f"{keep} hold out rows with --eval-fraction, or pass an eval file with "
+            "--eval-dataset",
         )
 
 

@@ -146,7 +146,6 @@ def evaluate_run(
     run = resolve_adapter(str(folder), None)
     output = _check_eval_dir(folder / EVAL_DIR, run, overwrite=True)
     loaded.model = backend_module(loaded.setup.backend).for_inference(loaded.model)
-    saved = run_dir.load_run_config(folder)["DataArgs"]
     return _evaluate(
         loaded,
         records,
@@ -156,8 +155,8 @@ def evaluate_run(
         num_samples=num_samples,
         max_samples=max_samples,
         max_side=run.max_side,
-        info={"dataset": describe_eval_data(DataArgs(**saved)), "rejected_rows": None},
-        settings={"DataArgs": saved},
+        info={"dataset": describe_eval_data(run.data_args), "rejected_rows": None},
+        settings={"DataArgs": dataclasses.asdict(run.data_args)},
         console=console,
     )
 
@@ -169,10 +168,9 @@ def evaluate_run(
 def _eval_data_args(data_args: DataArgs, run: TrainedRun) -> tuple[DataArgs, int]:
     """(DataArgs to read eval rows with, split seed): the run's own data unless --dataset.
     The seed is the run's, so --eval-fraction holds out the rows training held out."""
-    config = run_dir.load_run_config(run.run_folder) if run.run_folder is not None else None
-    seed = config["TrainArgs"]["seed"] if config else TrainArgs().seed
-    if data_args.dataset is None and config is not None:
-        return DataArgs(**config["DataArgs"]), seed
+    seed = run.seed if run.seed is not None else TrainArgs().seed
+    if data_args.dataset is None and run.data_args is not None:
+        return run.data_args, seed
     return dataclasses.replace(data_args, dataset=data_args.dataset or DEMO_DATASET), seed
 
 

@@ -41,7 +41,9 @@ from pathlib import Path
 
 from vlm_unsloth import run_dir
 from vlm_unsloth.data.splits import DEMO_DIR
-from vlm_unsloth.errors import ConfigError
+from vlm_unsloth.errors import BenchmarkError, ConfigError
+from vlm_unsloth.models.loading import resolve_model
+from vlm_unsloth.run_dir import LISTED_AT_MOST
 
 # Dense bf16 (fp16 for T4) tensor-core peaks from the vendors' data sheets, FLOP/s.
 PEAK_FLOPS = {
@@ -141,6 +143,16 @@ class BenchArgs:
         unknown = [b for b in self.backends if b not in ("unsloth", "hf")]
         if unknown:
             found.append(f"--backends {' '.join(unknown)}: use unsloth and/or hf")
+        ours = ("", *self.backends)  # a setting without a prefix runs on every backend
+        elsewhere = [s for s in self.settings if s.rpartition(":")[0] not in ours and not _bad(s)]
+        if elsewhere:  # it would be skipped without a word: most likely a typo
+            found.append(
+                f"--settings {' '.join(elsewhere)}: its backend is not in --backends "
+                f"{' '.join(self.backends)}, so it would never run (add it there, or drop the "
+                "prefix)"
+            )
+        if not found and not runs(self):
+            found.append("--backends/--settings: no run to make")
         return found
 
 
@@ -195,12 +207,21 @@ def peak_flops(device_name: str) -> float | None:
 
 
 def run_benchmark(args: BenchArgs, *, console=None) -> list[BenchRow]:
-    """Run every backend x setting, write `args.output`, print the table; return the rows."""
+    """Run every backend x setting, write `args.output`, print the table; return the rows.
+
+    The options, the model and the data are checked before the first run starts (one line each,
+    not one failed row per run). When no run measures anything, the table and the JSON are still
+    written, then BenchmarkError says why: a benchmark of nothing is no success."""
     problems = args.problems()
     if problems:
         raise ConfigError("; ".join(problems), where="bench options")
+    if not Path(args.dataset).expanduser().is_file():
+        raise ConfigError(
+            f"no such file {args.dataset}", where="--dataset", fix="pass a JSONL training file"
+        )
     work = Path(args.work_dir)
     model = _model_path(args.model, work)
+    resolve_model(model)  # the family from its config.json, no weights: a wrong name fails here
     dataset = args.dataset
     if args.image_side:
         dataset = str(upscaled_copy(Path(args.dataset), args.image_side, work))
@@ -215,6 +236,14 @@ def run_benchmark(args: BenchArgs, *, console=None) -> list[BenchRow]:
     )
     if console is not None:
         console.print(results_table(rows, title=f"bench: {args.model}, max side {args.max_side}"))
+    if all(row.error for row in rows):
+        failures = "; ".join(f"{r.backend} {r.setting}: {r.error}" for r in rows[:LISTED_AT_MOST])
+        more = f" and {len(rows) - LISTED_AT_MOST} more" if len(rows) > LISTED_AT_MOST else ""
+        raise BenchmarkError(
+            f"every run failed, nothing was measured ({failures}{more})",
+            where=str(output),
+            fix=f"read the runs' logs in {work} (BACKEND-SETTING.log)",
+        )
     return rows
 
 

@@ -17,9 +17,11 @@ a guess for an unmeasured model would be worse than no answer; scripts/bench.py 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 
+from vlm_unsloth.config import MAX_SIDE_RULE, MIN_MAX_SIDE
 from vlm_unsloth.data.image_tokens import SCHEMES
 from vlm_unsloth.data.images import cap_longest_side
 from vlm_unsloth.errors import ConfigError
@@ -33,6 +35,8 @@ from vlm_unsloth.models.checkpoints import (
 
 SAFETY_MARGIN = 0.9
 """Plan to 90% of the cap: allocator fragmentation and rare long batches need headroom."""
+USUAL_SIDES = (1024, 896, 768, 640, 512, 448, 384, 320, 256)
+"""The --max-side values a plan that fits nothing suggests instead, largest first."""
 
 
 @dataclass
@@ -63,6 +67,24 @@ class PlanArgs:
         default=16, metadata={"help": "Samples per optimizer step to keep (batch x accum)."}
     )
     max_batch_size: int = field(default=32, metadata={"help": "Largest batch to consider."})
+
+    def problems(self) -> list[str]:
+        """Every value training would refuse (or that plans nothing), as training words them:
+        a plan must only ever recommend a command that runs."""
+        found = []
+        if not (math.isfinite(self.gpu_memory_gib) and self.gpu_memory_gib > 0):
+            found.append(f"--gpu-memory-gib {self.gpu_memory_gib:g}: must be a number of GiB > 0")
+        if self.max_side < MIN_MAX_SIDE:
+            found.append(f"--max-side {self.max_side}: {MAX_SIDE_RULE}")
+        if self.tokens_per_sample is not None and self.tokens_per_sample < 1:
+            found.append(f"--tokens-per-sample {self.tokens_per_sample}: must be >= 1")
+        for flag, value in (
+            ("--effective-batch-size", self.effective_batch_size),
+            ("--max-batch-size", self.max_batch_size),
+        ):
+            if value < 1:
+                found.append(f"{flag} {value}: must be >= 1")
+        return found
 
 
 @dataclass(frozen=True)
@@ -166,6 +188,9 @@ def default_tokens(arch: str, max_side: int) -> int:
 
 def plan_memory(args: PlanArgs) -> Plan:
     """Predicted peak per batch size, and the largest batch under the cap."""
+    problems = args.problems()  # parse_args checked them; a notebook's PlanArgs too
+    if problems:
+        raise ConfigError("; ".join(problems), where="options")
     arch = planner_architecture(args.model)
     label = args.model if args.model == arch else f"{args.model} ({arch})"
     fit = fit_memory(arch, args.backend, label=label)
@@ -199,15 +224,31 @@ def print_plan(plan: Plan, args: PlanArgs, console) -> None:
         f"{plan.fit.gib_per_token * 2**20:.3f} KiB per token"
     )
     if plan.batch_size is None:
-        console.print(
-            f"[red]nothing fits {args.gpu_memory_gib:g} GiB at {plan.tokens} tokens/sample: "
-            "lower --max-side (e.g. 512)[/]"
-        )
+        console.print(f"[red]{nothing_fits(plan, args)}[/]", soft_wrap=True)  # one line
     else:
         console.print(
             f"recommended: --max-side {args.max_side} --batch-size {plan.batch_size} "
             f"--grad-accum {plan.grad_accum} (effective {args.effective_batch_size})"
         )
+
+
+def nothing_fits(plan: Plan, args: PlanArgs) -> str:
+    """Why no batch fits the card, and the way out: a lower --max-side where that leaves room
+    for a batch of 1 (the largest such of the usual sides), else the card a batch of 1 needs."""
+    fit = plan.fit
+    need = fit.peak_gib(1, plan.tokens) / SAFETY_MARGIN
+    line = (
+        f"nothing fits {args.gpu_memory_gib:g} GiB at {plan.tokens} tokens/sample: a batch of 1 "
+        f"needs a card of about {need:.1f} GiB"
+    )
+    if fit.fixed_gib > plan.cap_gib:
+        return line + f" (weights, LoRA and optimizer state alone: {fit.fixed_gib:.1f} GiB)"
+    if args.tokens_per_sample is None:  # the tokens follow --max-side
+        lower = [side for side in USUAL_SIDES if side < args.max_side]
+        fitting = [s for s in lower if fit.peak_gib(1, default_tokens(fit.arch, s)) <= plan.cap_gib]
+        if fitting:
+            return line + f", or --max-side {fitting[0]} (plan again with it)"
+    return line
 
 
 def architecture_of(family_key: str, model_config) -> str | None:
