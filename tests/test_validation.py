@@ -349,6 +349,39 @@ def test_preference_rows_count_the_longer_answer(tiny_processor, tmp_path):
     assert record["num_tokens"] == longer > shorter
 
 
+def test_a_preference_pair_with_the_same_answers_is_rejected(tiny_processor, tmp_path):
+    """DPO learns nothing from a pair whose answers are the same text (a zero gradient): such a
+    pair is rejected like an empty answer, whitespace around the answers aside."""
+    _image(tmp_path / "a.png")
+    rows = [
+        {"image": "a.png", "question": "Colour?", "chosen": "red", "rejected": "red"},
+        {"image": "a.png", "question": "Colour?", "chosen": " red\n", "rejected": "red"},
+        {"image": "a.png", "question": "Colour?", "chosen": "Red", "rejected": "red."},  # form
+    ]
+    path = tmp_path / "dpo.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = load_preference_dataset(DataSpec(dataset=str(path)))
+    report = validate_dataset(
+        dataset,
+        family=TINY_MODEL_NAMES["tiny-qwen2.5-vl"],
+        processor=tiny_processor("tiny-qwen2.5-vl"),
+        max_seq_length=1000,
+    )
+    assert [(row.source, row.reason) for row in report.rejected] == [
+        ("dpo.jsonl:1", "same_answers"),
+        ("dpo.jsonl:2", "same_answers"),
+    ]
+    assert report.rejected[0].message == (
+        "chosen and rejected answers are the same text ('red'): the pair teaches nothing"
+    )
+    assert report.kept["source"] == ["dpo.jsonl:3"]
+    lines = write_rejected(report, tmp_path / "rejected.jsonl").read_text().splitlines()
+    assert [json.loads(line)["reason"] for line in lines] == ["same_answers", "same_answers"]
+    console = Console(record=True, width=200)
+    print_report(report, console)
+    assert "rejected: same_answers" in console.export_text()
+
+
 def test_a_chat_template_that_refuses_a_row_rejects_only_that_row(tiny_processor, tmp_path):
     # The real Llama 3.2 Vision template raises for a system message next to an image.
     processor = copy.deepcopy(tiny_processor("tiny-llama-3.2-vision"))

@@ -12,6 +12,8 @@ it fits. Rejected rows are skipped (or, with strict, raise) and can be written a
 Reasons a row is rejected (`RejectedRow.reason`): missing_file, unreadable_image,
 decompression_bomb, download_failed, image_too_small, bad_aspect_ratio (image problems);
 bad_roles, empty_question, empty_answer, image_count_mismatch (conversation problems);
+same_answers (a preference pair whose chosen and rejected answers are the same text);
+text_only_row (a family that cannot batch rows without an image with image rows);
 template_error (the model's chat template refuses the conversation); too_long (over
 max_seq_length).
 """
