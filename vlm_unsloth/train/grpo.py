@@ -5,9 +5,10 @@
     python scripts/train_grpo.py --model tiny-qwen2-vl --backend hf --adapter outputs/tiny-sft
 
 backend → rewards (a missing file or function stops here, before anything slow) → output folder
-→ model + LoRA (or the adapter of --adapter) → data (the SFT layouts, validated; prompts only,
-never truncated) → TRL GRPOTrainer → held-out reward → train (resumable, Ctrl-C safe) → held-out
-reward again → save adapter (+ merged) → summary.
+→ data (the SFT layouts, validated with the model's processor; prompts only, never truncated; no
+row kept stops here) → model + LoRA (or the adapter of --adapter) → TRL GRPOTrainer → held-out
+reward → train (resumable, Ctrl-C safe) → held-out reward again → save adapter (+ merged) →
+summary.
 
 Each step samples --num-generations answers to each prompt (at --temperature, up to
 --max-completion-length tokens, from the policy itself: no vLLM), scores each with the rewards
@@ -32,7 +33,7 @@ from vlm_unsloth.data.collate import PromptRows
 from vlm_unsloth.errors import ConfigError, DataError
 from vlm_unsloth.families import Family
 from vlm_unsloth.models.backend import backend_module
-from vlm_unsloth.models.loading import LoadedModel, resolve_model
+from vlm_unsloth.models.loading import LoadedModel
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.train import steps
 from vlm_unsloth.train.batch_size import accumulation_for_effective_batch
@@ -240,16 +241,16 @@ def train_grpo(
     rewards = load_rewards(grpo_args.rewards, answer_format_spec=grpo_args.answer_format)
     train_args = accumulation_for_effective_batch(train_args)
     check_batch_holds_groups(train_args, grpo_args)
-    with distributed.main_process_first():  # may build a tiny checkpoint: one writer
-        check_backend_trains_family(resolve_model(model_args.model).family, setup.backend)
+    ref = steps.resolve_model_for_training(model_args)
+    check_backend_trains_family(ref.family, setup.backend)
     config = to_dict(model_args, lora_args, data_args, train_args, grpo_args)
     output = steps.check_output(train_args, console)  # writes nothing: see claim_output
     if steps.resumes_a_finished_run(train_args, output):
         return already_finished(output, console)
 
-    loaded = steps.load_model_for_training(model_args, lora_args, data_args, train_args, setup)
-    data = steps.load_training_data(data_args, loaded, train_args, preference=False)
+    data = steps.load_training_data(data_args, ref, train_args, preference=False)
     check_every_prompt_has_an_image(data.train)
+    loaded = steps.load_model_for_training(model_args, lora_args, data_args, train_args, setup)
     trainer = build_trainer(
         loaded, data, data_args, train_args, grpo_args, rewards, output,
         callbacks=steps.callbacks(output, console) + list(extra_callbacks or []),
