@@ -138,6 +138,9 @@ def words(completions, **kwargs):
 def scalar(completions, **kwargs):
     return 1.0
 
+def not_finite(completions, answer, **kwargs):
+    return [float(a) if a in ("nan", "inf", "-inf") else 1.0 for a in answer]
+
 def no_kwargs(completions, answer):
     return [1.0 for _ in completions]
 """
@@ -215,6 +218,20 @@ def test_wrong_length_wrong_type_and_non_numbers_are_named(bad_file):
     assert "row train.jsonl:1" in str(error.value)
     with pytest.raises(RewardError, match="scalar.*returned float"):
         call(scalar, completions, ["x", "y"])
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_nan_and_infinity_are_refused_alike_naming_the_completion_and_the_row(bad_file, value):
+    """NaN would be taken for None without a word; None is the way to say "does not apply"."""
+    (reward,) = load_rewards([f"{bad_file}:not_finite"], answer_format_spec="answer_tag")
+    completions = [conversational("fine"), conversational("The square is red.")]
+    with pytest.raises(RewardError) as error:
+        call(reward, completions, ["x", value])
+    assert _one_line(error.value) == (
+        f"reward {bad_file}:not_finite, row train.jsonl:2: returned {float(value)!r} for "
+        "completion 1 ('The square is red.'): not a finite number — return a finite float, or "
+        "None for a completion the reward does not apply to"
+    )
 
 
 def test_two_rewards_with_one_name_are_refused(tmp_path, bad_file):

@@ -8,7 +8,6 @@ rewards on greedy answers to the eval rows before and after training.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +22,9 @@ from vlm_unsloth.models.loading import LoadedModel
 
 @dataclass(frozen=True)
 class HeldOutReward:
-    total: float
-    """Mean over rows of the weighted sum of the rewards (functions returning None skipped)."""
+    total: float | None
+    """Mean over rows of the weighted sum of the rewards (functions returning None skipped;
+    None when no reward scored any row)."""
     per_reward: dict[str, float | None]
     """Each reward's mean over the rows it scored (None: it scored none)."""
     rows: int
@@ -71,22 +71,19 @@ def held_out_reward(
         )
         for function in rewards
     ]
+    # The checked rewards return floats or None (never NaN: `rewards.checked` refuses it).
     weights = list(weights or [1.0] * len(rewards))
     totals = []
     for row in zip(*scores, strict=True):
-        scored = [(w, s) for w, s in zip(weights, row, strict=True) if _scored(s)]
+        scored = [(w, s) for w, s in zip(weights, row, strict=True) if s is not None]
         if scored:
             totals.append(sum(w * s for w, s in scored))
     per_reward = {}
     for function, values in zip(rewards, scores, strict=True):
-        scored = [s for s in values if _scored(s)]
+        scored = [s for s in values if s is not None]
         per_reward[function.__name__] = sum(scored) / len(scored) if scored else None
-    total = sum(totals) / len(totals) if totals else float("nan")
+    total = sum(totals) / len(totals) if totals else None
     return HeldOutReward(total=total, per_reward=per_reward, rows=len(records))
-
-
-def _scored(value: float | None) -> bool:
-    return value is not None and not math.isnan(value)
 
 
 def held_out_scorer(
@@ -111,7 +108,8 @@ def describe_held_out(score: HeldOutReward) -> str:
         f"{name} {'n/a' if value is None else f'{value:.3f}'}"
         for name, value in score.per_reward.items()
     )
-    return f"{score.total:.3f} ({parts}) on {score.rows} eval rows, greedy answers"
+    total = "n/a" if score.total is None else f"{score.total:.3f}"
+    return f"{total} ({parts}) on {score.rows} eval rows, greedy answers"
 
 
 def held_out_summary(score: HeldOutReward | None, when: str) -> dict[str, Any]:
@@ -119,7 +117,8 @@ def held_out_summary(score: HeldOutReward | None, when: str) -> dict[str, Any]:
     per reward, heldout_rows_{when}."""
     if score is None:
         return {}
-    entries: dict[str, Any] = {f"heldout_reward_{when}": round(score.total, 4)}
+    total = None if score.total is None else round(score.total, 4)
+    entries: dict[str, Any] = {f"heldout_reward_{when}": total}
     for name, value in score.per_reward.items():
         entries[f"heldout_{name}_{when}"] = None if value is None else round(value, 4)
     entries[f"heldout_rows_{when}"] = score.rows

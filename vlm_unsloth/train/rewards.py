@@ -11,7 +11,8 @@ string from Unsloth's trainer on image batches: `completion_text` reads both.
 
 `load_rewards` resolves the names before the model loads and wraps each function in a check:
 a missing file or function, an exception inside it, a list of the wrong length or a value that
-is not a number stops training with one line (RewardError) naming the function and the row.
+is not a finite number (NaN and infinity included) stops training with one line (RewardError)
+naming the function and the row. None is the one way to say "does not apply".
 """
 
 from __future__ import annotations
@@ -260,10 +261,22 @@ def checked(name: str, function: Callable, *, spec: str | None = None) -> Reward
                 fix="return exactly one float (or None) per completion, in order",
             )
         for index, value in enumerate(values):
-            if value is not None and not _is_number(value):
+            number = None if value is None else _as_float(value)
+            if value is not None and number is None:
                 raise RewardError(
-                    f"returned {value!r} for completion {index}: not a number or None",
+                    f"returned {value!r} for {_completion(completions, index)}: not a number or "
+                    "None",
                     where=f"reward {shown}, {_rows(sources, [index])}",
+                )
+            if number is not None and not math.isfinite(number):
+                # NaN too: TRL would take it for None without a word, and infinity wrecks the
+                # group's advantages. None is the one way to say "does not apply".
+                raise RewardError(
+                    f"returned {value!r} for {_completion(completions, index)}: not a finite "
+                    "number",
+                    where=f"reward {shown}, {_rows(sources, [index])}",
+                    fix="return a finite float, or None for a completion the reward does not "
+                    "apply to",
                 )
         return [None if value is None else float(value) for value in values]
 
@@ -272,12 +285,18 @@ def checked(name: str, function: Callable, *, spec: str | None = None) -> Reward
     return reward
 
 
-def _is_number(value: Any) -> bool:
+def _as_float(value: Any) -> float | None:
+    """`value` as a float (NaN and infinity included), or None when it is not a number."""
     try:
-        number = float(value)
+        return float(value)
     except (TypeError, ValueError):
-        return False
-    return not math.isinf(number)
+        return None
+
+
+def _completion(completions, index: int) -> str:
+    """ "completion 1 ('The square is red. <answer>…')" for error messages."""
+    text = completion_text(completions[index])
+    return f"completion {index} ({text[:40] + ('…' if len(text) > 40 else '')!r})"
 
 
 def _rows(sources: list | None, indices) -> str:
