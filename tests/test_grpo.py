@@ -379,6 +379,28 @@ def test_a_reward_that_raises_in_training_stops_with_one_line(tmp_path, capsys, 
     assert signal.getsignal(signal.SIGINT) is ctrl_c
 
 
+def test_rewards_that_can_score_no_row_stop_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    """`numeric` on the colour set's answers (words): every step would go without a score."""
+    from vlm_unsloth.train import steps as train_steps
+
+    monkeypatch.setattr(train_steps, "load_model_for_training", must_not_be_called)
+    code = grpo_main([
+        "--model", "tiny-qwen2-vl", "--backend", "hf", "--dataset", "demo-colours",
+        "--rewards", "numeric", "--max-samples", "8", "--output-dir", str(tmp_path / "run"),
+        "--num-generations", "2", "--batch-size", "2",
+    ])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        "error: --rewards numeric: no reward can score any of the 8 training rows: numeric cannot "
+        "score 8 of 8 rows (answers that are not numbers, e.g. train.jsonl:1 'yellow') — choose "
+        "rewards that fit these answers (exact_match and relaxed_accuracy score any answer, "
+        "numeric only numbers), or add your own"
+    )
+    assert not (tmp_path / "run").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # Learning: GRPO with exact_match after a short SFT run, through the real scripts
 

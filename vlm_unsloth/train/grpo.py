@@ -6,9 +6,9 @@
 
 backend → rewards (a missing file or function stops here, before anything slow) → output folder
 → data (the SFT layouts, validated with the model's processor; prompts only, never truncated; no
-row kept stops here) → model + LoRA (or the adapter of --adapter) → TRL GRPOTrainer → held-out
-reward → train (resumable, Ctrl-C safe) → held-out reward again → save adapter (+ merged) →
-summary.
+row kept, or no row the rewards can score, stops here) → model + LoRA (or the adapter of
+--adapter) → TRL GRPOTrainer → held-out reward → train (resumable, Ctrl-C safe) → held-out
+reward again → save adapter (+ merged) → summary.
 
 Each step samples --num-generations answers to each prompt (at --temperature, up to
 --max-completion-length tokens, from the policy itself: no vLLM), scores each with the rewards
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from vlm_unsloth import distributed
 from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, to_dict
 from vlm_unsloth.console import make_console
-from vlm_unsloth.data.collate import PromptRows
+from vlm_unsloth.data.collate import PromptRows, reference_answer
 from vlm_unsloth.errors import ConfigError, DataError
 from vlm_unsloth.families import Family
 from vlm_unsloth.models.backend import backend_module
@@ -42,7 +42,13 @@ from vlm_unsloth.train.reference import (
     reference_is_the_starting_policy,
     restore_trained_adapter,
 )
-from vlm_unsloth.train.rewards import ANSWER_FORMATS, BUILT_IN, answer_format, load_rewards
+from vlm_unsloth.train.rewards import (
+    ANSWER_FORMATS,
+    BUILT_IN,
+    answer_format,
+    check_rewards_can_score,
+    load_rewards,
+)
 from vlm_unsloth.train.summary import (
     FinishedRun,
     TrainResult,
@@ -250,6 +256,7 @@ def train_grpo(
 
     data = steps.load_training_data(data_args, ref, train_args, preference=False)
     check_every_prompt_has_an_image(data.train)
+    check_rewards_fit_the_rows(grpo_args, data.train, console)
     loaded = steps.load_model_for_training(model_args, lora_args, data_args, train_args, setup)
     trainer = build_trainer(
         loaded, data, data_args, train_args, grpo_args, rewards, output,
@@ -315,6 +322,15 @@ def check_every_prompt_has_an_image(train) -> None:
             where=source,
             fix="leave text-only rows (and --text-only-rows) to SFT and DPO",
         )
+
+
+def check_rewards_fit_the_rows(grpo_args: GrpoArgs, train, console) -> None:
+    """Say which rows each built-in reward cannot score (from the reference answers, before the
+    model loads); stop with one line when no reward can score any row."""
+    rows = train.select_columns(["messages", "source"])
+    answers = [reference_answer(row) for row in rows]
+    for notice in check_rewards_can_score(grpo_args.rewards, answers, rows["source"]):
+        console.print(f"[yellow]{notice}[/]")
 
 
 def check_backend_trains_family(family: Family, backend: str) -> None:
