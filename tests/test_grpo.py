@@ -401,6 +401,54 @@ def test_rewards_that_can_score_no_row_stop_before_the_model_loads(tmp_path, cap
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
+def test_a_step_without_scores_is_skipped_counted_and_reported(tmp_path, capsys, one_thread):
+    """Step 1 is scored; in steps 2 and 3 every reward returns None. Those steps leave the
+    weights exactly as step 1 left them (TRL alone would still move them: Adam's momentum and
+    weight decay), are counted in metrics.jsonl and summary.json, and the reward that never
+    scored is named."""
+    from safetensors.torch import load_file
+
+    rewards_file = tmp_path / "rewards.py"
+    rewards_file.write_text(
+        "import zlib\n"
+        "def first_step(completions, trainer_state, **kwargs):\n"
+        "    if trainer_state.global_step > 0:\n"
+        "        return [None] * len(completions)\n"
+        "    return [float(zlib.crc32(c[-1]['content'].encode()) % 1000) for c in completions]\n"
+        "def never(completions, **kwargs):\n"
+        "    return [None] * len(completions)\n"
+    )
+    run = tmp_path / "run"
+    code = grpo_main([
+        "--model", "tiny-qwen2-vl", "--backend", "hf", "--dataset", "demo-colours",
+        "--max-samples", "8", "--output-dir", str(run),
+        "--rewards", f"{rewards_file}:first_step", f"{rewards_file}:never",
+        "--num-generations", "2", "--batch-size", "4", "--grad-accum", "1",
+        "--max-completion-length", "3", "--max-steps", "3", "--save-steps", "1",
+        "--learning-rate", "1e-3", "--reward-rows", "0", "--no-gradient-checkpointing",
+    ])  # fmt: skip
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert code == 0
+    for step in (2, 3):
+        assert (
+            f"step {step}: no reward (first_step, never) scored any of its 4 answers: skipped, "
+            "the weights are not updated" in out
+        )
+    assert "never scored no answer in the whole run" in out
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [row for row in logged if "loss" in row]
+    assert [row["steps_without_scores"] for row in steps] == [0, 1, 1]
+    assert steps[0]["rewards/first_step/mean"] is not None and steps[0]["grad_norm"] > 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["global_step"] == 3 and summary["steps_without_scores"] == 2
+    assert summary["rewards_that_scored_nothing"] == ["never"]
+    after_step_1 = load_file(run / "checkpoint-1" / "adapter_model.safetensors")
+    final = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert after_step_1.keys() == final.keys()
+    assert all(torch.equal(final[key], after_step_1[key]) for key in final)
+
+
 # ---------------------------------------------------------------------------------------------
 # Learning: GRPO with exact_match after a short SFT run, through the real scripts
 

@@ -14,6 +14,8 @@ Each step samples --num-generations answers to each prompt (at --temperature, up
 --max-completion-length tokens, from the policy itself: no vLLM), scores each with the rewards
 (rewards.py) against the row's reference answer, and pushes up the answers that scored above
 their group's mean. The held-out reward is the same rewards on greedy answers to the eval rows.
+A step in which no reward scores any answer is skipped (`grpo_trainer.py`) and counted: the
+summary gives `steps_without_scores` and names the rewards that scored nothing in the whole run.
 """
 
 from __future__ import annotations
@@ -37,7 +39,12 @@ from vlm_unsloth.models.loading import LoadedModel
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.train import steps
 from vlm_unsloth.train.batch_size import accumulation_for_effective_batch
-from vlm_unsloth.train.grpo_scores import describe_held_out, held_out_scorer, held_out_summary
+from vlm_unsloth.train.grpo_scores import (
+    describe_held_out,
+    held_out_scorer,
+    held_out_summary,
+    scoring_summary,
+)
 from vlm_unsloth.train.reference import (
     reference_is_the_starting_policy,
     restore_trained_adapter,
@@ -259,7 +266,7 @@ def train_grpo(
     check_rewards_fit_the_rows(grpo_args, data.train, console)
     loaded = steps.load_model_for_training(model_args, lora_args, data_args, train_args, setup)
     trainer = build_trainer(
-        loaded, data, data_args, train_args, grpo_args, rewards, output,
+        loaded, data, data_args, train_args, grpo_args, rewards, output, console=console,
         callbacks=steps.callbacks(output, console) + list(extra_callbacks or []),
     )  # fmt: skip
     reference = "none (--beta 0: no reference pass, no KL term)"
@@ -287,6 +294,7 @@ def train_grpo(
             "reference": reference,
             **held_out_summary(before, "before"),
             **held_out_summary(after, "after"),
+            **scoring_summary(output, trainer.reward_func_names, console),
         }
         # The trainer has no eval set (TRL would sample the eval rows): the held-out reward
         # above takes the place of an eval loss.
@@ -354,8 +362,10 @@ def build_trainer(
     output: Path,
     *,
     callbacks: Sequence = (),
+    console=None,
 ) -> GRPOTrainer:
-    """TRL's GRPOTrainer (`grpo_trainer.VisionGRPOTrainer`) over our validated records."""
+    """TRL's GRPOTrainer (`grpo_trainer.VisionGRPOTrainer`) over our validated records; a step
+    in which no reward scored any answer is announced on `console` and in metrics.jsonl."""
     from vlm_unsloth.train.grpo_trainer import (
         VisionGRPOTrainer,
         check_grpo_trainer_matches_backend,
@@ -400,6 +410,15 @@ def build_trainer(
         callbacks=list(callbacks),
         family=loaded.family,
     )
+    console = console or make_console()
+
+    def on_step_without_scores(step: int, answers: int) -> None:
+        console.print(
+            f"[yellow]step {step}: no reward ({', '.join(trainer.reward_func_names)}) scored any "
+            f"of its {answers} answers: skipped, the weights are not updated[/]"
+        )
+
+    trainer.on_step_without_scores = on_step_without_scores
     return trainer
 
 

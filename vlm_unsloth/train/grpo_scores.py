@@ -1,17 +1,20 @@
-"""What GRPO's rewards scored besides each training step's own groups: the held-out reward, the
-rewards on greedy answers to the eval rows before and after training.
+"""What GRPO's rewards scored besides each training step's own groups: the held-out reward (the
+rewards on greedy answers to the eval rows, before and after training) and the run's scoring
+report (steps in which no reward scored any answer, rewards that scored nothing at all).
 
     score = held_out_scorer(loaded, data, data_args, train_args, grpo_args, trainer)
     before = score()  # HeldOutReward, or None without eval rows
-    summary = held_out_summary(before, "before")
+    summary = {**held_out_summary(before, "before"), **scoring_summary(output, names, console)}
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from vlm_unsloth import run_dir
 from vlm_unsloth.config import DataArgs, TrainArgs
 from vlm_unsloth.data.collate import PromptRows
 from vlm_unsloth.infer.args import GenerationArgs
@@ -123,3 +126,24 @@ def held_out_summary(score: HeldOutReward | None, when: str) -> dict[str, Any]:
         entries[f"heldout_{name}_{when}"] = None if value is None else round(value, 4)
     entries[f"heldout_rows_{when}"] = score.rows
     return entries
+
+
+def scoring_summary(output: Path, reward_names: Sequence[str], console) -> dict[str, Any]:
+    """summary.json's `steps_without_scores` (summed over metrics.jsonl, so a resumed run counts
+    its earlier steps) and `rewards_that_scored_nothing`: those whose mean was missing from every
+    logged step (TRL logs None for a reward that scored no answer). A notice names those."""
+    logged = [row for row in run_dir.read_metrics(output) if "loss" in row]
+    silent = []
+    for name in reward_names:
+        means = [row[key] for row in logged if (key := f"rewards/{name}/mean") in row]
+        if means and all(mean is None for mean in means):
+            silent.append(name)
+    if silent:
+        console.print(
+            f"[yellow]{', '.join(silent)} scored no answer in the whole run: check that it fits "
+            "this data (it returned None for every completion)[/]"
+        )
+    return {
+        "steps_without_scores": sum(row.get("steps_without_scores", 0) for row in logged),
+        "rewards_that_scored_nothing": silent,
+    }
