@@ -1,15 +1,18 @@
 """The trainer callbacks' arithmetic, with a scripted clock (no dependence on this machine's
-speed): the share of time spent waiting for data, and the throughput in metrics.jsonl."""
+speed): the share of time spent waiting for data, and the throughput in metrics.jsonl. And the
+progress line, given a metric without a value."""
 
 from __future__ import annotations
 
+import io
 import json
 from types import SimpleNamespace
 
 import pytest
+from rich.console import Console
 
 from vlm_unsloth.train import callbacks
-from vlm_unsloth.train.callbacks import DataWaitCallback, MetricsCallback
+from vlm_unsloth.train.callbacks import DataWaitCallback, MetricsCallback, RichProgressCallback
 
 
 @pytest.fixture
@@ -69,3 +72,17 @@ def test_samples_per_second_covers_the_steps_since_the_last_log(clock, tmp_path,
     assert logged["samples_per_second"] == pytest.approx(2 * 8 / 4)  # 2 steps of 8 in 4 s
     assert logged["tokens_per_second"] == pytest.approx(1000)
     assert logged["step"] == 2 and logged["loss"] == 1.5
+
+
+def test_the_progress_line_keeps_a_metric_that_was_logged_without_a_value():
+    """TRL logs GRPO's reward as None in a step that no reward scored."""
+    progress = RichProgressCallback(Console(file=io.StringIO(), width=200))
+    state = SimpleNamespace(max_steps=3, global_step=0, is_world_process_zero=True)
+    progress.on_train_begin(None, state, None)
+    try:
+        progress.on_log(None, state, None, logs={"loss": 0.5, "reward": 0.25})
+        progress.on_log(None, state, None, logs={"loss": 0.0, "reward": None})
+        status = progress.progress.tasks[0].fields["status"]
+    finally:
+        progress.on_train_end(None, state, None)
+    assert status == "loss 0.0000 · reward 0.250"

@@ -73,6 +73,33 @@ def test_tiny_checkpoint_loads_through_fast_vision_model(name):
     print(f"{name}: {type(model).__name__} loaded by FastVisionModel in 4-bit")
 
 
+@pytest.mark.parametrize("name", TINY)
+def test_the_processor_alone_counts_tokens_as_the_unsloth_backend_s_does(name):
+    """Training validates its rows with the checkpoint's processor loaded alone, before the
+    model (train/steps.load_training_data); on the unsloth backend it then trains with the
+    processor FastVisionModel returns: both must count every demo row alike."""
+    from vlm_unsloth.data.image_tokens import prepare_processor
+    from vlm_unsloth.data.loaders import DataSpec, load_sft_dataset
+    from vlm_unsloth.data.validation import validate_dataset
+    from vlm_unsloth.models import unsloth_backend
+    from vlm_unsloth.models.device import DeviceSetup
+    from vlm_unsloth.models.loading import load_processor, resolve_model
+
+    ref = resolve_model(name)
+    setup = DeviceSetup(backend="unsloth", device="cuda", dtype="bfloat16", why="test")
+    _, unsloths = unsloth_backend.load(
+        ref.path, quantization="4bit", setup=setup, max_seq_length=512
+    )
+    rows = load_sft_dataset(DataSpec(dataset=str(DEMO_DIR / "train.jsonl"))).select(range(40))
+    counted = [
+        validate_dataset(rows, family=ref.family, processor=processor, max_seq_length=4096)
+        for processor in (load_processor(ref), prepare_processor(ref.family, unsloths))
+    ]
+    alone, backend = counted
+    assert alone.kept_count == 40
+    assert alone.token_counts == backend.token_counts and alone.rejected == backend.rejected
+
+
 _BLOCK_COMPILED = """
 import sys
 from vlm_unsloth.models import unsloth_backend

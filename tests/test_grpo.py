@@ -379,6 +379,76 @@ def test_a_reward_that_raises_in_training_stops_with_one_line(tmp_path, capsys, 
     assert signal.getsignal(signal.SIGINT) is ctrl_c
 
 
+def test_rewards_that_can_score_no_row_stop_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    """`numeric` on the colour set's answers (words): every step would go without a score."""
+    from vlm_unsloth.train import steps as train_steps
+
+    monkeypatch.setattr(train_steps, "load_model_for_training", must_not_be_called)
+    code = grpo_main([
+        "--model", "tiny-qwen2-vl", "--backend", "hf", "--dataset", "demo-colours",
+        "--rewards", "numeric", "--max-samples", "8", "--output-dir", str(tmp_path / "run"),
+        "--num-generations", "2", "--batch-size", "2",
+    ])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        "error: --rewards numeric: no reward can score any of the 8 training rows: numeric cannot "
+        "score 8 of 8 rows (answers that are not numbers, e.g. train.jsonl:1 'yellow') — choose "
+        "rewards that fit these answers (exact_match and relaxed_accuracy score any answer, "
+        "numeric only numbers), or add your own"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_step_without_scores_is_skipped_counted_and_reported(tmp_path, capsys, one_thread):
+    """Step 1 is scored; in steps 2 and 3 every reward returns None. Those steps leave the
+    weights exactly as step 1 left them (TRL alone would still move them: Adam's momentum and
+    weight decay), are counted in metrics.jsonl and summary.json, and the reward that never
+    scored is named."""
+    from safetensors.torch import load_file
+
+    rewards_file = tmp_path / "rewards.py"
+    rewards_file.write_text(
+        "import zlib\n"
+        "def first_step(completions, trainer_state, **kwargs):\n"
+        "    if trainer_state.global_step > 0:\n"
+        "        return [None] * len(completions)\n"
+        "    return [float(zlib.crc32(c[-1]['content'].encode()) % 1000) for c in completions]\n"
+        "def never(completions, **kwargs):\n"
+        "    return [None] * len(completions)\n"
+    )
+    run = tmp_path / "run"
+    code = grpo_main([
+        "--model", "tiny-qwen2-vl", "--backend", "hf", "--dataset", "demo-colours",
+        "--max-samples", "8", "--output-dir", str(run),
+        "--rewards", f"{rewards_file}:first_step", f"{rewards_file}:never",
+        "--num-generations", "2", "--batch-size", "4", "--grad-accum", "1",
+        "--max-completion-length", "3", "--max-steps", "3", "--save-steps", "1",
+        "--learning-rate", "1e-3", "--reward-rows", "0", "--no-gradient-checkpointing",
+    ])  # fmt: skip
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert code == 0
+    for step in (2, 3):
+        assert (
+            f"step {step}: no reward (first_step, never) scored any of its 4 answers: skipped, "
+            "the weights are not updated" in out
+        )
+    assert "never scored no answer in the whole run" in out
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [row for row in logged if "loss" in row]
+    assert [row["steps_without_scores"] for row in steps] == [0, 1, 1]
+    assert steps[0]["rewards/first_step/mean"] is not None and steps[0]["grad_norm"] > 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["global_step"] == 3 and summary["steps_without_scores"] == 2
+    assert summary["rewards_that_scored_nothing"] == ["never"]
+    after_step_1 = load_file(run / "checkpoint-1" / "adapter_model.safetensors")
+    final = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert after_step_1.keys() == final.keys()
+    assert all(torch.equal(final[key], after_step_1[key]) for key in final)
+
+
 # ---------------------------------------------------------------------------------------------
 # Learning: GRPO with exact_match after a short SFT run, through the real scripts
 

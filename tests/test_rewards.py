@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from vlm_unsloth.errors import RewardError
-from vlm_unsloth.train.rewards import load_rewards
+from vlm_unsloth.train.rewards import check_rewards_can_score, load_rewards
 
 
 def conversational(text: str) -> list[dict]:
@@ -68,6 +68,39 @@ def test_numeric_is_dense_and_skips_non_numeric_references():
     assert scores[0] == pytest.approx(0.9) and scores[1] == pytest.approx(0.5)
     assert scores[2] is None  # not a numeric row: left to the other rewards
     assert scores[3] == 0.0 and scores[4] == 1.0
+
+
+def test_numeric_never_scores_against_a_number_too_large_for_a_float():
+    """ "9" x 400 parses as infinity: the relative error against it is NaN, so the row cannot be
+    scored (None), and such an answer to a finite reference is simply wrong (0.0)."""
+    huge = "9" * 400
+    completions = [conversational(huge), conversational("5"), conversational(huge)]
+    scores = call(built_in("numeric"), completions, [huge, huge, "5"])
+    assert scores == [None, None, 0.0]
+
+
+def test_built_ins_say_up_front_which_rows_they_cannot_score():
+    answers = ["red", "37", "blue", "1,200"]
+    sources = [f"train.jsonl:{i + 1}" for i in range(len(answers))]
+    notices = check_rewards_can_score(["numeric", "exact_match", "format"], answers, sources)
+    assert notices == [
+        "numeric cannot score 2 of 4 rows (answers that are not numbers, e.g. train.jsonl:1 'red')"
+    ]
+    assert check_rewards_can_score(["exact_match"], answers, sources) == []
+    # Together they score every row: numeric the numbers, exact_match the rest.
+    words = ["red", "blue"]
+    with pytest.raises(RewardError) as error:
+        check_rewards_can_score(["numeric"], words, sources[:2])
+    assert _one_line(error.value) == (
+        "--rewards numeric: no reward can score any of the 2 training rows: numeric cannot score "
+        "2 of 2 rows (answers that are not numbers, e.g. train.jsonl:1 'red') — choose rewards "
+        "that fit these answers (exact_match and relaxed_accuracy score any answer, numeric only "
+        "numbers), or add your own"
+    )
+    # Your own reward may score them: what it returns is known only once it runs.
+    assert check_rewards_can_score(["numeric", "mine.py:f"], words, sources[:2]) == [
+        "numeric cannot score 2 of 2 rows (answers that are not numbers, e.g. train.jsonl:1 'red')"
+    ]
 
 
 def test_format_follows_the_answer_format():
@@ -137,6 +170,9 @@ def words(completions, **kwargs):
 
 def scalar(completions, **kwargs):
     return 1.0
+
+def not_finite(completions, answer, **kwargs):
+    return [float(a) if a in ("nan", "inf", "-inf") else 1.0 for a in answer]
 
 def no_kwargs(completions, answer):
     return [1.0 for _ in completions]
@@ -215,6 +251,20 @@ def test_wrong_length_wrong_type_and_non_numbers_are_named(bad_file):
     assert "row train.jsonl:1" in str(error.value)
     with pytest.raises(RewardError, match="scalar.*returned float"):
         call(scalar, completions, ["x", "y"])
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_nan_and_infinity_are_refused_alike_naming_the_completion_and_the_row(bad_file, value):
+    """NaN would be taken for None without a word; None is the way to say "does not apply"."""
+    (reward,) = load_rewards([f"{bad_file}:not_finite"], answer_format_spec="answer_tag")
+    completions = [conversational("fine"), conversational("The square is red.")]
+    with pytest.raises(RewardError) as error:
+        call(reward, completions, ["x", value])
+    assert _one_line(error.value) == (
+        f"reward {bad_file}:not_finite, row train.jsonl:2: returned {float(value)!r} for "
+        "completion 1 ('The square is red.'): not a finite number — return a finite float, or "
+        "None for a completion the reward does not apply to"
+    )
 
 
 def test_two_rewards_with_one_name_are_refused(tmp_path, bad_file):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_MODELS
+from conftest import TINY_MODELS, must_not_be_called
 from PIL import Image
 from rich.console import Console
 
@@ -349,6 +349,39 @@ def test_preference_rows_count_the_longer_answer(tiny_processor, tmp_path):
     assert record["num_tokens"] == longer > shorter
 
 
+def test_a_preference_pair_with_the_same_answers_is_rejected(tiny_processor, tmp_path):
+    """DPO learns nothing from a pair whose answers are the same text (a zero gradient): such a
+    pair is rejected like an empty answer, whitespace around the answers aside."""
+    _image(tmp_path / "a.png")
+    rows = [
+        {"image": "a.png", "question": "Colour?", "chosen": "red", "rejected": "red"},
+        {"image": "a.png", "question": "Colour?", "chosen": " red\n", "rejected": "red"},
+        {"image": "a.png", "question": "Colour?", "chosen": "Red", "rejected": "red."},  # form
+    ]
+    path = tmp_path / "dpo.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = load_preference_dataset(DataSpec(dataset=str(path)))
+    report = validate_dataset(
+        dataset,
+        family=TINY_MODEL_NAMES["tiny-qwen2.5-vl"],
+        processor=tiny_processor("tiny-qwen2.5-vl"),
+        max_seq_length=1000,
+    )
+    assert [(row.source, row.reason) for row in report.rejected] == [
+        ("dpo.jsonl:1", "same_answers"),
+        ("dpo.jsonl:2", "same_answers"),
+    ]
+    assert report.rejected[0].message == (
+        "chosen and rejected answers are the same text ('red'): the pair teaches nothing"
+    )
+    assert report.kept["source"] == ["dpo.jsonl:3"]
+    lines = write_rejected(report, tmp_path / "rejected.jsonl").read_text().splitlines()
+    assert [json.loads(line)["reason"] for line in lines] == ["same_answers", "same_answers"]
+    console = Console(record=True, width=200)
+    print_report(report, console)
+    assert "rejected: same_answers" in console.export_text()
+
+
 def test_a_chat_template_that_refuses_a_row_rejects_only_that_row(tiny_processor, tmp_path):
     # The real Llama 3.2 Vision template raises for a system message next to an image.
     processor = copy.deepcopy(tiny_processor("tiny-llama-3.2-vision"))
@@ -426,3 +459,74 @@ def test_inspect_data_bad_input_is_one_error_line(inspect_main, messy_dataset, c
     assert main(argv) == 2
     last_line = capsys.readouterr().err.splitlines()[-1]  # after datasets' progress bars
     assert last_line.startswith("error: --strict: 10 of 13 rows rejected")
+
+
+# --- training stops before the model loads when validation keeps no row --------------------
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+_LONG_QUESTION = "Which colour is the bar in this picture? " * 10  # over --max-seq-length 64
+
+
+@pytest.mark.parametrize("command", ["train-sft", "train-dpo", "train-grpo"])
+def test_training_with_no_row_kept_stops_before_the_model_loads(
+    command, tmp_path, capsys, monkeypatch
+):
+    from vlm_unsloth.cli import dpo_main, grpo_main, train_sft_main
+    from vlm_unsloth.train import steps
+
+    _image(tmp_path / "a.png")
+    if command == "train-dpo":
+        pair = {"image": "a.png", "question": "Colour?", "chosen": "red", "rejected": " red"}
+        long = {"image": "a.png", "question": _LONG_QUESTION, "chosen": "red", "rejected": "blue"}
+        reasons = "same_answers: 2, too_long: 1"
+        first = "same_answers: chosen and rejected answers are the same text ('red')"
+        first += ": the pair teaches nothing"
+    else:
+        pair = {"image": "a.png", "question": "Colour?", "answer": " "}
+        long = {"image": "a.png", "question": _LONG_QUESTION, "answer": "red"}
+        reasons = "empty_answer: 2, too_long: 1"
+        first = "empty_answer: message 1 (assistant) is empty"
+    data = _write_jsonl(tmp_path / "rows.jsonl", [pair, pair, long])
+    monkeypatch.setattr(steps, "load_model_for_training", must_not_be_called)
+    main = {"train-sft": train_sft_main, "train-dpo": dpo_main, "train-grpo": grpo_main}[command]
+    grpo = ["--num-generations", "2", "--batch-size", "2"] if command == "train-grpo" else []
+    code = main([
+        "--model", "tiny-qwen2-vl", "--backend", "hf", "--dataset", str(data),
+        "--max-seq-length", "64", "--output-dir", str(tmp_path / "run"), *grpo,
+    ])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        f"error: --dataset: 0 of 3 rows kept ({reasons}; first: rows.jsonl:1 {first}) — fix the "
+        "rows (scripts/inspect_data.py --rejected-file lists them) or raise --max-seq-length"
+    )
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_eval_rows_that_are_all_rejected_stop_the_run_too(tmp_path, capsys, monkeypatch):
+    """Training on without them would drop the evaluation that was asked for."""
+    from vlm_unsloth.cli import train_sft_main
+    from vlm_unsloth.train import steps
+
+    _image(tmp_path / "a.png")
+    good = {"image": "a.png", "question": "Colour?", "answer": "red"}
+    train = _write_jsonl(tmp_path / "train.jsonl", [good, good])
+    evaluation = _write_jsonl(tmp_path / "eval.jsonl", [{**good, "image": "gone.png"}] * 2)
+    monkeypatch.setattr(steps, "load_model_for_training", must_not_be_called)
+    code = train_sft_main([
+        "--model", "tiny-qwen2-vl", "--backend", "hf", "--dataset", str(train),
+        "--eval-dataset", str(evaluation), "--output-dir", str(tmp_path / "run"),
+    ])  # fmt: skip
+    assert code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith(
+        "error: --eval-dataset: 0 of 2 rows kept (missing_file: 2; first: eval.jsonl:1 "
+        "missing_file: "
+    ), last
+    assert not (tmp_path / "run").exists()

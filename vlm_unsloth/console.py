@@ -15,6 +15,10 @@ LIBRARY_NOTICES = (
     # torchao (imported by transformers) registers its Enums as pytree constants, which torch
     # now deprecates: a note between those two libraries, at every start.
     ("torch.utils._pytree", r"is an Enum subclass .* register_constant\(\) on Enum subclasses"),
+    # TRL's GRPO dumps, over several lines, the columns (image objects included) of each row that
+    # no reward scored. Our own notices say it in one line: which rows a built-in cannot score,
+    # before training (rewards.check_rewards_can_score), and each step that nothing scored.
+    ("trl.trainer.grpo_trainer", r"All reward functions returned None for the following kwargs"),
 )
 """(logger, message pattern) of each notice `quiet_library_notices` drops."""
 

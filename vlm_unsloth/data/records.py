@@ -278,8 +278,9 @@ def split_image_placeholders(text: str) -> list[dict]:
 def record_problem(record: dict) -> tuple[str, str] | None:
     """(reason, message) of the first problem of an SFT or preference record, else None.
 
-    Reasons: bad_roles, empty_question, empty_answer, image_count_mismatch. Messages name
-    the message index, e.g. "message 3 (assistant) is empty".
+    Reasons: bad_roles, empty_question, empty_answer, same_answers (a preference pair whose
+    chosen and rejected answers are the same text), image_count_mismatch. Messages name the
+    message index, e.g. "message 3 (assistant) is empty".
     """
     if "prompt" in record:
         return _preference_problem(record)
@@ -310,6 +311,17 @@ def _preference_problem(record: dict) -> tuple[str, str] | None:
             return "bad_roles", f"{key} must be one assistant message, got {roles}"
         if not _text_of(answer[0]).strip():
             return "empty_answer", f"{key} answer is empty"
+    # Compared without surrounding whitespace only: answers that differ in nothing else give DPO
+    # no preference to learn (a zero gradient where the chat template trims them, as Llama's
+    # does; else a preference about a stray space), while case and punctuation may be the very
+    # thing a pair prefers ("Red" over "red.").
+    chosen, rejected = (_text_of(record[key][0]).strip() for key in ("chosen", "rejected"))
+    if chosen == rejected:
+        return (
+            "same_answers",
+            f"chosen and rejected answers are the same text ({chosen[:40]!r}): the pair teaches "
+            "nothing",
+        )
     return _image_count_problem(record["prompt"], record["images"])
 
 

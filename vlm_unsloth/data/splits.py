@@ -114,6 +114,17 @@ def first_rows(dataset: Any, count: int | None) -> Any:
     return dataset.select(range(min(count, len(dataset))))
 
 
+def eval_rows_flag(data_args: DataArgs) -> str:
+    """The flag the eval rows come from, for error messages ("--eval-dataset", ...)."""
+    if data_args.eval_dataset:
+        return "--eval-dataset"
+    if data_args.eval_split:
+        return f"--eval-split {data_args.eval_split}"
+    if data_args.eval_fraction:
+        return f"--eval-fraction {data_args.eval_fraction:g}"
+    return f"--dataset {data_args.dataset} (its eval rows)"
+
+
 def describe_eval_data(data_args: DataArgs) -> str:
     """Where the eval rows come from, for a report header."""
     train_path, eval_path = dataset_paths(data_args, preference=False)

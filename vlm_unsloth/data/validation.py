@@ -12,8 +12,12 @@ it fits. Rejected rows are skipped (or, with strict, raise) and can be written a
 Reasons a row is rejected (`RejectedRow.reason`): missing_file, unreadable_image,
 decompression_bomb, download_failed, image_too_small, bad_aspect_ratio (image problems);
 bad_roles, empty_question, empty_answer, image_count_mismatch (conversation problems);
+same_answers (a preference pair whose chosen and rejected answers are the same text);
+text_only_row (a family that cannot batch rows without an image with image rows);
 template_error (the model's chat template refuses the conversation); too_long (over
 max_seq_length).
+
+`check_rows_kept` stops a run whose rows were all rejected, before anything slow loads.
 """
 
 from __future__ import annotations
@@ -290,6 +294,26 @@ def validate_dataset(
             "(scripts/inspect_data.py --rejected-file lists them all)",
         )
     return report
+
+
+def check_rows_kept(report: ValidationReport, *, where: str) -> None:
+    """Raise DataError (one line: the counts per reason and the first rejected row) when
+    validation kept no row: SFT and DPO would crash inside the trainer, and GRPO would "finish"
+    0 steps with an untrained adapter. `where` names the rows' flag, e.g. "--dataset"."""
+    if report.kept_count:
+        return
+    if not report.rejected:
+        raise DataError("0 rows to train on", where=where, fix="check the file and --split")
+    first = report.rejected[0]
+    fix = "fix the rows (scripts/inspect_data.py --rejected-file lists them)"
+    if "too_long" in report.rejected_by_reason():
+        fix += " or raise --max-seq-length"
+    raise DataError(
+        f"0 of {report.rows_read} rows kept ({_reason_counts(report)}; first: {first.source} "
+        f"{first.reason}: {first.message})",
+        where=where,
+        fix=fix,
+    )
 
 
 def write_rejected(report: ValidationReport, path: str | Path) -> Path:

@@ -209,9 +209,10 @@ class RichProgressCallback(TrainerCallback):
         if self.progress is None or not logs:
             return
         # Logs come in several kinds (train step, eval, end-of-training summary): keep the last
-        # value of each shown metric so a log without loss does not blank the line.
+        # value of each shown metric so a log without loss does not blank the line. None is a
+        # metric with no value this time (GRPO's reward in a step that no reward scored).
         for key in self.SHOWN:
-            if key in logs:
+            if logs.get(key) is not None:
                 self.latest[key] = logs[key]
         parts = [
             template.format(self.latest[key])

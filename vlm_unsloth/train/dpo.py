@@ -3,10 +3,10 @@
     python scripts/train_dpo.py --model tiny-qwen2-vl --backend hf --max-steps 20  # CPU demo
     python scripts/train_dpo.py --adapter outputs/sft/adapter --max-side 768        # GPU, after SFT
 
-backend → output folder checked → model + LoRA (or the SFT adapter of --adapter) → preference
-data (load, validate) → collator → TRL DPOTrainer → held-out preference accuracy → the run claims
-the folder → train (resumable, Ctrl-C safe) → preference accuracy again → save adapter (+ merged)
-→ loss curve and summary.
+backend → output folder checked → preference data (load, validate with the model's processor;
+no pair kept stops here) → model + LoRA (or the SFT adapter of --adapter) → collator → TRL
+DPOTrainer → held-out preference accuracy → the run claims the folder → train (resumable, Ctrl-C
+safe) → preference accuracy again → save adapter (+ merged) → loss curve and summary.
 
 The reference policy is never a second model in memory (`reference.py`). Given a PEFT model and
 no ref_model, TRL's DPOTrainer scores the reference pass through the same weights: with the
@@ -168,8 +168,9 @@ def train_dpo(
     if steps.resumes_a_finished_run(train_args, output):
         return already_finished(output, console)
 
+    ref = steps.resolve_model_for_training(model_args)
+    data = steps.load_training_data(data_args, ref, train_args, preference=True)
     loaded = steps.load_model_for_training(model_args, lora_args, data_args, train_args, setup)
-    data = steps.load_training_data(data_args, loaded, train_args, preference=True)
     trainer = build_trainer(
         loaded, data, data_args, train_args, dpo_args, output, console=console,
         callbacks=steps.callbacks(output, console) + list(extra_callbacks or []),

@@ -5,45 +5,57 @@
     python scripts/train_grpo.py --model tiny-qwen2-vl --backend hf --adapter outputs/tiny-sft
 
 backend → rewards (a missing file or function stops here, before anything slow) → output folder
-→ model + LoRA (or the adapter of --adapter) → data (the SFT layouts, validated; prompts only,
-never truncated) → TRL GRPOTrainer → held-out reward → train (resumable, Ctrl-C safe) → held-out
+→ data (the SFT layouts, validated with the model's processor; prompts only, never truncated; no
+row kept, or no row the rewards can score, stops here) → model + LoRA (or the adapter of
+--adapter) → TRL GRPOTrainer → held-out reward → train (resumable, Ctrl-C safe) → held-out
 reward again → save adapter (+ merged) → summary.
 
 Each step samples --num-generations answers to each prompt (at --temperature, up to
 --max-completion-length tokens, from the policy itself: no vLLM), scores each with the rewards
 (rewards.py) against the row's reference answer, and pushes up the answers that scored above
 their group's mean. The held-out reward is the same rewards on greedy answers to the eval rows.
+A step in which no reward scores any answer is skipped (`grpo_trainer.py`) and counted: the
+summary gives `steps_without_scores` and names the rewards that scored nothing in the whole run.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import math
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vlm_unsloth import distributed
 from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, to_dict
 from vlm_unsloth.console import make_console
-from vlm_unsloth.data.collate import PromptRows
+from vlm_unsloth.data.collate import PromptRows, reference_answer
 from vlm_unsloth.errors import ConfigError, DataError
 from vlm_unsloth.families import Family
-from vlm_unsloth.infer.args import GenerationArgs
-from vlm_unsloth.infer.generation import generate_answers
 from vlm_unsloth.models.backend import backend_module
-from vlm_unsloth.models.loading import LoadedModel, resolve_model
+from vlm_unsloth.models.loading import LoadedModel
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.train import steps
 from vlm_unsloth.train.batch_size import accumulation_for_effective_batch
+from vlm_unsloth.train.grpo_scores import (
+    describe_held_out,
+    held_out_scorer,
+    held_out_summary,
+    scoring_summary,
+)
 from vlm_unsloth.train.reference import (
     reference_is_the_starting_policy,
     restore_trained_adapter,
 )
-from vlm_unsloth.train.rewards import ANSWER_FORMATS, BUILT_IN, answer_format, load_rewards
+from vlm_unsloth.train.rewards import (
+    ANSWER_FORMATS,
+    BUILT_IN,
+    answer_format,
+    check_rewards_can_score,
+    load_rewards,
+)
 from vlm_unsloth.train.summary import (
     FinishedRun,
     TrainResult,
@@ -221,15 +233,6 @@ class GrpoTrainArgs(TrainArgs):
         return found
 
 
-@dataclass(frozen=True)
-class HeldOutReward:
-    total: float
-    """Mean over rows of the weighted sum of the rewards (functions returning None skipped)."""
-    per_reward: dict[str, float | None]
-    """Each reward's mean over the rows it scored (None: it scored none)."""
-    rows: int
-
-
 def train_grpo(
     model_args: ModelArgs,
     lora_args: LoraArgs,
@@ -251,18 +254,19 @@ def train_grpo(
     rewards = load_rewards(grpo_args.rewards, answer_format_spec=grpo_args.answer_format)
     train_args = accumulation_for_effective_batch(train_args)
     check_batch_holds_groups(train_args, grpo_args)
-    with distributed.main_process_first():  # may build a tiny checkpoint: one writer
-        check_backend_trains_family(resolve_model(model_args.model).family, setup.backend)
+    ref = steps.resolve_model_for_training(model_args)
+    check_backend_trains_family(ref.family, setup.backend)
     config = to_dict(model_args, lora_args, data_args, train_args, grpo_args)
     output = steps.check_output(train_args, console)  # writes nothing: see claim_output
     if steps.resumes_a_finished_run(train_args, output):
         return already_finished(output, console)
 
-    loaded = steps.load_model_for_training(model_args, lora_args, data_args, train_args, setup)
-    data = steps.load_training_data(data_args, loaded, train_args, preference=False)
+    data = steps.load_training_data(data_args, ref, train_args, preference=False)
     check_every_prompt_has_an_image(data.train)
+    check_rewards_fit_the_rows(grpo_args, data.train, console)
+    loaded = steps.load_model_for_training(model_args, lora_args, data_args, train_args, setup)
     trainer = build_trainer(
-        loaded, data, data_args, train_args, grpo_args, rewards, output,
+        loaded, data, data_args, train_args, grpo_args, rewards, output, console=console,
         callbacks=steps.callbacks(output, console) + list(extra_callbacks or []),
     )  # fmt: skip
     reference = "none (--beta 0: no reference pass, no KL term)"
@@ -272,10 +276,10 @@ def train_grpo(
     print_banner(console, "GRPO", loaded, data, train_args, output)
     console.print(describe_run(train_args, grpo_args, trainer, reference))
 
-    score = _scorer(loaded, data, data_args, train_args, grpo_args, trainer)
+    score = held_out_scorer(loaded, data, data_args, train_args, grpo_args, trainer)
     before = score()  # the starting policy (also when resuming)
     if before is not None:
-        console.print(f"held-out reward before GRPO: {_describe(before)}")
+        console.print(f"held-out reward before GRPO: {describe_held_out(before)}")
     if train_args.resume:
         restore_trained_adapter(trainer, output)
     with steps.claim_output(output, train_args, config, setup, data, job="GRPO", console=console):
@@ -285,8 +289,13 @@ def train_grpo(
         interrupted = outcome == steps.INTERRUPTED
         after = None if interrupted else score()
         if after is not None:
-            console.print(f"held-out reward after GRPO: {_describe(after)}")
-        extra = {"reference": reference, **_summary(before, "before"), **_summary(after, "after")}
+            console.print(f"held-out reward after GRPO: {describe_held_out(after)}")
+        extra = {
+            "reference": reference,
+            **held_out_summary(before, "before"),
+            **held_out_summary(after, "after"),
+            **scoring_summary(output, trainer.reward_func_names, console),
+        }
         # The trainer has no eval set (TRL would sample the eval rows): the held-out reward
         # above takes the place of an eval loss.
         no_eval = replace(data, eval=None)
@@ -323,6 +332,15 @@ def check_every_prompt_has_an_image(train) -> None:
         )
 
 
+def check_rewards_fit_the_rows(grpo_args: GrpoArgs, train, console) -> None:
+    """Say which rows each built-in reward cannot score (from the reference answers, before the
+    model loads); stop with one line when no reward can score any row."""
+    rows = train.select_columns(["messages", "source"])
+    answers = [reference_answer(row) for row in rows]
+    for notice in check_rewards_can_score(grpo_args.rewards, answers, rows["source"]):
+        console.print(f"[yellow]{notice}[/]")
+
+
 def check_backend_trains_family(family: Family, backend: str) -> None:
     """Refuse a family whose images this backend's GRPO cannot carry to the loss."""
     if family.images_by_cross_attention and not backend_module(backend).GRPO_CROSS_ATTENTION_IMAGES:
@@ -344,8 +362,10 @@ def build_trainer(
     output: Path,
     *,
     callbacks: Sequence = (),
+    console=None,
 ) -> GRPOTrainer:
-    """TRL's GRPOTrainer (`grpo_trainer.VisionGRPOTrainer`) over our validated records."""
+    """TRL's GRPOTrainer (`grpo_trainer.VisionGRPOTrainer`) over our validated records; a step
+    in which no reward scored any answer is announced on `console` and in metrics.jsonl."""
     from vlm_unsloth.train.grpo_trainer import (
         VisionGRPOTrainer,
         check_grpo_trainer_matches_backend,
@@ -390,6 +410,15 @@ def build_trainer(
         callbacks=list(callbacks),
         family=loaded.family,
     )
+    console = console or make_console()
+
+    def on_step_without_scores(step: int, answers: int) -> None:
+        console.print(
+            f"[yellow]step {step}: no reward ({', '.join(trainer.reward_func_names)}) scored any "
+            f"of its {answers} answers: skipped, the weights are not updated[/]"
+        )
+
+    trainer.on_step_without_scores = on_step_without_scores
     return trainer
 
 
@@ -407,94 +436,3 @@ def describe_run(train_args: TrainArgs, grpo_args: GrpoArgs, trainer, reference:
         f"{sampling}-level importance sampling, beta {grpo_args.beta}; learning rate "
         f"{train_args.learning_rate}; reference: {reference}"
     )
-
-
-def held_out_reward(
-    loaded: LoadedModel,
-    records: Sequence[dict[str, Any]],
-    rewards: Sequence,
-    *,
-    weights: Sequence[float] | None = None,
-    max_new_tokens: int,
-    max_side: int,
-    batch_size: int = 8,
-    trainer_state: Any = None,
-) -> HeldOutReward:
-    """The rewards of the model's greedy answers to `records` (canonical SFT records: their
-    final answer is the reference), called as GRPOTrainer calls them."""
-    implementation = backend_module(loaded.setup.backend)
-    rows = PromptRows(loaded.family, max_side=max_side)(
-        {key: [r[key] for r in records] for key in records[0]}
-    )
-    was_training = loaded.model.training
-    implementation.for_inference(loaded.model)
-    try:
-        answers = generate_answers(
-            loaded, records, GenerationArgs(max_new_tokens=max_new_tokens, batch_size=batch_size),
-            max_side=max_side,
-        )  # fmt: skip
-    finally:
-        if was_training:
-            implementation.for_training(loaded.model)
-    tokenizer = loaded.processor.tokenizer
-    columns = {key: value for key, value in rows.items() if key != "prompt"}
-    scores = [
-        function(
-            prompts=rows["prompt"],
-            completions=[[{"role": "assistant", "content": answer}] for answer in answers],
-            completion_ids=[tokenizer.encode(a, add_special_tokens=False) for a in answers],
-            trainer_state=trainer_state,
-            log_extra=lambda *a, **k: None,
-            log_metric=lambda *a, **k: None,
-            **columns,
-        )
-        for function in rewards
-    ]
-    weights = list(weights or [1.0] * len(rewards))
-    totals = []
-    for row in zip(*scores, strict=True):
-        scored = [(w, s) for w, s in zip(weights, row, strict=True) if _scored(s)]
-        if scored:
-            totals.append(sum(w * s for w, s in scored))
-    per_reward = {}
-    for function, values in zip(rewards, scores, strict=True):
-        scored = [s for s in values if _scored(s)]
-        per_reward[function.__name__] = sum(scored) / len(scored) if scored else None
-    total = sum(totals) / len(totals) if totals else float("nan")
-    return HeldOutReward(total=total, per_reward=per_reward, rows=len(records))
-
-
-def _scored(value: float | None) -> bool:
-    return value is not None and not math.isnan(value)
-
-
-def _scorer(loaded, data, data_args: DataArgs, train_args: TrainArgs, grpo_args, trainer):
-    """score() -> HeldOutReward of the policy on the first --reward-rows eval rows."""
-    if data.eval is None or grpo_args.reward_rows == 0 or len(data.eval) == 0:
-        return lambda: None
-    rows = data.eval.select(range(min(grpo_args.reward_rows, len(data.eval))))
-    records = [rows[i] for i in range(len(rows))]
-    return lambda: held_out_reward(
-        loaded, records, trainer.reward_funcs, weights=grpo_args.reward_weights,
-        max_new_tokens=grpo_args.max_completion_length, max_side=data_args.max_side,
-        batch_size=train_args.batch_size, trainer_state=trainer.state,
-    )  # fmt: skip
-
-
-def _describe(score: HeldOutReward) -> str:
-    parts = ", ".join(
-        f"{name} {'n/a' if value is None else f'{value:.3f}'}"
-        for name, value in score.per_reward.items()
-    )
-    return f"{score.total:.3f} ({parts}) on {score.rows} eval rows, greedy answers"
-
-
-def _summary(score: HeldOutReward | None, when: str) -> dict[str, Any]:
-    """Flat summary.json entries (also the summary table's rows)."""
-    if score is None:
-        return {}
-    entries: dict[str, Any] = {f"heldout_reward_{when}": round(score.total, 4)}
-    for name, value in score.per_reward.items():
-        entries[f"heldout_{name}_{when}"] = None if value is None else round(value, 4)
-    entries[f"heldout_rows_{when}"] = score.rows
-    return entries

@@ -10,6 +10,12 @@
   `pixel_values` is provided"), and its generation inputs pass a cross-attention mask aligned to
   the unpadded prompt ids it then left-pads. Nothing changes for the other families. (The
   unsloth backend refuses those families: `GRPO_CROSS_ATTENTION_IMAGES`.)
+- a step in which no reward scored any answer (every reward returned None, e.g. `numeric` on
+  answers that are words) is skipped: no weight moves. TRL 1.14.2 zeroes such answers'
+  advantages and still steps the optimizer, which is not a no-op: AdamW's momentum from earlier
+  steps and its weight decay move every weight, and with --beta > 0 the KL term has a gradient.
+  The step is announced (`on_step_without_scores`) and counted (`steps_without_scores` in each
+  training log); it still takes one of --max-steps and a step of the learning-rate schedule.
 
 Two settings every vision GRPO run needs are here too: `media_token_ids` (never sample an image
 placeholder: "Image features and image tokens do not match" in the loss forward) and
@@ -20,7 +26,7 @@ changing the loss options behind the flags. Imported by `grpo.py` once the backe
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -119,11 +125,17 @@ def prompts_padded_left(processor) -> Iterator[None]:
 
 
 class VisionGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer plus the module docstring's two fixes. `family` is the model's Family."""
+    """GRPOTrainer plus the module docstring's fixes. `family` is the model's Family;
+    `on_step_without_scores(step, answers)` is called when a step's answers got no score."""
 
     def __init__(self, *args, family: Family, **kwargs):
         self.family = family
         self._cross_attention_batch: dict | None = None
+        self.on_step_without_scores: Callable[[int, int], None] = lambda step, answers: None
+        self._answers_scored = True
+        """Whether any reward scored any answer of the generation batch being trained on."""
+        self._steps_without_scores = 0
+        """Since the last training log."""
         super().__init__(*args, **kwargs)
 
     # Every override passes its arguments through untouched for the other families: Unsloth's
@@ -153,6 +165,36 @@ class VisionGRPOTrainer(GRPOTrainer):
             for key in CROSS_ATTENTION_KEYS:
                 output[key] = extra[key].to(self.accelerator.device)
         return output
+
+    def _calculate_rewards(self, *args, **kwargs):
+        """The rewards of a generation batch (every process's answers: all decide alike), NaN
+        where a reward returned None; notes a batch that no reward scored at all. (Training
+        batches only: this trainer never evaluates, `grpo_scores.held_out_reward` does.)"""
+        rewards_per_func = super()._calculate_rewards(*args, **kwargs)
+        self._answers_scored = not bool(torch.isnan(rewards_per_func).all())
+        if not self._answers_scored:
+            self._steps_without_scores += 1
+            # One generation batch per optimizer step (TRL's steps_per_generation defaults to
+            # the accumulation), sampled before the step's first micro-batch.
+            self.on_step_without_scores(self.state.global_step + 1, rewards_per_func.size(0))
+        return rewards_per_func
+
+    def training_step(self, model, *args, **kwargs):
+        """A micro-batch's forward and backward; in a step without scores its gradients are
+        then dropped (set to None), so that the optimizer skips every weight: neither the
+        weights nor its moments change. (Dropped after the backward rather than skipping it:
+        the loss is TRL's on one backend and Unsloth's on the other, and every process of a
+        multi-GPU run still takes part in the same gradient reduction.)"""
+        loss = super().training_step(model, *args, **kwargs)
+        if not self._answers_scored:
+            model.zero_grad(set_to_none=True)
+        return loss
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        if "loss" in logs:  # a training step's log, not the end-of-training one
+            logs["steps_without_scores"] = self._steps_without_scores
+            self._steps_without_scores = 0
+        super().log(logs, *args, **kwargs)
 
     def _compute_loss(self, model, inputs, *args, **kwargs):
         # TRL passes the loss forward a fixed list of keys: keep the aspect ratios at hand.

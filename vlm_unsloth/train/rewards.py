@@ -11,7 +11,12 @@ string from Unsloth's trainer on image batches: `completion_text` reads both.
 
 `load_rewards` resolves the names before the model loads and wraps each function in a check:
 a missing file or function, an exception inside it, a list of the wrong length or a value that
-is not a number stops training with one line (RewardError) naming the function and the row.
+is not a finite number (NaN and infinity included) stops training with one line (RewardError)
+naming the function and the row. None is the one way to say "does not apply".
+
+`check_rewards_can_score` reads the training rows' reference answers before the model loads:
+it says which rows each built-in cannot score (`numeric`: answers that are not numbers), and
+stops the run when no reward can score any row.
 """
 
 from __future__ import annotations
@@ -90,11 +95,31 @@ def final_answer(completion: Any, shape: AnswerFormat) -> str:
 # Built-ins (each takes the answer format as `shape`, bound by load_rewards)
 
 
+def finite_number(text: str | None) -> float | None:
+    """The number in an answer (infer/metrics.parse_number), or None for text that is not one
+    or one too long for a float: "9" x 400 parses as infinity, and a relative error against
+    infinity is NaN."""
+    number = parse_number(text or "")
+    return number if number is not None and math.isfinite(number) else None
+
+
+def has_no_reference(reference: str | None) -> bool:
+    """Whether a row has no reference answer (exact_match and relaxed_accuracy cannot score it)."""
+    return not reference
+
+
+def is_not_a_number(reference: str | None) -> bool:
+    """Whether a reference answer is not a (finite) number (numeric cannot score its row)."""
+    return finite_number(reference) is None
+
+
 def exact_match(completions, answer, *, shape: AnswerFormat, **kwargs) -> list[float | None]:
     """1.0 when the final answer equals the reference after normalisation (case, articles,
     punctuation; infer/metrics.exact_match), else 0.0; None for a row without a reference."""
     return [
-        None if not reference else exact_match_score(final_answer(c, shape), reference)
+        None
+        if has_no_reference(reference)
+        else exact_match_score(final_answer(c, shape), reference)
         for c, reference in zip(completions, answer, strict=True)
     ]
 
@@ -103,7 +128,9 @@ def relaxed_accuracy(completions, answer, *, shape: AnswerFormat, **kwargs) -> l
     """ChartQA's rule: numbers within 5% of the reference score 1.0, other answers need an exact
     match (infer/metrics.relaxed_accuracy); None for a row without a reference."""
     return [
-        None if not reference else relaxed_accuracy_score(final_answer(c, shape), reference)
+        None
+        if has_no_reference(reference)
+        else relaxed_accuracy_score(final_answer(c, shape), reference)
         for c, reference in zip(completions, answer, strict=True)
     ]
 
@@ -114,11 +141,11 @@ def numeric(completions, answer, *, shape: AnswerFormat, **kwargs) -> list[float
     shapes only the numeric rows."""
     scores: list[float | None] = []
     for completion, reference in zip(completions, answer, strict=True):
-        target = parse_number(reference or "")
-        if target is None:
+        if is_not_a_number(reference):
             scores.append(None)
             continue
-        predicted = parse_number(final_answer(completion, shape))
+        target = finite_number(reference)
+        predicted = finite_number(final_answer(completion, shape))
         if predicted is None:
             scores.append(0.0)
             continue
@@ -139,6 +166,47 @@ BUILT_IN: dict[str, Callable[..., list]] = {
     "numeric": numeric,
     "format": answer_shape,
 }
+
+CANNOT_SCORE: dict[str, tuple[str, Callable[[str | None], bool]]] = {
+    "exact_match": ("rows without a reference answer", has_no_reference),
+    "relaxed_accuracy": ("rows without a reference answer", has_no_reference),
+    "numeric": ("answers that are not numbers", is_not_a_number),
+}
+"""The rows each built-in returns None for (`format` scores every row), in words, and the test
+on a row's reference answer that the built-in itself applies."""
+
+
+def check_rewards_can_score(
+    specs: Sequence[str], answers: Sequence[str], sources: Sequence[str]
+) -> list[str]:
+    """Before the model loads: one notice per built-in of `specs` that cannot score some of the
+    rows (`answers`: their reference answers), e.g. "numeric cannot score 37 of 50 rows (answers
+    that are not numbers, e.g. train.jsonl:3 'red')". Raises RewardError when no reward can score
+    any row: every step would go without a score. Your own rewards count as scoring every row
+    (what they return is known only once they run)."""
+    notices = []
+    unscorable_by_all = set(range(len(answers)))
+    for spec in specs:
+        if spec not in CANNOT_SCORE:
+            unscorable_by_all = set()
+            continue
+        words, cannot_score = CANNOT_SCORE[spec]
+        rows = [index for index, answer in enumerate(answers) if cannot_score(answer)]
+        unscorable_by_all &= set(rows)
+        if rows:
+            example = f"{sources[rows[0]]} {answers[rows[0]][:40]!r}"
+            notices.append(
+                f"{spec} cannot score {len(rows)} of {len(answers)} rows ({words}, e.g. {example})"
+            )
+    if answers and len(unscorable_by_all) == len(answers):
+        raise RewardError(
+            f"no reward can score any of the {len(answers)} training rows: {'; '.join(notices)}",
+            where=f"--rewards {' '.join(specs)}",
+            fix="choose rewards that fit these answers (exact_match and relaxed_accuracy score "
+            "any answer, numeric only numbers), or add your own",
+        )
+    return notices
+
 
 # ---------------------------------------------------------------------------------------------
 # Loading and checking
@@ -260,10 +328,22 @@ def checked(name: str, function: Callable, *, spec: str | None = None) -> Reward
                 fix="return exactly one float (or None) per completion, in order",
             )
         for index, value in enumerate(values):
-            if value is not None and not _is_number(value):
+            number = None if value is None else _as_float(value)
+            if value is not None and number is None:
                 raise RewardError(
-                    f"returned {value!r} for completion {index}: not a number or None",
+                    f"returned {value!r} for {_completion(completions, index)}: not a number or "
+                    "None",
                     where=f"reward {shown}, {_rows(sources, [index])}",
+                )
+            if number is not None and not math.isfinite(number):
+                # NaN too: TRL would take it for None without a word, and infinity wrecks the
+                # group's advantages. None is the one way to say "does not apply".
+                raise RewardError(
+                    f"returned {value!r} for {_completion(completions, index)}: not a finite "
+                    "number",
+                    where=f"reward {shown}, {_rows(sources, [index])}",
+                    fix="return a finite float, or None for a completion the reward does not "
+                    "apply to",
                 )
         return [None if value is None else float(value) for value in values]
 
@@ -272,12 +352,18 @@ def checked(name: str, function: Callable, *, spec: str | None = None) -> Reward
     return reward
 
 
-def _is_number(value: Any) -> bool:
+def _as_float(value: Any) -> float | None:
+    """`value` as a float (NaN and infinity included), or None when it is not a number."""
     try:
-        number = float(value)
+        return float(value)
     except (TypeError, ValueError):
-        return False
-    return not math.isinf(number)
+        return None
+
+
+def _completion(completions, index: int) -> str:
+    """ "completion 1 ('The square is red. <answer>…')" for error messages."""
+    text = completion_text(completions[index])
+    return f"completion {index} ({text[:40] + ('…' if len(text) > 40 else '')!r})"
 
 
 def _rows(sources: list | None, indices) -> str:

@@ -3,9 +3,9 @@
     python scripts/train_sft.py --max-side 768                      # Qwen2-VL-7B, demo data, GPU
     python scripts/train_sft.py --model tiny-qwen2-vl --backend hf  # offline CPU demo
 
-backend → output folder checked → model + LoRA → data (load, validate, split) → collator → TRL
-SFTTrainer → the run claims the folder → train (resumable, Ctrl-C safe) → save adapter (+ merged)
-→ loss curve and summary.
+backend → output folder checked → data (load, split, validate with the model's processor; no
+row kept stops here) → model + LoRA → collator → TRL SFTTrainer → the run claims the folder →
+train (resumable, Ctrl-C safe) → save adapter (+ merged) → loss curve and summary.
 """
 
 from __future__ import annotations
@@ -59,8 +59,9 @@ def train_sft(
     if steps.resumes_a_finished_run(train_args, output):
         return already_finished(output, console)
 
+    ref = steps.resolve_model_for_training(model_args)
+    data = steps.load_training_data(data_args, ref, train_args, preference=False)
     loaded = steps.load_model_for_training(model_args, lora_args, data_args, train_args, setup)
-    data = steps.load_training_data(data_args, loaded, train_args, preference=False)
     collator = backend_module(setup.backend).make_sft_collator(
         loaded.model,
         loaded.processor,

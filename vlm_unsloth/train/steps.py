@@ -1,8 +1,11 @@
 """The steps every training method takes, in the order `sft.py` and `dpo.py` call them:
 
-    setup_device → check_output → load_model_for_training → load_training_data →
-    trainer_arguments → build_trainer (callbacks, OOM recovery, whole checkpoints, optimizer) →
-    with claim_output(...): run_training
+    setup_device → check_output → resolve_model_for_training → load_training_data →
+    load_model_for_training → trainer_arguments → build_trainer (callbacks, OOM recovery, whole
+    checkpoints, optimizer) → with claim_output(...): run_training
+
+The data is validated with the model's processor, loaded alone, before the model: a run whose
+rows are all rejected stops in seconds with one line, not after minutes of loading.
 
 Sizing the batch (`batch_size.py`) and the end of a run (`summary.py`: save, summarise, print)
 are steps too, in their own modules. Importing them imports no transformers, TRL or PEFT: Unsloth
@@ -24,10 +27,11 @@ from typing import Any
 
 from vlm_unsloth import distributed, run_dir
 from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs
-from vlm_unsloth.data.splits import first_rows, load_train_and_eval
+from vlm_unsloth.data.splits import eval_rows_flag, first_rows, load_train_and_eval
 from vlm_unsloth.data.validation import (
     LENGTH_COLUMN,
     ValidationReport,
+    check_rows_kept,
     validate_dataset,
     write_rejected,
 )
@@ -41,7 +45,13 @@ from vlm_unsloth.models.device import (
     choose_device,
     cuda_available,
 )
-from vlm_unsloth.models.loading import LoadedModel, load_model, resolve_model
+from vlm_unsloth.models.loading import (
+    LoadedModel,
+    ModelRef,
+    load_model,
+    load_processor,
+    resolve_model,
+)
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.perf.oom import RecordKeepingCollator, with_oom_recovery
 from vlm_unsloth.perf.optimizer import optimizer_cls_and_kwargs
@@ -149,6 +159,51 @@ def claim_output(
                 )
 
 
+def resolve_model_for_training(model_args: ModelArgs) -> ModelRef:
+    """--model as a loadable path and its family, before anything heavy loads."""
+    with distributed.main_process_first():
+        return resolve_model(model_args.model)  # may build a tiny checkpoint: one writer
+
+
+def load_training_data(
+    data_args: DataArgs,
+    ref: ModelRef,
+    train_args: TrainArgs,
+    *,
+    preference: bool,
+) -> TrainingData:
+    """Train and eval records (SFT, or preference pairs for DPO), validated with the model's
+    processor; stops with one line (DataError) when validation keeps no train row, or no eval
+    row where eval rows were asked for. `claim_output` writes the rejected rows to the run
+    folder."""
+    with distributed.main_process_first():
+        train, held_out = load_train_and_eval(
+            data_args, preference=preference, seed=train_args.seed
+        )
+        train = first_rows(train, data_args.max_samples)
+        check = dict(
+            family=ref.family,
+            # The processor alone (no weights), so that bad data stops the run before the model
+            # loads. It counts as the one the backend loads with the model: both are
+            # AutoProcessor.from_pretrained of the same files (Unsloth's also pads on the left
+            # and back-fills a missing chat template: neither changes a row's length).
+            processor=load_processor(ref),
+            max_side=data_args.max_side,
+            max_seq_length=data_args.max_seq_length,
+            strict=data_args.strict,
+            fit_images=data_args.fit_images,
+        )
+        report = validate_dataset(train, **check)
+        eval_report = validate_dataset(held_out, **check) if held_out is not None else None
+    check_rows_kept(report, where="--dataset")
+    if eval_report is not None:
+        # Asked-for eval rows that are all rejected stop the run too: training on without
+        # them would drop the evaluation the user asked for (and --eval-at-end's report).
+        check_rows_kept(eval_report, where=eval_rows_flag(data_args))
+    eval_kept = eval_report.kept if eval_report is not None else None
+    return TrainingData(train=report.kept, eval=eval_kept, report=report)
+
+
 def load_model_for_training(
     model_args: ModelArgs,
     lora_args: LoraArgs,
@@ -156,42 +211,14 @@ def load_model_for_training(
     train_args: TrainArgs,
     setup: DeviceSetup,
 ) -> LoadedModel:
-    """The model with trainable LoRA, loaded by every process at once."""
-    with distributed.main_process_first():
-        resolve_model(model_args.model)  # may build a tiny checkpoint: one writer
+    """The model with trainable LoRA, loaded by every process at once (after
+    `resolve_model_for_training`: a tiny checkpoint is built by then)."""
     # Every process loads at once: Unsloth's loader runs collectives across the ranks while it
     # compiles (unsloth_zoo's distributed_function), so a rank held back in a barrier would
     # desynchronise them (seen on 2 H100s: "too many values to unpack" in rank 1).
     return load_model(
         model_args, lora_args, setup, seed=train_args.seed, max_seq_length=data_args.max_seq_length
     )
-
-
-def load_training_data(
-    data_args: DataArgs,
-    loaded: LoadedModel,
-    train_args: TrainArgs,
-    *,
-    preference: bool,
-) -> TrainingData:
-    """Train and eval records (SFT, or preference pairs for DPO), validated with the model's
-    processor (`claim_output` writes the rejected rows to the run folder)."""
-    with distributed.main_process_first():
-        train, held_out = load_train_and_eval(
-            data_args, preference=preference, seed=train_args.seed
-        )
-        train = first_rows(train, data_args.max_samples)
-        check = dict(
-            family=loaded.family,
-            processor=loaded.processor,
-            max_side=data_args.max_side,
-            max_seq_length=data_args.max_seq_length,
-            strict=data_args.strict,
-            fit_images=data_args.fit_images,
-        )
-        report = validate_dataset(train, **check)
-        eval_kept = validate_dataset(held_out, **check).kept if held_out is not None else None
-    return TrainingData(train=report.kept, eval=eval_kept, report=report)
 
 
 def dataloader_workers(train_args: TrainArgs, setup: DeviceSetup) -> int:

@@ -261,9 +261,16 @@ def print_summary(
         ("metrics", output / run_dir.METRICS_FILE),
         ("loss curve", saved.loss_curve or "n/a"),
         ("model inputs", _describe_inputs(summary["model_inputs_first_step"])),
-        *((key.replace("_", " "), value) for key, value in extra.items()),
+        *((key.replace("_", " "), _describe_extra(value)) for key, value in extra.items()),
     ]
     console.print(key_value_table(f"{summary['job']} summary", rows))
+
+
+def _describe_extra(value: Any) -> Any:
+    """A list of names as "a, b" ("none" when empty); anything else as it is."""
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "none"
+    return value
 
 
 def _describe_inputs(inputs: dict[str, list[int]] | None) -> str:
