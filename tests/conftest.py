@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -127,3 +129,43 @@ def forward_input_recorder(*, graph_only: bool = False):
             self.handle.remove()
 
     return RecordForwardInputs()
+
+
+@functools.cache
+def _mount_namespace() -> tuple[tuple[str, ...] | None, str]:
+    """The `unshare` prefix that lets a command mount a tmpfs of its own here (a private mount
+    namespace; for a user without root, inside a user namespace that maps them to root), or
+    None and why not."""
+    why = "unshare is not installed"
+    for prefix in (("unshare", "-rm"), ("unshare", "-m")):
+        probe = tempfile.mkdtemp(prefix="vlm-unsloth-mount-probe-")
+        try:
+            mount = subprocess.run(
+                [*prefix, "sh", "-c", 'mount -t tmpfs -o size=1m tmpfs "$1"', "sh", probe],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+        except FileNotFoundError:
+            return None, why
+        finally:
+            os.rmdir(probe)
+        if mount.returncode == 0:
+            return prefix, ""
+        why = mount.stderr.strip() or f"{' '.join(prefix)} exited {mount.returncode}"
+    return None, why
+
+
+def on_a_tmpfs(mount: Path, command: list[str], *, size: str = "16m", read_only: bool = False):
+    """Run `command` (from the checkout, its output captured) with a tmpfs of `size` mounted at
+    `mount`, read-only with `read_only`: a real small (or unwritable) disk. The mount lives in
+    the command's own mount namespace and goes with it: nothing changes on the machine, and
+    `mount` is an empty folder again afterwards. Skips the test where mounting is not allowed."""
+    prefix, why = _mount_namespace()
+    if prefix is None:
+        pytest.skip(f"cannot mount a tmpfs here (unshare with a mount namespace): {why}")
+    options = f"size={size}" + (",ro" if read_only else "")
+    script = 'mount -t tmpfs -o "$1" tmpfs "$2" && shift 2 && exec "$@"'
+    return subprocess.run(
+        [*prefix, "sh", "-c", script, "sh", options, str(mount), *command],
+        capture_output=True, text=True, timeout=900,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip

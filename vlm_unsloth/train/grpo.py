@@ -39,10 +39,7 @@ from vlm_unsloth.models.loading import LoadedModel, resolve_model
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.train import steps
 from vlm_unsloth.train.batch_size import accumulation_for_effective_batch
-from vlm_unsloth.train.reference import (
-    reference_is_the_starting_policy,
-    restore_trained_adapter,
-)
+from vlm_unsloth.train.reference import reference_is_the_starting_policy, restore_trained_adapter
 from vlm_unsloth.train.rewards import ANSWER_FORMATS, BUILT_IN, answer_format, load_rewards
 from vlm_unsloth.train.summary import (
     FinishedRun,
@@ -230,6 +227,7 @@ class HeldOutReward:
     rows: int
 
 
+@steps.holding_the_output_dir
 def train_grpo(
     model_args: ModelArgs,
     lora_args: LoraArgs,
