@@ -34,7 +34,7 @@ from vlm_unsloth.data.validation import (
     validate_dataset,
     write_rejected,
 )
-from vlm_unsloth.errors import BackendError
+from vlm_unsloth.errors import BackendError, OutputDirError
 from vlm_unsloth.families import TINY_MODEL_NAMES
 from vlm_unsloth.models.backend import activate_backend
 from vlm_unsloth.models.checkpoints import peek_family
@@ -48,6 +48,7 @@ from vlm_unsloth.models.loading import LoadedModel, load_model, resolve_model
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.perf.oom import RecordKeepingCollator, with_oom_recovery
 from vlm_unsloth.perf.optimizer import optimizer_cls_and_kwargs
+from vlm_unsloth.train import full_disk
 from vlm_unsloth.train.checkpoints import checkpoint_to_resume, with_whole_checkpoints
 from vlm_unsloth.train.hub import check_can_push
 
@@ -158,6 +159,14 @@ def claim_output(
     distributed.wait_for_everyone()
     try:
         yield
+    except OutputDirError:
+        raise
+    except Exception as error:
+        # The saves say which one a full disk stopped (full_disk.saving_to); any other write
+        # (a metrics line, the summary) says so in one line too.
+        if full_disk.is_full_disk(error):
+            raise full_disk.no_space(output, "the run's files") from error
+        raise
     finally:
         if main and not train_args.resume:
             if run_dir.has_saved(output):
