@@ -154,18 +154,24 @@ def _mount_namespace() -> tuple[tuple[str, ...] | None, str]:
     return None, why
 
 
-def on_a_tmpfs(mount: Path, command: list[str], *, size: str = "16m", read_only: bool = False):
-    """Run `command` (from the checkout, its output captured) with a tmpfs of `size` mounted at
-    `mount`, read-only with `read_only`: a real small (or unwritable) disk. The mount lives in
-    the command's own mount namespace and goes with it: nothing changes on the machine, and
-    `mount` is an empty folder again afterwards. Skips the test where mounting is not allowed."""
+def in_a_mount_namespace(script: str, *args: str):
+    """Run the shell `script` (its arguments `args`: "$1"...) in a mount namespace of its own,
+    with the checkout on PYTHONPATH and its output captured: the file systems it mounts are
+    real, and go with it (nothing changes on the machine). Skips the test where mounting is not
+    allowed."""
     prefix, why = _mount_namespace()
     if prefix is None:
         pytest.skip(f"cannot mount a tmpfs here (unshare with a mount namespace): {why}")
-    options = f"size={size}" + (",ro" if read_only else "")
-    script = 'mount -t tmpfs -o "$1" tmpfs "$2" && shift 2 && exec "$@"'
     return subprocess.run(
-        [*prefix, "sh", "-c", script, "sh", options, str(mount), *command],
+        [*prefix, "sh", "-c", script, "sh", *args],
         capture_output=True, text=True, timeout=900,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
+
+
+def on_a_tmpfs(mount: Path, command: list[str], *, size: str = "16m", read_only: bool = False):
+    """Run `command` with a tmpfs of `size` mounted at `mount` (an empty folder), read-only
+    with `read_only`: a real small (or unwritable) disk (see `in_a_mount_namespace`)."""
+    options = f"size={size}" + (",ro" if read_only else "")
+    script = 'mount -t tmpfs -o "$1" tmpfs "$2" && shift 2 && exec "$@"'
+    return in_a_mount_namespace(script, options, str(mount), *command)

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, must_not_be_called, on_a_tmpfs
+from conftest import REPO, in_a_mount_namespace, must_not_be_called, on_a_tmpfs
 
 from vlm_unsloth import run_dir
 from vlm_unsloth.cli import infer_main, train_sft_main
@@ -275,3 +275,47 @@ def test_an_output_path_on_a_read_only_disk_is_one_line_before_anything_loads(tm
         f"error: --output-dir: {disk} cannot be written (Read-only file system) — choose "
         "another --output-dir",
     ] * 2 + [f"error: options: --output: {disk} cannot be written (Read-only file system)"]
+
+
+HOLD_A_MOUNT_POINT = """
+import os, sys
+from pathlib import Path
+from vlm_unsloth import output_access, run_dir
+from vlm_unsloth.errors import OutputDirError
+
+folder = Path(sys.argv[1])
+held = output_access.hold(folder)
+try:
+    output_access.hold(folder)
+except OutputDirError as refused:
+    print(refused)
+held.release()
+print(sorted(os.listdir(folder)))
+run_dir.start_run(folder, job="SFT")  # an earlier run in it: --overwrite must set it aside
+try:
+    run_dir.check_output_dir(folder, overwrite=True)
+except OutputDirError as refused:
+    print(refused)
+"""
+
+
+def test_a_folder_whose_parent_is_read_only_is_held_itself_and_overwrite_says_why_not(tmp_path):
+    # A writable disk mounted inside a read-only one: no lock file can go beside the folder.
+    parent, folder = tmp_path / "parent", tmp_path / "parent" / "out"
+    parent.mkdir()
+    script = (
+        'mount -t tmpfs tmpfs "$1" && mkdir "$2" && mount -o remount,ro "$1" && '
+        'mount -t tmpfs tmpfs "$2" && exec "$3" -c "$4" "$2"'
+    )
+    done = in_a_mount_namespace(
+        script, str(parent), str(folder), sys.executable, HOLD_A_MOUNT_POINT
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == [
+        f"--output-dir: {folder} is in use by another run — wait for it to finish, or choose "
+        "another --output-dir",
+        "[]",  # the folder itself is locked: nothing was written in it
+        f"--overwrite: it would set the earlier run aside as {folder}.previous, but "
+        f"{parent} cannot be written (Read-only file system) — empty the folder yourself, or "
+        "choose another --output-dir",
+    ]

@@ -15,6 +15,8 @@ OUTPUT, which records the holder's process id, host and start time for the refus
   workers) close their copy at once: they would otherwise keep a killed run's folder locked.
 - The file is removed when the run lets go. A run that opened it just before then locks a file
   no longer in place: it sees that (the path names another inode, or none) and tries again.
+- A folder whose parent this process cannot write (a mount point) is locked itself: the same
+  exclusion, without the holder's name in the refusal.
 - flock locks an open file, not a process: a second claim from the same process (two runs in
   threads of one notebook) is refused like one from another process.
 """
@@ -81,8 +83,9 @@ class HeldFolder:
     """Folders made to hold the lock file, deepest first: removed at release when empty."""
 
     def release(self) -> None:
-        """Remove the lock file (while still holding it), unlock, and remove the folders made
-        for it if nothing else went into them (a run that failed before writing)."""
+        """Remove the lock file (while still holding it; none when the folder itself is locked),
+        unlock, and remove the folders made for it if nothing else went into them (a run that
+        failed before writing)."""
         path = lock_file(self.folder)
         if _names_locked_file(path, self.descriptor):
             path.unlink()
@@ -101,32 +104,22 @@ def hold(folder: Path, *, where: str = "--output-dir") -> HeldFolder:
     problem = why_unwritable(folder)
     if problem is not None:
         raise OutputDirError(problem, where=where, fix=f"choose another {where}")
-    path = lock_file(folder)
     created = _missing_folders(folder.parent)
-    while True:
-        try:
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except FileNotFoundError:  # a run letting go removed the empty parent it had made
-            continue
-        except OSError as error:
+    try:
+        descriptor = _locked_lock_file(folder, where)
+    except OSError as error:
+        if not folder.is_dir():
             raise OutputDirError(
-                f"{path.parent} cannot be written ({error.strerror or error})",
+                f"{folder.parent} cannot be written ({error.strerror or error})",
                 where=where,
                 fix=f"choose another {where}",
             ) from error
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(descriptor)
-            raise OutputDirError(
-                f"{folder} is in use by another run{_describe_holder(path)}",
-                where=where,
-                fix=f"wait for it to finish, or choose another {where}",
-            ) from None
-        if _names_locked_file(path, descriptor):
-            break
-        os.close(descriptor)  # the holder removed this file as it let go: lock the new one
+        # A folder whose parent is not ours to write (a mount point, a shared scratch root):
+        # lock the folder itself. It records no holder: the folder must stay as it is.
+        descriptor = os.open(folder, os.O_RDONLY)
+        _lock_or_refuse(descriptor, folder, None, where)
+        _close_in_forked_children(descriptor)
+        return HeldFolder(folder, descriptor)
     _close_in_forked_children(descriptor)
     holder = {
         "pid": os.getpid(),
@@ -136,6 +129,36 @@ def hold(folder: Path, *, where: str = "--output-dir") -> HeldFolder:
     os.ftruncate(descriptor, 0)  # a killed holder's record
     os.pwrite(descriptor, (json.dumps(holder) + "\n").encode(), 0)
     return HeldFolder(folder, descriptor, created)
+
+
+def _locked_lock_file(folder: Path, where: str) -> int:
+    """The descriptor of `folder`'s lock file (made with its parents), locked by this process.
+    OSError: the parent cannot be written."""
+    path = lock_file(folder)
+    while True:
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # a run letting go removed the empty parent it had made
+            continue
+        _lock_or_refuse(descriptor, folder, path, where)
+        if _names_locked_file(path, descriptor):
+            return descriptor
+        os.close(descriptor)  # the holder removed this file as it let go: lock the new one
+
+
+def _lock_or_refuse(descriptor: int, folder: Path, record: Path | None, where: str) -> None:
+    """Lock `descriptor`, or close it and raise the refusal naming the holder (from `record`)."""
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        holder = _describe_holder(record) if record is not None else ""
+        raise OutputDirError(
+            f"{folder} is in use by another run{holder}",
+            where=where,
+            fix=f"wait for it to finish, or choose another {where}",
+        ) from None
 
 
 @contextmanager
