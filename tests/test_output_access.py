@@ -81,10 +81,12 @@ def holder():
 
     yield start
     for process, child in started:
-        process.kill()
-        process.wait()
         with contextlib.suppress(ProcessLookupError):  # it has ended already
             os.kill(child, signal.SIGKILL)
+        process.kill()
+        process.wait()
+        process.stdin.close()
+        process.stdout.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,11 +167,11 @@ def test_two_runs_on_one_folder_the_second_stops_at_once_and_the_first_finishes(
     tmp_path, holder, monkeypatch
 ):
     run = tmp_path / "run"
-    first = subprocess.Popen(
-        [sys.executable, "-c", FIRST_RUN, *_cli(run, "--max-steps", "2")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=(tmp_path / "first.err").open("w"),
-        text=True, env=ENV,
-    )  # fmt: skip
+    with (tmp_path / "first.err").open("w") as first_err:  # the process writes to its own copy
+        first = subprocess.Popen(
+            [sys.executable, "-c", FIRST_RUN, *_cli(run)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=first_err, text=True, env=ENV,
+        )  # fmt: skip
     try:
         while (line := first.stdout.readline()) and line.strip() != "checked":
             pass
