@@ -2,10 +2,10 @@
 and no modules import each other in a cycle, counting imports inside functions.
 
 Low to high: base modules (errors, config, config_types, resume_options, families, console,
-distributed, run_dir, yaml_files) < data/ < models/ < infer/ < perf/ < train/ < cli and
-__init__. Training is the top library layer: a run evaluates with infer/ (--eval-at-end) and
-sizes and guards itself with perf/ (auto batch, OOM recovery, the optimizer); neither of those
-needs a training method.
+distributed, run_dir, yaml_files, output_access) < data/ < models/ < infer/ < perf/ < train/ <
+cli and __init__. Training is the top library layer: a run evaluates with infer/ (--eval-at-end)
+and sizes and guards itself with perf/ (auto batch, OOM recovery, the optimizer); neither of
+those needs a training method.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ LAYERS = ["base", "data", "models", "infer", "perf", "train", "top"]
 TOP_MODULES = {"vlm_unsloth.cli", "vlm_unsloth"}
 BASE_MODULES = {
     "errors", "config", "config_types", "families", "console", "distributed", "run_dir",
-    "resume_options", "yaml_files",
+    "resume_options", "yaml_files", "output_access",
 }  # fmt: skip
 LONGEST_MODULE = 500
 

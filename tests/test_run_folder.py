@@ -8,13 +8,16 @@ eval rows, so that nothing but the behaviour under test takes time."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import signal
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import must_not_be_called
+from conftest import must_not_be_called, on_a_tmpfs
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -262,6 +265,78 @@ def test_a_damaged_checkpoint_file_is_one_line_naming_it(name, finished_run, tmp
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
     assert str(damaged) in err and "--overwrite" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# A full disk (issue #33): one line naming the disk and the last complete checkpoint, the
+# partial save removed, and --resume carries on once there is space again
+
+FILL_THE_DISK_THEN_RESUME = """
+import json, shutil, sys
+from pathlib import Path
+from transformers import TrainerCallback
+from vlm_unsloth import run_dir
+from vlm_unsloth.cli import train_sft_main
+from vlm_unsloth.train import steps
+
+disk, fill_at, room, argv = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+
+
+class FillTheDisk(TrainerCallback):
+    # Once checkpoint-{fill_at} is saved, something else fills the disk: `room` bytes stay free.
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == fill_at:
+            (disk / "filler").write_bytes(bytes(shutil.disk_usage(disk).free - room))
+
+
+ours = steps.callbacks
+steps.callbacks = lambda *a: [*ours(*a), FillTheDisk()]
+stopped = train_sft_main(argv)
+left = sorted(str(p.relative_to(disk)) for p in disk.rglob("*"))
+(disk / "filler").unlink()
+steps.callbacks = ours
+resumed = train_sft_main([*argv, "--resume"])
+summary = run_dir.read_summary(disk / "run")
+print(json.dumps({"stopped": stopped, "left": left, "resumed": resumed, "summary": summary}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("fill_at", "room", "saving", "last"),
+    [
+        # 256 KiB: the adapter weights fit, optimizer.pt (260 KB) does not; torch's writer
+        # says only "unexpected pos ...".
+        (2, 256 * 1024, "checkpoint-4", "checkpoint-2"),
+        # 64 KiB: room for a metrics line, not for the adapter (safetensors says "os error 28").
+        (4, 64 * 1024, "the adapter", "checkpoint-4"),
+    ],
+)
+def test_a_full_disk_is_one_line_and_leaves_no_partial_save(tmp_path, fill_at, room, saving, last):
+    disk = tmp_path / "disk"  # a 16 MB file system of its own: a run takes about 2 MB
+    disk.mkdir()
+    argv = _cli(disk / "run", "--max-steps", "4", "--save-steps", "2")
+    script = [sys.executable, "-c", FILL_THE_DISK_THEN_RESUME, str(disk), str(fill_at), str(room)]
+    done = on_a_tmpfs(disk, [*script, *argv])
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    outcome = json.loads(done.stdout.splitlines()[-1])
+
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and outcome["stopped"] == 2
+    said = re.fullmatch(
+        rf"error: no space left on {re.escape(str(disk))} \(([0-9.]+) MB free\) while saving "
+        rf"{saving}; the last complete checkpoint is {last} — free space on "
+        rf"{re.escape(str(disk))} \(or move the run to a larger disk\), then --resume",
+        errors[0],
+    )
+    assert said is not None, errors[0]
+    assert float(said.group(1)) < 1  # the free space the failed save left
+    left = outcome["left"]
+    assert any(name.startswith(f"run/{last}/") for name in left)
+    assert not any(name.startswith(("run/partial-checkpoint", "run/adapter")) for name in left)
+    assert "run/checkpoint-4" in left if last == "checkpoint-4" else "run/checkpoint-4" not in left
+    # With space again, --resume finishes the run (from the last complete checkpoint).
+    assert outcome["resumed"] == 0 and outcome["summary"]["global_step"] == 4
 
 
 # ---------------------------------------------------------------------------------------------

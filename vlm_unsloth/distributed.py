@@ -33,6 +33,14 @@ def is_main_process() -> bool:
     return not is_distributed() or _state().is_main_process
 
 
+def is_rank_zero() -> bool:
+    """`is_main_process`, read from the launcher's environment alone: for the first steps of a
+    run, before it joins the process group (it must import Unsloth first)."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def world_size() -> int:
     """How many processes train together (1 without a launcher)."""
     return _state().num_processes if is_distributed() else 1

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from vlm_unsloth.errors import OutputDirError
+from vlm_unsloth.output_access import why_unwritable
 from vlm_unsloth.yaml_files import read_yaml
 
 MANIFEST_FILE = "vlm_unsloth_run.json"
@@ -107,6 +108,13 @@ def check_output_dir(
             where="--overwrite",
             fix=f"keep one of the two: delete {output} and rename {previous} back to "
             f"{output.name}, or move {previous} away",
+        )
+    unwritable = why_unwritable(output.parent)
+    if unwritable is not None:  # --overwrite would rename the earlier run there
+        raise OutputDirError(
+            f"it would set the earlier {what} aside as {previous}, but {unwritable}",
+            where="--overwrite",
+            fix="empty the folder yourself, or choose another --output-dir",
         )
     manifest = read_manifest(output)
     if manifest is None or manifest.get("job") not in tuple(jobs):

@@ -17,7 +17,8 @@ with `metrics.score_predictions` (exact match, relaxed accuracy, ANLS, CER). The
     vlm_unsloth_run.json  the manifest (run_dir.py): --overwrite replaces only such a folder
 
 The folder is written once the answers are in: a typo in --dataset or a failure while answering
-never costs an earlier report.
+never costs an earlier report. It is held from the start (output_access.py): a second evaluation
+into it stops at once, and a folder that cannot be written is one line before anything loads.
 
 The weights are loaded ONCE: the fine-tuned answers come from the PEFT model, the base answers
 from the same model inside `model.disable_adapter()` (LoRA layers and modules_to_save copies
@@ -31,12 +32,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from vlm_unsloth import run_dir
+from vlm_unsloth import output_access, run_dir
 from vlm_unsloth.config import DEMO_DATASET, DataArgs, ModelArgs, TrainArgs
 from vlm_unsloth.console import make_console
 from vlm_unsloth.data.splits import describe_eval_data, load_eval_rows
@@ -86,34 +89,34 @@ def evaluate_adapter(
         raise ConfigError(
             "no adapter to evaluate", where="--adapter", fix="pass a run or adapter folder"
         )
-    output = _check_eval_dir(output_dir, run, overwrite=overwrite)
-    loaded = load_for_inference(
-        ModelArgs(
-            model=run.base_model,
-            backend=backend,
-            quantization=quantization,
-            cpu_threads=run.cpu_threads,
-        ),
-        run.adapter_dir,
-    )
-    eval_args, seed = _eval_data_args(data_args, run)
-    max_side = data_args.max_side or run.max_side
-    records, rejected = _validated(
-        load_eval_rows(eval_args, seed=seed), loaded, eval_args, max_side
-    )
-    return _evaluate(
-        loaded,
-        records,
-        run,
-        output,
-        generation=generation,
-        num_samples=num_samples,
-        max_samples=max_samples if max_samples is not None else data_args.max_samples,
-        max_side=max_side,
-        info={"dataset": describe_eval_data(eval_args), "rejected_rows": rejected},
-        settings={"DataArgs": dataclasses.asdict(eval_args)},
-        console=console,
-    )
+    with _hold_eval_dir(output_dir, run, overwrite=overwrite) as output:
+        loaded = load_for_inference(
+            ModelArgs(
+                model=run.base_model,
+                backend=backend,
+                quantization=quantization,
+                cpu_threads=run.cpu_threads,
+            ),
+            run.adapter_dir,
+        )
+        eval_args, seed = _eval_data_args(data_args, run)
+        max_side = data_args.max_side or run.max_side
+        records, rejected = _validated(
+            load_eval_rows(eval_args, seed=seed), loaded, eval_args, max_side
+        )
+        return _evaluate(
+            loaded,
+            records,
+            run,
+            output,
+            generation=generation,
+            num_samples=num_samples,
+            max_samples=max_samples if max_samples is not None else data_args.max_samples,
+            max_side=max_side,
+            info={"dataset": describe_eval_data(eval_args), "rejected_rows": rejected},
+            settings={"DataArgs": dataclasses.asdict(eval_args)},
+            console=console,
+        )
 
 
 def evaluate_run(
@@ -144,21 +147,21 @@ def evaluate_run(
             console=console,
         )
     run = resolve_adapter(str(folder), None)
-    output = _check_eval_dir(folder / EVAL_DIR, run, overwrite=True)
-    loaded.model = backend_module(loaded.setup.backend).for_inference(loaded.model)
-    return _evaluate(
-        loaded,
-        records,
-        run,
-        output,
-        generation=generation or GenerationArgs(),
-        num_samples=num_samples,
-        max_samples=max_samples,
-        max_side=run.max_side,
-        info={"dataset": describe_eval_data(run.data_args), "rejected_rows": None},
-        settings={"DataArgs": dataclasses.asdict(run.data_args)},
-        console=console,
-    )
+    with _hold_eval_dir(folder / EVAL_DIR, run, overwrite=True) as output:
+        loaded.model = backend_module(loaded.setup.backend).for_inference(loaded.model)
+        return _evaluate(
+            loaded,
+            records,
+            run,
+            output,
+            generation=generation or GenerationArgs(),
+            num_samples=num_samples,
+            max_samples=max_samples,
+            max_side=run.max_side,
+            info={"dataset": describe_eval_data(run.data_args), "rejected_rows": None},
+            settings={"DataArgs": dataclasses.asdict(run.data_args)},
+            console=console,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,9 +197,14 @@ def _validated(dataset, loaded: LoadedModel, data_args: DataArgs, max_side: int)
 # Evaluation
 
 
-def _check_eval_dir(output_dir: str | Path | None, run: TrainedRun, *, overwrite: bool) -> Path:
-    """The evaluation folder, checked before any slow work; `_evaluate` replaces it later, once
-    the model and the rows have loaded (a typo in --dataset never costs an earlier report)."""
+@contextmanager
+def _hold_eval_dir(
+    output_dir: str | Path | None, run: TrainedRun, *, overwrite: bool
+) -> Iterator[Path]:
+    """The evaluation folder, this evaluation's until the block ends (output_access.py: another
+    evaluation writing it stops at once) and checked before any slow work; `_evaluate` replaces
+    it later, once the model and the rows have loaded (a typo in --dataset never costs an
+    earlier report)."""
     if output_dir is None:
         output_dir = run.run_folder / EVAL_DIR if run.run_folder else Path("outputs") / EVAL_DIR
     output = Path(output_dir).expanduser().resolve()
@@ -207,9 +215,10 @@ def _check_eval_dir(output_dir: str | Path | None, run: TrainedRun, *, overwrite
             where="--output-dir",
             fix=f"choose another folder, e.g. {adapter.parent / EVAL_DIR}",
         )
-    return run_dir.check_output_dir(
-        output, overwrite=overwrite, jobs=(EVAL_JOB,), what="evaluation"
-    )
+    with output_access.holding(output):
+        yield run_dir.check_output_dir(
+            output, overwrite=overwrite, jobs=(EVAL_JOB,), what="evaluation"
+        )
 
 
 def _text(message: dict) -> str:
@@ -310,7 +319,7 @@ def _evaluate(
         predictions=output / "predictions.jsonl",
         info=info,
     )
-    # Checked by _check_eval_dir: empty, or an earlier evaluation (its manifest) to replace.
+    # Checked by _hold_eval_dir: empty, or an earlier evaluation (its manifest) to replace.
     run_dir.start_run(output, job=EVAL_JOB)
     run_dir.save_run_config(
         output,

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vlm_unsloth import output_access
 from vlm_unsloth.config import ModelArgs
 from vlm_unsloth.console import make_console
 from vlm_unsloth.data.loaders import data_spec, load_sft_dataset
@@ -149,9 +150,19 @@ def inference_problems(args: InferArgs, data_args: PromptDataArgs) -> list[str]:
             found.append(f"--{flag.replace('_', '-')}: for evaluate.py; infer.py answers --input")
     if data_args.eval_fraction:
         found.append("--eval-fraction: for evaluate.py; infer.py answers every --input row")
-    if args.output is not None and Path(args.output).exists() and not args.overwrite:
-        found.append(f"--output {args.output} exists: pass --overwrite to replace it")
+    if args.output is not None:
+        found += _output_file_problems(Path(args.output).expanduser().resolve(), args.overwrite)
     return found
+
+
+def _output_file_problems(path: Path, overwrite: bool) -> list[str]:
+    """What keeps the predictions from being written to `path`, found before the model loads."""
+    if path.is_dir():
+        return [f"--output {path} is a folder: name a file in it"]
+    if path.exists() and not overwrite:
+        return [f"--output {path} exists: pass --overwrite to replace it"]
+    problem = output_access.why_unwritable(path.parent)
+    return [f"--output: {problem}"] if problem else []
 
 
 def run_inference(

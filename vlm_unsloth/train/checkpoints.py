@@ -8,7 +8,8 @@ left a half-written (even empty) checkpoint-N, and --resume picked it and crashe
 trainer writes into OUTPUT/partial-checkpoint/checkpoint-N and, once every process has written
 its part, the main process renames it to OUTPUT/checkpoint-N: a rename on one filesystem is
 atomic, so a checkpoint-N folder is always complete. A save cut short leaves only
-partial-checkpoint/, which the next save replaces.
+partial-checkpoint/, which the next save replaces; one cut short by a full disk is removed at
+once, and the run stops with one line naming the last complete checkpoint (full_disk.py).
 
 --resume passes over incomplete checkpoint-N folders (an older version's cut-short save) with a
 notice, and reads every file of the one it picks before anything loads: a damaged file (say,
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from vlm_unsloth import distributed, run_dir
 from vlm_unsloth.errors import OutputDirError
+from vlm_unsloth.train import full_disk
 
 
 class WholeCheckpointsTrainer:
@@ -48,15 +50,17 @@ class WholeCheckpointsTrainer:
             shutil.rmtree(staging)  # a save that was cut short
         distributed.wait_for_everyone()  # no process writes into it before it is cleared
         self._saving_into = str(staging)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         try:
-            super()._save_checkpoint(model, trial)
+            # A full disk: one line, and the partial save removed (it would keep the disk full).
+            with full_disk.saving_to(staging, name, output, remove=main):
+                super()._save_checkpoint(model, trial)
         finally:
             self._saving_into = None
         # Every process writes part of a checkpoint (its rng_state_N.pth): all must be done.
         distributed.wait_for_everyone()
         if not main:
             return
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         final = output / name
         if final.exists():
             shutil.rmtree(final)  # an incomplete one that --resume passed over

@@ -145,6 +145,7 @@ class PreferenceAccuracy:
     rows: int
 
 
+@steps.holding_the_output_dir
 def train_dpo(
     model_args: ModelArgs,
     lora_args: LoraArgs,

@@ -233,6 +233,7 @@ class GrpoTrainArgs(TrainArgs):
         return found
 
 
+@steps.holding_the_output_dir
 def train_grpo(
     model_args: ModelArgs,
     lora_args: LoraArgs,

@@ -31,6 +31,7 @@ from vlm_unsloth.train.summary import (
 )
 
 
+@steps.holding_the_output_dir
 def train_sft(
     model_args: ModelArgs,
     lora_args: LoraArgs,

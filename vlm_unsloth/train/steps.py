@@ -11,21 +11,24 @@ Sizing the batch (`batch_size.py`) and the end of a run (`summary.py`: save, sum
 are steps too, in their own modules. Importing them imports no transformers, TRL or PEFT: Unsloth
 must be imported before those (`setup_device` does it), so they are imported inside the steps.
 
-Nothing is written to the output folder before `claim_output`, right before training: a run that
-fails while it loads or checks leaves the folder as it found it (run_dir's docstring tells how
---overwrite replaces an earlier run).
+A method holds its output folder for the whole call (`@holding_the_output_dir`): a second run on
+the same folder stops at once. Nothing is written to the folder before `claim_output`, right
+before training: a run that fails while it loads or checks leaves the folder as it found it
+(run_dir's docstring tells how --overwrite replaces an earlier run).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-from vlm_unsloth import distributed, run_dir
+from vlm_unsloth import distributed, output_access, run_dir
 from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs
 from vlm_unsloth.data.splits import eval_rows_flag, first_rows, load_train_and_eval
 from vlm_unsloth.data.validation import (
@@ -35,7 +38,7 @@ from vlm_unsloth.data.validation import (
     validate_dataset,
     write_rejected,
 )
-from vlm_unsloth.errors import BackendError
+from vlm_unsloth.errors import BackendError, OutputDirError
 from vlm_unsloth.families import TINY_MODEL_NAMES
 from vlm_unsloth.models.backend import activate_backend
 from vlm_unsloth.models.checkpoints import peek_family
@@ -55,9 +58,12 @@ from vlm_unsloth.models.loading import (
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.perf.oom import RecordKeepingCollator, with_oom_recovery
 from vlm_unsloth.perf.optimizer import optimizer_cls_and_kwargs
+from vlm_unsloth.train import full_disk
 from vlm_unsloth.train.checkpoints import checkpoint_to_resume, with_whole_checkpoints
 from vlm_unsloth.train.hub import check_can_push
 
+P = ParamSpec("P")
+R = TypeVar("R")
 TRAINED, INTERRUPTED, ALREADY_FINISHED = "trained", "interrupted", "already finished"
 """What `run_training` reports."""
 
@@ -99,6 +105,23 @@ def setup_device(model_args: ModelArgs, train_args: TrainArgs) -> DeviceSetup:
     if train_args.gpu_memory_gib is not None:
         cap_gpu_memory(train_args.gpu_memory_gib, setup)
     return setup
+
+
+def holding_the_output_dir(train: Callable[P, R]) -> Callable[P, R]:
+    """`train` (train_sft, train_dpo, train_grpo) holding its --output-dir for the whole call:
+    from before the folder is checked to the end of the evaluation after training. A second
+    run on the folder, or a --resume of this one, stops at once naming this run's process
+    (output_access.py). Under torchrun the main process holds it: the others are its own."""
+
+    @functools.wraps(train)
+    def holding(*args: P.args, **kwargs: P.kwargs) -> R:
+        train_args = inspect.signature(train).bind(*args, **kwargs).arguments["train_args"]
+        folder = Path(train_args.output_dir).expanduser().resolve()
+        # Told by the launcher's environment: the process group is joined after Unsloth loads.
+        with output_access.holding(folder) if distributed.is_rank_zero() else nullcontext():
+            return train(*args, **kwargs)
+
+    return holding
 
 
 def check_output(train_args: TrainArgs, console) -> Path:
@@ -146,6 +169,14 @@ def claim_output(
     distributed.wait_for_everyone()
     try:
         yield
+    except OutputDirError:
+        raise
+    except Exception as error:
+        # The saves say which one a full disk stopped (full_disk.saving_to); any other write
+        # (a metrics line, the summary) says so in one line too.
+        if full_disk.is_full_disk(error):
+            raise full_disk.no_space(output, "the run's files") from error
+        raise
     finally:
         if main and not train_args.resume:
             if run_dir.has_saved(output):

@@ -23,6 +23,7 @@ from vlm_unsloth.models.backend import backend_module
 from vlm_unsloth.models.device import device_name
 from vlm_unsloth.models.loading import LoadedModel, count_parameters
 from vlm_unsloth.perf.batching import padding_report
+from vlm_unsloth.train import full_disk
 from vlm_unsloth.train.batch_size import planned_peak_gib
 from vlm_unsloth.train.hub import push_folders
 from vlm_unsloth.train.steps import TrainingData, installed_callback
@@ -126,7 +127,8 @@ def finish(run: FinishedRun, console, *, extra: dict[str, Any] | None = None) ->
     adapter_dir = run.output / run_dir.ADAPTER_DIR
     main = distributed.is_main_process()
     if main:
-        save_adapter(run.trainer, run.loaded, adapter_dir)
+        with full_disk.saving_to(adapter_dir, "the adapter", run.output):
+            save_adapter(run.trainer, run.loaded, adapter_dir)
         run_dir.record_files(run.output, run_dir.files_in(adapter_dir))
     # Evaluation is collective under DDP: every process takes part. Before the loss curve is
     # drawn, so that its last eval point is on it.
@@ -166,14 +168,15 @@ def save_outputs(run: FinishedRun, adapter_dir: Path) -> SavedOutputs:
     merged_dir = None
     if main and run.train_args.save_merged and not run.interrupted:
         merged_dir = run.output / run_dir.MERGED_DIR
-        backend_module(run.loaded.setup.backend).save_merged(
-            run.loaded.model,
-            run.loaded.processor,
-            base_path=run.loaded.ref.path,
-            setup=run.loaded.setup,
-            adapter_dir=adapter_dir,
-            merged_dir=merged_dir,
-        )
+        with full_disk.saving_to(merged_dir, "the merged model", run.output):
+            backend_module(run.loaded.setup.backend).save_merged(
+                run.loaded.model,
+                run.loaded.processor,
+                base_path=run.loaded.ref.path,
+                setup=run.loaded.setup,
+                adapter_dir=adapter_dir,
+                merged_dir=merged_dir,
+            )
     distributed.wait_for_everyone()
     pushed = []
     if main and run.train_args.push_to_hub and not run.interrupted:
