@@ -49,18 +49,19 @@ def _in_use_by(pid: int) -> str:
 
 
 # A process that holds a folder (argv[1]) until its stdin closes, after forking a child that
-# lives on (as a data-loader worker would); it prints the child's pid once it holds the folder.
+# lives on (as a data-loader worker would). The CHILD prints its pid: by then its fork handlers
+# have run (os.fork runs them before it returns), so the test never races a child that has not
+# yet closed its copy of the lock.
 HOLDER = """
 import os, sys, time
 from pathlib import Path
 from vlm_unsloth import output_access
 
 held = output_access.hold(Path(sys.argv[1]))
-child = os.fork()
-if child == 0:
+if os.fork() == 0:
+    print(os.getpid(), flush=True)
     time.sleep(600)
     os._exit(0)
-print(child, flush=True)
 sys.stdin.read()
 """
 
