@@ -3,19 +3,20 @@
     python scripts/make_random_checkpoint.py --arch qwen2-vl-7b --output-dir /tmp/qwen2-vl-7b
     python scripts/train_sft.py --model /tmp/qwen2-vl-7b --max-side 768 --max-steps 30
 
-Architectures (vlm_unsloth/models/random_weights.py): qwen2-vl-7b, qwen2.5-vl-7b,
-llama-3.2-11b-vision, smolvlm-instruct, pixtral-12b, qwen3-vl-8b, gemma-3-4b, gemma-3-12b.
+Architectures: the family modules' sizes with a real configuration (`--help` lists them).
 """
 
 import sys
 from dataclasses import dataclass, field
+
+from vlm_unsloth.models.random_weights import REAL_ARCHITECTURES  # a table: no torch import
 
 
 @dataclass
 class RandomCheckpointArgs:
     arch: str = field(
         default="qwen2-vl-7b",
-        metadata={"help": "Real architecture to build (an unknown name is refused with the list)."},
+        metadata={"help": "Real architecture to build: " + ", ".join(REAL_ARCHITECTURES)},
     )
     output_dir: str = field(
         default="outputs/random-qwen2-vl-7b", metadata={"help": "Folder to write."}

@@ -10,13 +10,9 @@ import json
 import pytest
 
 from vlm_unsloth.errors import BackendError, ConfigError
-from vlm_unsloth.families import FAMILIES, TINY_MODEL_NAMES
+from vlm_unsloth.families import FAMILIES, TINY_MODEL_NAMES, size_named
 from vlm_unsloth.models import device
-from vlm_unsloth.models.checkpoints import (
-    KNOWN_ARCHITECTURES,
-    known_architecture,
-    peek_family,
-)
+from vlm_unsloth.models.checkpoints import peek_family
 from vlm_unsloth.models.random_weights import REAL_ARCHITECTURES
 from vlm_unsloth.perf.memory_plan import (
     PlanArgs,
@@ -66,22 +62,21 @@ NAMED = {
 
 def test_every_named_and_default_checkpoint_is_known_with_its_family():
     for name, arch in NAMED.items():
-        assert known_architecture(name).name == arch, name
-        assert known_architecture(name.lower()).name == arch  # hub ids are case-insensitive
+        assert size_named(name)[1].name == arch, name
+        assert size_named(name.lower())[1].name == arch  # hub ids are case-insensitive
     for family in FAMILIES.values():
-        arch = known_architecture(family.default_model)
-        assert arch is not None and arch.family == family.key, family.default_model
+        known = size_named(family.default_model)
+        assert known is not None and known[0] is family, family.default_model
         assert peek_family(family.default_model) is family
-    names = [n for a in KNOWN_ARCHITECTURES for n in (a.name, *a.checkpoints)]
+    names = [n for f in FAMILIES.values() for s in f.sizes for n in (s.name, *s.checkpoints)]
     assert len(names) == len({n.lower() for n in names})  # one architecture per name
 
 
 def test_random_weight_architectures_are_known_with_the_same_shape():
-    for name, spec in REAL_ARCHITECTURES.items():
-        arch = known_architecture(name)
-        assert arch is not None and arch.family == spec["family"], name
-        text = spec["text_config"]
-        assert arch.text_shape == (text["hidden_size"], text["num_hidden_layers"])
+    for name, (family, size) in REAL_ARCHITECTURES.items():
+        assert size_named(name) == (family, size), name
+        text = size.real.text_config
+        assert size.text_shape == (text["hidden_size"], text["num_hidden_layers"])
 
 
 def test_the_planner_answers_for_the_default_model_of_train_sft():
@@ -257,12 +252,12 @@ def test_loaded_models_map_to_their_architecture(tiny_ref):
 
     for name in ("tiny-qwen2-vl", "tiny-pixtral"):  # tiny sizes are no planner architecture
         config = AutoConfig.from_pretrained(tiny_ref(name).path)
-        assert architecture_of(tiny_ref(name).family.key, config) is None
+        assert architecture_of(tiny_ref(name).family, config) is None
     config = AutoConfig.from_pretrained(tiny_ref("tiny-smolvlm").path)
     config.text_config.hidden_size, config.text_config.num_hidden_layers = 2048, 24
-    assert architecture_of("smolvlm", config) == "smolvlm-instruct"
-    assert architecture_of("smolvlm2", config) == "smolvlm2-2.2b"  # same shape: family decides
-    assert architecture_of("pixtral", config) is None
+    assert architecture_of(FAMILIES["smolvlm"], config) == "smolvlm-instruct"
+    assert architecture_of(FAMILIES["smolvlm2"], config) == "smolvlm2-2.2b"  # same shape: family decides
+    assert architecture_of(FAMILIES["pixtral"], config) is None
 
 
 @pytest.fixture
@@ -364,17 +359,13 @@ REAL_PARAMETERS = {
 def test_random_weight_architectures_have_the_real_parameter_count(arch):
     import torch
 
-    from vlm_unsloth.models.tiny_architectures import ARCHITECTURES, model_class
+    from vlm_unsloth.models.random_weights import real_config
+    from vlm_unsloth.models.tiny import model_class
 
-    spec = REAL_ARCHITECTURES[arch]
-    parts = ARCHITECTURES[FAMILIES[spec["family"]].model_type]
-    processor = parts.processor(real_size=True)
-    config = parts.config(
-        processor.tokenizer, text=spec["text_config"], vision=spec["vision_config"],
-        top=spec.get("config"),
-    )  # fmt: skip
+    config, _ = real_config(arch)
+    family, _ = REAL_ARCHITECTURES[arch]
     with torch.device("meta"):  # shapes only: no memory, no time
-        model = model_class(parts)._from_config(config)
+        model = model_class(family.architecture)._from_config(config)
     total = sum(p.numel() for p in model.parameters())
     print(f"{arch}: {total / 1e9:.2f}B parameters")
     assert abs(total - REAL_PARAMETERS[arch]) <= 0.03 * REAL_PARAMETERS[arch], total

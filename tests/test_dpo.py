@@ -146,14 +146,14 @@ def test_images_reach_the_dpo_loss(name, tmp_path):
         # builds them for the prompt alone).
         assert coloured["cross_attention_mask"].shape[:2] == coloured["input_ids"].shape
         assert {"pixel_values", "aspect_ratio_ids", "aspect_ratio_mask"} <= set(coloured)
-    elif loaded.family.image_tokens in ("qwen", "qwen3"):
+    elif loaded.family.image_scheme.name in ("qwen", "qwen3"):
         assert coloured["image_grid_thw"].shape == (8, 3)
         assert coloured["pixel_values"].shape[0] == int(coloured["image_grid_thw"].prod(-1).sum())
         assert coloured["mm_token_type_ids"].shape == coloured["input_ids"].shape
-    elif loaded.family.image_tokens == "gemma3":  # one square per image; bidirectional image
+    elif loaded.family.image_scheme.name == "gemma3":  # one square per image; bidirectional image
         assert coloured["pixel_values"].shape[0] == 8  # attention needs token_type_ids
         assert coloured["token_type_ids"].shape == coloured["input_ids"].shape
-    elif loaded.family.image_tokens == "idefics3":  # one row of views per conversation
+    elif loaded.family.image_scheme.name == "idefics3":  # one row of views per conversation
         assert coloured["pixel_values"].shape[0] == 8
         assert coloured["pixel_attention_mask"].shape[0] == 8
     else:  # pixtral: every image, with its size

@@ -170,7 +170,7 @@ def test_images_reach_the_policy_log_probabilities_in_the_loss(name, tmp_path, o
     assert prompt.endswith(loaded.family.response_part + think), prompt[-60:]
     rows = inputs["prompt_ids"].size(0)
     assert rows == 4 and "pixel_values" in inputs
-    assert inputs[IMAGE_INPUTS[loaded.family.image_tokens]].size(0) == rows
+    assert inputs[IMAGE_INPUTS[loaded.family.image_scheme.name]].size(0) == rows
     if loaded.family.images_by_cross_attention:
         assert {"aspect_ratio_ids", "aspect_ratio_mask"} <= set(inputs)  # what TRL drops
 
@@ -236,7 +236,7 @@ def test_media_tokens_are_never_sampled(tiny_processor, tiny_ref):
         names = tokenizer.convert_ids_to_tokens(ids)
         print(name, names)
         assert set(family.unsupervised_tokens) <= set(names)  # images and their layout
-        if family.image_tokens == "qwen":
+        if family.image_scheme.name == "qwen":
             assert {"<|vision_start|>", "<|vision_end|>", "<|video_pad|>"} <= set(names)
         end_of_turn = tokenizer.convert_tokens_to_ids(family.end_of_turn)
         assert end_of_turn not in ids

@@ -16,18 +16,13 @@ import transformers
 from PIL import Image
 from transformers.models.mllama.image_processing_mllama import get_all_supported_aspect_ratios
 
-from vlm_unsloth.data.image_tokens import (
-    _pixtral_settings,
-    count_image_tokens,
-    image_cap,
-    mllama_image_tokens,
-    pixtral_cap,
-    prepare_processor,
-    qwen_image_tokens,
-)
+from vlm_unsloth.data.image_tokens import count_image_tokens, image_cap, prepare_processor
 from vlm_unsloth.data.images import cap_longest_side, check_image_size
 from vlm_unsloth.errors import ImageError
 from vlm_unsloth.families import FAMILIES
+from vlm_unsloth.families._qwen import qwen_image_tokens
+from vlm_unsloth.families.llama_3_2_vision import mllama_image_tokens
+from vlm_unsloth.families.pixtral import pixtral_cap, pixtral_settings
 
 QWEN_MAX_PIXELS = 12845056  # Qwen2-VL-7B-Instruct's preprocessor_config.json
 QWEN_MIN_PIXELS = 3136
@@ -290,7 +285,7 @@ def test_pixtral_tokens_match_the_real_processor(tiny_processor):
     processor = copy.deepcopy(tiny_processor("tiny-pixtral"))  # real 1024 px / 16 px patches
     processor.image_processor.resample = 0  # fast; counts do not depend on the filter
     family = FAMILIES["pixtral"]
-    assert _pixtral_settings(processor) == PIXTRAL_REAL
+    assert pixtral_settings(processor) == PIXTRAL_REAL
     sizes = [s for s in EXTREME_SIZES + _random_sizes(6, seed=3) if s != (1, 2000)]
     for width, height in sizes:
         expected = count_image_tokens(family, width, height, processor)
@@ -401,9 +396,10 @@ def test_qwen3_vl_max_side_means_32_px_blocks_never_upscaled(key, tiny_processor
 def _gemma3_processor(tiny_processor, geometry: str):
     if geometry == "tiny":
         return tiny_processor("tiny-gemma3")
-    from vlm_unsloth.models.tiny_architectures import ARCHITECTURES
+    from vlm_unsloth.models.tiny import tiny_processor as build_processor
 
-    return prepare_processor(FAMILIES["gemma3"], ARCHITECTURES["gemma3"].processor(real_size=True))
+    family = FAMILIES["gemma3"]
+    return prepare_processor(family, build_processor(family.architecture, real_size=True))
 
 
 GEMMA3_PROMPTS = [

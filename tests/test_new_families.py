@@ -88,7 +88,7 @@ def test_inspect_data_counts_what_the_processor_makes_and_never_cuts_an_image(
     collator = SftCollator(processor, family, max_side=max_side, train_on_prompt=False)
     image_id = processor.tokenizer.convert_tokens_to_ids(family.image_token)
     tile = 0
-    if family.image_tokens == "idefics3":  # an image under one tile is one tile-sized view
+    if family.image_scheme.name == "idefics3":  # an image under one tile is one tile-sized view
         tile = processor.image_processor.max_image_size["longest_edge"]
     for record in everything.kept:
         batch = collator([record])

@@ -111,8 +111,8 @@ def test_the_wheel_carries_the_demo_sets_and_the_data_files_the_code_reads(tmp_p
         demo = REPO / "vlm_unsloth" / "data" / folder
         shipped = {p.relative_to(REPO).as_posix() for p in demo.rglob("*") if p.is_file()}
         assert len(shipped) > least and shipped <= names, sorted(shipped - names)[:5]
-    assert "vlm_unsloth/perf/calibration/peak_memory.json" in names
-    assert "vlm_unsloth/models/chat_templates/llama3_2_vision.jinja" in names
+    assert "vlm_unsloth/perf/calibration/qwen2-vl.json" in names
+    assert "vlm_unsloth/families/chat_templates/llama3_2_vision.jinja" in names
     assert not any(name.startswith(("tests/", "scripts/")) for name in names)
 
 

@@ -214,7 +214,7 @@ def test_image_placeholders_expand_to_the_family_formula(name, count, tiny_ref, 
     placeholders = int((batch["input_ids"][0] == image_id).sum())
     counts = [count_image_tokens(family, w, h, processor) for w, h in sizes]
     assert batch["input_ids"].shape[1] == prompt_length(family, text, sizes, processor)
-    if family.image_tokens != "gemma3":  # (Gemma's newlines merge with the text around them)
+    if family.image_scheme.name != "gemma3":  # (Gemma's newlines merge with the text around them)
         template_ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
         # Each image's placeholder in the template becomes text_tokens positions.
         expected = len(template_ids) + sum(c.text_tokens - 1 for c in counts)
@@ -225,13 +225,13 @@ def test_image_placeholders_expand_to_the_family_formula(name, count, tiny_ref, 
         assert tiles_used == [c.tiles for c in counts]
         return
     assert placeholders == sum(c.vision_tokens for c in counts)
-    if family.image_tokens in ("qwen", "qwen3"):
+    if family.image_scheme.name in ("qwen", "qwen3"):
         grid = batch["image_grid_thw"]
         assert [int(g.prod()) // 4 for g in grid] == [c.text_tokens for c in counts]
         assert batch["mm_token_type_ids"].sum() == placeholders  # 1 on each image position
-    elif family.image_tokens == "idefics3":  # views (tiles + global) of a row's images
+    elif family.image_scheme.name == "idefics3":  # views (tiles + global) of a row's images
         assert batch["pixel_values"].shape[1] == sum(c.tiles for c in counts)
-    elif family.image_tokens == "gemma3":  # one square per image, whatever its size
+    elif family.image_scheme.name == "gemma3":  # one square per image, whatever its size
         side = counts[0].resized[0]
         assert tuple(batch["pixel_values"].shape) == (count, 3, side, side)
         # 1 on the soft tokens only (bidirectional attention inside each image)

@@ -1,5 +1,5 @@
-"""vlm-unsloth: fine-tune vision-language models (Qwen2-VL, Qwen2.5-VL, Llama 3.2 Vision, SmolVLM,
-SmolVLM2, Pixtral) on one GPU with Unsloth — or on CPU with transformers + PEFT, with the same
+"""vlm-unsloth: fine-tune vision-language models (the families in vlm_unsloth/families/, listed by
+`vlm-unsloth models`) on one GPU with Unsloth — or on CPU with transformers + PEFT, with the same
 options and outputs.
 
     from vlm_unsloth import ModelArgs, LoraArgs, DataArgs, TrainArgs, train_sft, evaluate_adapter

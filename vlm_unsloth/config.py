@@ -26,7 +26,7 @@ from typing import Any
 
 from vlm_unsloth.config_types import flag_problem, yaml_value_problems
 from vlm_unsloth.errors import ConfigError
-from vlm_unsloth.families import FAMILIES
+from vlm_unsloth.families import default_family, tiny_names
 from vlm_unsloth.resume_options import check_resume_keeps_the_run, resumed_run_options
 from vlm_unsloth.yaml_files import read_yaml
 
@@ -42,10 +42,10 @@ class ModelArgs:
     """Which checkpoint, loaded how."""
 
     model: str = field(
-        default=FAMILIES["qwen2-vl"].default_model,
+        default=default_family().default_model,
         metadata={
-            "help": "Hub id, local folder, or a tiny offline model: tiny-qwen2-vl, "
-            "tiny-qwen2.5-vl, tiny-llama-3.2-vision, tiny-smolvlm, tiny-smolvlm2, tiny-pixtral."
+            "help": "Hub id, local folder, or a tiny offline model: "
+            f"{tiny_names()} (`vlm-unsloth models` lists every family and checkpoint)."
         },
     )
     backend: str = field(

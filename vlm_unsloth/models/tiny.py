@@ -8,8 +8,8 @@ with the family's special tokens, image/video processor configs, the family's ch
 the same `from_pretrained(folder)` code that loads a hub checkpoint loads it — transformers' and
 Unsloth's. Tests, the CPU demo and GPU smoke runs use them; `--model tiny-qwen2-vl` etc. name them.
 
-Each architecture's parts (processor, config, model class) are in `tiny_architectures.py`, the
-tokenizer and chat templates in `tiny_tokenizer.py`.
+Each family module (vlm_unsloth/families/) says how its processor, config and model are made
+(`Family.architecture`); the tokenizer is trained by `tiny_tokenizer.py`.
 
 Folders are cached under $VLM_UNSLOTH_CACHE (default ~/.cache/vlm_unsloth/tiny) in a sub-folder
 keyed by a hash of this builder's source, so a changed builder never serves a stale checkpoint.
@@ -25,11 +25,10 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from vlm_unsloth import families
 from vlm_unsloth.errors import ModelError
-from vlm_unsloth.families import TINY_MODEL_NAMES, Family
-from vlm_unsloth.models import tiny_architectures, tiny_qwen3_gemma3, tiny_tokenizer
-from vlm_unsloth.models.tiny_architectures import ARCHITECTURES, model_class
+from vlm_unsloth.families import TINY_MODEL_NAMES, Family, tiny_names
+from vlm_unsloth.families.base import Architecture
+from vlm_unsloth.models import tiny_tokenizer
 
 SEED = 1234
 
@@ -42,18 +41,18 @@ def cache_root() -> Path:
 
 
 def builder_fingerprint() -> str:
-    """Hash of the code that shapes a tiny checkpoint: change it and the cache rebuilds."""
+    """Hash of the code that shapes a tiny checkpoint (this module, the tokenizer trainer, every
+    family module and shipped chat template): change it and the cache rebuilds."""
     import transformers
 
     digest = hashlib.sha256(transformers.__version__.encode())
-    for module in (
-        sys.modules[__name__], tiny_architectures, tiny_qwen3_gemma3, tiny_tokenizer, families,
-    ):  # fmt: skip
+    for module in (sys.modules[__name__], tiny_tokenizer):
         digest.update(Path(module.__file__).read_bytes())
-    for template in sorted(
-        resources.files("vlm_unsloth.models").joinpath("chat_templates").iterdir(), key=str
-    ):
-        digest.update(template.read_bytes())
+    package = resources.files("vlm_unsloth.families")
+    sources = [*package.iterdir(), *package.joinpath("chat_templates").iterdir()]
+    for source in sorted(sources, key=str):
+        if source.name.endswith((".py", ".jinja")):
+            digest.update(source.read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -64,7 +63,7 @@ def build_tiny_checkpoint(name: str, *, cache_dir: Path | None = None) -> Path:
         raise ModelError(
             f"unknown tiny model {name!r}",
             where="--model",
-            fix=f"use one of: {', '.join(TINY_MODEL_NAMES)}",
+            fix=f"use one of: {tiny_names()}",
         )
     root = cache_dir or cache_root()
     folder = root / f"{name}-{builder_fingerprint()}"
@@ -96,15 +95,27 @@ def build_tiny_checkpoint(name: str, *, cache_dir: Path | None = None) -> Path:
 def _write_checkpoint(family: Family, folder: Path) -> None:
     import torch
 
-    parts = ARCHITECTURES[family.model_type]
-    processor = parts.processor(real_size=False)
-    config = parts.config(processor.tokenizer)
+    architecture = family.architecture
+    processor = tiny_processor(architecture, real_size=False)
+    config = architecture.config(processor.tokenizer)
     torch.manual_seed(SEED)
-    model = model_class(parts)(config)
-    parts.finish(model)
+    model = model_class(architecture)(config)
+    architecture.finish(model)
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
     model.generation_config.eos_token_id = processor.tokenizer.convert_tokens_to_ids(
         family.end_of_turn
     )
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
+
+
+def tiny_processor(architecture: Architecture, *, real_size: bool):
+    """The family's processor with its tiny tokenizer (`real_size`: the real image geometry)."""
+    return architecture.processor(tiny_tokenizer.train_tokenizer(architecture.tokenizer), real_size)
+
+
+def model_class(architecture: Architecture):
+    """The transformers model class of `architecture`."""
+    import transformers
+
+    return getattr(transformers, architecture.model_class)

@@ -43,6 +43,7 @@ from vlm_unsloth import run_dir
 from vlm_unsloth.data.splits import DEMO_DIR
 from vlm_unsloth.errors import BenchmarkError, ConfigError
 from vlm_unsloth.models.loading import resolve_model
+from vlm_unsloth.models.random_weights import REAL_ARCHITECTURES
 from vlm_unsloth.run_dir import LISTED_AT_MOST
 
 # Dense bf16 (fp16 for T4) tensor-core peaks from the vendors' data sheets, FLOP/s.
@@ -66,9 +67,8 @@ class BenchArgs:
     model: str = field(
         default="qwen2-vl-7b",
         metadata={
-            "help": "A real architecture (qwen2-vl-7b, llama-3.2-11b-vision, qwen3-vl-8b, "
-            "gemma-3-4b, smolvlm-instruct, pixtral-12b, ...: models/random_weights.py; random "
-            "weights, built once into --work-dir), a model folder, a hub id or tiny-*."
+            "help": "A real architecture (random weights, built once into --work-dir: "
+            f"{', '.join(REAL_ARCHITECTURES)}), a model folder, a hub id or tiny-*."
         },
     )
     command: str = field(
@@ -248,7 +248,7 @@ def run_benchmark(args: BenchArgs, *, console=None) -> list[BenchRow]:
 
 
 def _model_path(model: str, work: Path) -> str:
-    from vlm_unsloth.models.random_weights import REAL_ARCHITECTURES, build_random_checkpoint
+    from vlm_unsloth.models.random_weights import build_random_checkpoint
 
     if model in REAL_ARCHITECTURES:
         return str(build_random_checkpoint(model, work / f"random-{model}"))

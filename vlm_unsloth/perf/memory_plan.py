@@ -3,15 +3,20 @@
     python scripts/plan.py --model qwen2-vl-7b --max-side 768 --gpu-memory-gib 12
     python scripts/plan.py --model unsloth/Qwen2-VL-7B-Instruct --max-side 768   # the same
 
-`--model` is a planner architecture (qwen2-vl-7b), a hub id the planner knows
-(models/checkpoints.py: every supported checkpoint, offline), or a model folder / cached hub id
-whose config.json has a known size.
+`--model` is a planner architecture (qwen2-vl-7b), a hub id the planner knows (every family
+module's `sizes`, offline), or a model folder / cached hub id whose config.json has a known size.
 
-A fit, per architecture and backend, of measured peaks (calibration/peak_memory.json, each point
-with the command or source that produced it): peak = fixed + per_token x batch x tokens, where
-`fixed` holds weights, LoRA and optimizer state and the CUDA context, and `per_token` the
-activations a token keeps (image tokens dominate a sample). Only calibrated pairs are planned:
-a guess for an unmeasured model would be worse than no answer; scripts/bench.py adds points.
+A fit, per architecture and backend, of measured peaks: peak = fixed + per_token x batch x
+tokens, where `fixed` holds weights, LoRA and optimizer state and the CUDA context, and
+`per_token` the activations a token keeps (image tokens dominate a sample). Only calibrated pairs
+are planned: a guess for an unmeasured model would be worse than no answer.
+
+The points are in calibration/<family key>.json, each with the command or source that produced
+it: peak reserved GPU memory (torch.cuda.max_memory_reserved) of SFT runs on an H100 80GB or an
+H200, random-weight checkpoints of the real architectures, 4-bit weights, gradient checkpointing
+on, LoRA r16 on every linear layer of both towers, images capped at 768 or 1024 px (each point
+says); tokens = the longest sample of a batch (padding makes every sample that long).
+scripts/bench.py adds points.
 """
 
 from __future__ import annotations
@@ -22,16 +27,17 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 from vlm_unsloth.config import MAX_SIDE_RULE, MIN_MAX_SIDE
-from vlm_unsloth.data.image_tokens import SCHEMES
 from vlm_unsloth.data.images import cap_longest_side
 from vlm_unsloth.errors import ConfigError
-from vlm_unsloth.families import FAMILIES, family_for_config
-from vlm_unsloth.models.checkpoints import (
-    architecture_for_config,
-    describe_known,
-    known_architecture,
-    local_config,
+from vlm_unsloth.families import (
+    Family,
+    default_family,
+    describe_sizes,
+    family_for_config,
+    size_for_config,
+    size_named,
 )
+from vlm_unsloth.models.checkpoints import local_config
 
 SAFETY_MARGIN = 0.9
 """Plan to 90% of the cap: allocator fragmentation and rare long batches need headroom."""
@@ -44,11 +50,12 @@ class PlanArgs:
     """What to plan for."""
 
     model: str = field(
-        default="qwen2-vl-7b",
+        default=default_family().default_model,
         metadata={
             "help": "An architecture (qwen2-vl-7b), a supported hub checkpoint "
             "(unsloth/Qwen2-VL-7B-Instruct, HuggingFaceTB/SmolVLM-Instruct, ...) or a model "
-            "folder. Planned where calibrated (calibration/peak_memory.json)."
+            "folder. Planned where calibrated (perf/calibration/). `vlm-unsloth models` lists "
+            "every checkpoint."
         },
     )
     backend: str = field(
@@ -111,9 +118,10 @@ class Plan:
 
 
 def calibration_points() -> list[dict]:
-    """The measured peaks the planner fits (calibration/peak_memory.json)."""
-    text = resources.files("vlm_unsloth.perf").joinpath("calibration/peak_memory.json").read_text()
-    return json.loads(text)["points"]
+    """The measured peaks the planner fits (calibration/<family key>.json, one file a family)."""
+    folder = resources.files("vlm_unsloth.perf").joinpath("calibration")
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".json")), key=str)
+    return [point for file in files for point in json.loads(file.read_text())["points"]]
 
 
 def _fittable(points: list[dict]) -> bool:
@@ -147,36 +155,36 @@ def fit_memory(arch: str, backend: str, *, label: str | None = None) -> MemoryFi
 def planner_architecture(model: str) -> str:
     """The planner's architecture for `--model` (see the module docstring); ConfigError naming
     every model it knows otherwise."""
-    arch = known_architecture(model)
-    if arch is not None:
-        return arch.name
+    known = size_named(model)
+    if known is not None:
+        return known[1].name
     config = local_config(model)
     if config is None:
         raise ConfigError(
             f"unknown model {model!r} (not a planner architecture, a known hub checkpoint, a "
             "model folder, or a hub id in the local Hugging Face cache)",
             where="--model",
-            fix=f"the planner knows: {describe_known()}",
+            fix=f"the planner knows: {describe_sizes()}",
         )
     family = family_for_config(config, where="--model")
-    arch = architecture_for_config(family, config)
-    if arch is None:
+    size = size_for_config(family, config)
+    if size is None:
         raise ConfigError(
             f"{model} is a {family.key} model of a size the planner does not know",
             where="--model",
-            fix=f"the planner knows: {describe_known()}",
+            fix=f"the planner knows: {describe_sizes()}",
         )
-    return arch.name
+    return size.name
 
 
 def default_tokens(arch: str, max_side: int) -> int:
     """Tokens of a 4:3 image capped at `max_side` (as the family caps it, counted with the real
     processor's parameters) plus 64 text tokens (prompt and answer)."""
-    known = known_architecture(arch)
-    scheme = SCHEMES[FAMILIES[known.family].image_tokens]
-    cap = scheme.cap(max_side, **known.image_settings)
+    family, size = size_named(arch)
+    scheme = family.image_scheme
+    cap = scheme.cap(max_side, **size.image_settings)
     width, height = cap_longest_side(max_side, round(max_side * 3 / 4), cap)
-    count = scheme.count(width, height, **known.image_settings)
+    count = scheme.count(width, height, **size.image_settings)
     if count.text_tokens == 1:  # Mllama: the image is one prompt position, cross-attended
         raise ConfigError(
             f"the tokens of a {arch} sample do not measure its image",
@@ -251,11 +259,11 @@ def nothing_fits(plan: Plan, args: PlanArgs) -> str:
     return line
 
 
-def architecture_of(family_key: str, model_config) -> str | None:
+def architecture_of(family: Family, model_config) -> str | None:
     """The real architecture (e.g. qwen2-vl-7b) a loaded model has, matched on its family and
     language-model shape; None for any other size (e.g. the tiny test models)."""
-    arch = architecture_for_config(FAMILIES[family_key], model_config)
-    return None if arch is None else arch.name
+    size = size_for_config(family, model_config)
+    return None if size is None else size.name
 
 
 def covers(quantization: str, gradient_checkpointing: bool) -> bool:

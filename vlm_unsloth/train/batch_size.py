@@ -140,4 +140,4 @@ def calibrated_arch(loaded: LoadedModel) -> str | None:
     setup (memory_plan.covers: 4-bit weights with gradient checkpointing)."""
     if not covers(loaded.quantization, loaded.gradient_checkpointing):
         return None
-    return architecture_of(loaded.family.key, loaded.model.config)
+    return architecture_of(loaded.family, loaded.model.config)

@@ -20,7 +20,7 @@ from vlm_unsloth.data.validation import (
     validate_dataset,
     write_rejected,
 )
-from vlm_unsloth.families import FAMILIES
+from vlm_unsloth.families import default_family, tiny_names
 from vlm_unsloth.models.loading import load_processor, resolve_model
 
 
@@ -29,11 +29,10 @@ class InspectArgs:
     """What inspect_data.py adds to the data flags."""
 
     model: str = field(
-        default=FAMILIES["qwen2-vl"].default_model,
+        default=default_family().default_model,
         metadata={
             "help": "Whose processor counts the tokens: hub id, local folder, or a tiny offline "
-            "model (tiny-qwen2-vl, tiny-qwen2.5-vl, tiny-llama-3.2-vision, tiny-smolvlm, "
-            "tiny-smolvlm2, tiny-pixtral)."
+            f"model ({tiny_names()})."
         },
     )
     preference: bool = field(

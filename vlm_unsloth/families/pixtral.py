@@ -1,0 +1,235 @@
+"""Pixtral (a LLaVA checkpoint with a Pixtral vision tower): Mistral's [INST] prompt format, rows
+of 16 px patches with a break token per row.
+
+The processor only ever shrinks (to size["longest_edge"], 1024 px), then rounds each side up to
+16 px patches: rows x cols [IMG], one [IMG_BREAK] a row (the last one [IMG_END]): tokens =
+rows * (cols + 1). `--max-side S`: the largest multiple of 16 px <= S, at most the checkpoint's
+1024.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from vlm_unsloth.families._templates import shipped_template
+from vlm_unsloth.families.base import (
+    TEXT_HIDDEN,
+    TINY_TEXT_SHAPE,
+    VISION_HIDDEN,
+    Architecture,
+    Family,
+    ImageScheme,
+    ImageTokenCount,
+    ModelSize,
+    RealConfig,
+    TinyTokenizer,
+    mirrors,
+)
+
+# The real 16 px patches and 1024 px longest edge (its token count depends only on the image
+# size, so tests keep their images small instead).
+PATCH = 16
+LONGEST_EDGE = 1024
+
+
+def pixtral_image_tokens(
+    width: int,
+    height: int,
+    *,
+    patch_size: int = 16,
+    spatial_merge_size: int = 1,
+    longest_edge: int = 1024,
+) -> ImageTokenCount:
+    """Pixtral (spatial_merge_size 1; Mistral-Small-3.1 merges 2): rows x (cols + 1) text tokens,
+    rows x cols of them [IMG]. Raises ValueError where a side would shrink to 0 px (the processor
+    fails there too)."""
+    from transformers.models.pixtral.image_processing_pixtral import _num_image_tokens
+
+    patch = patch_size * spatial_merge_size
+    ratio = max(height, width) / longest_edge
+    if ratio > 1:  # downscale only, with floor (the processor's own comment says why)
+        height, width = int(math.floor(height / ratio)), int(math.floor(width / ratio))
+    if height < 1 or width < 1:
+        raise ValueError(f"a side shrinks to 0 px at a {longest_edge} px longest edge")
+    rows, cols = _num_image_tokens((height, width), (patch, patch))
+    return ImageTokenCount(
+        text_tokens=rows * (cols + 1),
+        vision_tokens=rows * cols,
+        resized=(cols * patch, rows * patch),
+    )
+
+
+def pixtral_cap(
+    max_side: int, *, patch_size: int, spatial_merge_size: int, longest_edge: int, **_: Any
+) -> int:
+    """The largest multiple of the patch that fits in `max_side`, at most `longest_edge`."""
+    patch = patch_size * spatial_merge_size
+    return max(patch, min(longest_edge // patch, max_side // patch) * patch)
+
+
+def pixtral_settings(processor: Any) -> dict:
+    """The scheme's parameters of a loaded processor."""
+    return dict(
+        patch_size=processor.patch_size,
+        spatial_merge_size=processor.spatial_merge_size,
+        longest_edge=processor.image_processor.size["longest_edge"],
+    )
+
+
+def tiny_processor(tokenizer, real_size: bool = False):
+    """The hub's Pixtral processor with the tiny tokenizer (its image geometry is the real one)."""
+    from transformers import PixtralImageProcessor, PixtralProcessor
+
+    image_processor = PixtralImageProcessor(
+        size={"longest_edge": LONGEST_EDGE},
+        patch_size={"height": PATCH, "width": PATCH},
+        resample=3,  # BICUBIC
+        image_mean=[0.48145466, 0.4578275, 0.40821073],
+        image_std=[0.26862954, 0.26130258, 0.27577711],
+    )
+    return PixtralProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH,
+        spatial_merge_size=1,
+        chat_template=shipped_template("pixtral.jinja"),
+        image_token="[IMG]",
+        image_break_token="[IMG_BREAK]",
+        image_end_token="[IMG_END]",
+    )
+
+
+def tiny_config(tokenizer, text=None, vision=None, top=None):
+    """Tiny Pixtral: a 2-layer Mistral text model, a 2-layer Pixtral-ViT, LLaVA's projector."""
+    from transformers import LlavaConfig
+
+    ids = tokenizer.convert_tokens_to_ids
+    vision_config = dict(
+        model_type="pixtral",
+        hidden_size=VISION_HIDDEN,
+        intermediate_size=2 * VISION_HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=LONGEST_EDGE,
+        patch_size=PATCH,
+        hidden_act="silu",  # pixtral-12b's vision MLP is gated (silu)
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    ) | (vision or {})
+    text_config = dict(
+        TINY_TEXT_SHAPE,
+        model_type="mistral",
+        vocab_size=len(tokenizer),
+        head_dim=TEXT_HIDDEN // 4,
+        max_position_embeddings=8192,
+        sliding_window=None,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e9},
+        bos_token_id=ids("<s>"),
+        eos_token_id=ids("</s>"),
+        pad_token_id=ids("<pad>"),
+        tie_word_embeddings=False,
+    ) | (text or {})
+    # LlavaConfig's defaults (image token 32000, feature layer -2, "default" selection that drops
+    # a CLS token) are LLaVA-1.5's; Pixtral's are these.
+    return LlavaConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_index=ids("[IMG]"),
+        projector_hidden_act="gelu",
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        multimodal_projector_bias=True,
+        image_seq_length=1,
+        tie_word_embeddings=False,
+        **(top or {}),
+    )
+
+
+FAMILY = Family(
+    key="pixtral",
+    model_type="llava",
+    vision_model_type="pixtral",
+    default_model="unsloth/Pixtral-12B-2409",
+    tiny_name="tiny-pixtral",
+    instruction_part="[INST]",
+    response_part="[/INST]",
+    end_of_turn="</s>",
+    image_token="[IMG]",
+    # Rows of 16 px patches: [IMG] per patch, [IMG_BREAK] after each row, the last one
+    # [IMG_END]. Any aspect ratio; images are only ever shrunk (to 1024 px at most).
+    other_image_tokens=("[IMG_BREAK]", "[IMG_END]"),
+    max_aspect_ratio=None,
+    min_image_side=1,
+    image_scheme=ImageScheme("pixtral", pixtral_settings, pixtral_image_tokens, pixtral_cap),
+    architecture=Architecture(
+        # Tekken vocabulary as converted for transformers: the first 20 ids are control tokens
+        # in this order, so [IMG] = 10, [IMG_BREAK] = 12, [IMG_END] = 13 as on the hub.
+        TinyTokenizer(
+            (
+                "<unk>",
+                "<s>",
+                "</s>",
+                "[INST]",
+                "[/INST]",
+                "[AVAILABLE_TOOLS]",
+                "[/AVAILABLE_TOOLS]",
+                "[TOOL_RESULTS]",
+                "[/TOOL_RESULTS]",
+                "[TOOL_CALLS]",
+                "[IMG]",
+                "<pad>",
+                "[IMG_BREAK]",
+                "[IMG_END]",
+                "[PREFIX]",
+                "[MIDDLE]",
+                "[SUFFIX]",
+                "[SYSTEM_PROMPT]",
+                "[/SYSTEM_PROMPT]",
+                "[TOOL_CONTENT]",
+            ),
+            bos="<s>",
+            eos="</s>",
+            pad="<pad>",
+            unk="<unk>",
+        ),  # fmt: skip
+        tiny_processor,
+        tiny_config,
+        "LlavaForConditionalGeneration",
+    ),
+    sizes=(
+        # mistralai/Pixtral-12B-2409 itself is in Mistral's own format, not loadable by
+        # transformers. Pixtral-12B (mistral-community/pixtral-12b = unsloth/Pixtral-12B-2409):
+        # Mistral-Nemo-sized text model, 24-layer Pixtral-ViT (1024 px, 16 px patches, gated
+        # silu MLP), 2-layer gelu projector with bias.
+        ModelSize(
+            "pixtral-12b",
+            (5120, 40),
+            dict(patch_size=16, spatial_merge_size=1, longest_edge=1024),
+            ("mistral-community/pixtral-12b",)
+            + mirrors("unsloth", "Pixtral-12B-2409")[1:]
+            + ("unsloth/Pixtral-12B-Base-2409", "unsloth/Pixtral-12B-2409-Base-bnb-4bit"),
+            real=RealConfig(
+                text_config=dict(
+                    vocab_size=131072,
+                    hidden_size=5120,
+                    intermediate_size=14336,
+                    num_hidden_layers=40,
+                    num_attention_heads=32,
+                    num_key_value_heads=8,
+                    head_dim=128,
+                    max_position_embeddings=1024000,
+                    rms_norm_eps=1e-5,
+                    rope_parameters={"rope_type": "default", "rope_theta": 1e9},
+                ),
+                vision_config=dict(
+                    hidden_size=1024,
+                    intermediate_size=4096,
+                    num_hidden_layers=24,
+                    num_attention_heads=16,
+                    image_size=1024,
+                    patch_size=16,
+                ),
+            ),
+        ),
+    ),  # fmt: skip
+)
