@@ -130,7 +130,8 @@ def test_unknown_flag_is_an_error_naming_it():
 def test_every_shipped_preset_parses_and_validates():
     from conftest import REPO
 
-    from vlm_unsloth.models.checkpoints import known_architecture
+    from vlm_unsloth.families import size_named
+    from vlm_unsloth.models.checkpoints import peek_family
 
     presets = sorted((REPO / "configs").glob("*.yaml"))
     assert {p.name for p in presets} >= {
@@ -140,12 +141,13 @@ def test_every_shipped_preset_parses_and_validates():
     }  # fmt: skip
     for preset in presets:
         model, lora, data, train = parse_args(ALL, ["--config", str(preset)])
+        assert peek_family(model.model) is not None, preset  # a registered family, offline
         assert data.max_side in (768, 1024), preset
         assert train.output_dir.startswith(("outputs/", "/kaggle/")), preset
     for preset, arch in (("qwen3-vl-8b-12gb.yaml", "qwen3-vl-8b"),
                          ("gemma-3-4b-12gb.yaml", "gemma-3-4b")):  # fmt: skip
         model, _, data, train = parse_args(ALL, ["--config", str(REPO / "configs" / preset)])
-        assert known_architecture(model.model).name == arch  # offline: the planner's table
+        assert size_named(model.model)[1].name == arch  # offline: the planner's table
         assert (train.batch_size, train.effective_batch_size) == ("auto", 16)
     demo = str(REPO / "configs" / "tiny-cpu-demo.yaml")  # not the current folder
     model, lora, data, train = parse_args(ALL, ["--config", demo])

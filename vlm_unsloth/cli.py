@@ -198,6 +198,20 @@ def plan_main(argv: Sequence[str] | None = None) -> int:
     return run_reporting_errors(run, argv)
 
 
+def models_main(argv: Sequence[str] | None = None) -> int:
+    """`vlm-unsloth models`."""
+
+    def run():
+        from vlm_unsloth.console import make_console
+        from vlm_unsloth.train.catalog import ModelsArgs, print_models
+
+        # No backend is activated: the list is read from the family modules, on any machine.
+        (args,) = parse_args([ModelsArgs], argv)
+        print_models(args, make_console())
+
+    return run_reporting_errors(run)
+
+
 COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
     "train-sft": ("Supervised fine-tuning (QLoRA) of a VLM.", train_sft_main),
     "train-dpo": ("Preference optimisation (DPO) of a VLM's LoRA adapter.", dpo_main),
@@ -215,6 +229,10 @@ COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
         inspect_data_main,
     ),
     "evaluate": ("Base vs fine-tuned on an eval split: metrics and an HTML report.", evaluate_main),
+    "models": (
+        "The supported families: checkpoints, backends, methods (--json, --markdown).",
+        models_main,
+    ),
 }
 
 

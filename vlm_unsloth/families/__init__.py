@@ -55,6 +55,24 @@ def tiny_names() -> str:
     return ", ".join(TINY_MODEL_NAMES)
 
 
+TINY_PREFIX = "tiny-"
+
+
+def tiny_family(name: str) -> Family | None:
+    """The family of tiny checkpoint `name`, None for a name that is no tiny one; a `tiny-*`
+    name no family has (a typo, or a family whose module is not installed) is a ModelError
+    (callers ask after a local folder of that name)."""
+    if not name.startswith(TINY_PREFIX):
+        return None
+    if name not in TINY_MODEL_NAMES:
+        raise ModelError(
+            f"unknown model {name!r}: no family has a tiny checkpoint of that name",
+            where="--model",
+            fix=f"use one of: {tiny_names()} (vlm-unsloth models lists the families)",
+        )
+    return TINY_MODEL_NAMES[name]
+
+
 def family_for_config(config: Any, *, where: str = "--model") -> Family:
     """The family of a loaded `transformers` config (or a config.json dict)."""
     if isinstance(config, dict):

@@ -13,6 +13,7 @@ from typing import Any
 
 from vlm_unsloth.config import BACKENDS, QUANTIZATIONS, DataArgs
 from vlm_unsloth.data.images import DEFAULT_MAX_SIDE
+from vlm_unsloth.families import default_family
 
 
 @dataclass
@@ -91,8 +92,8 @@ class ModelChoiceArgs:
     model: str | None = field(
         default=None,
         metadata={
-            "help": "Base model (hub id, folder, tiny-qwen2-vl, ...) or a merged folder "
-            "(OUTPUT/merged). Default: the base model the adapter was trained from."
+            "help": f"Base model (hub id, folder, {default_family().tiny_name}, ...) or a merged "
+            "folder (OUTPUT/merged). Default: the base model the adapter was trained from."
         },
     )
     adapter: str | None = field(

@@ -14,7 +14,13 @@ import json
 from pathlib import Path
 
 from vlm_unsloth.errors import ModelError
-from vlm_unsloth.families import TINY_MODEL_NAMES, Family, family_for_config, size_named
+from vlm_unsloth.families import (
+    TINY_MODEL_NAMES,
+    Family,
+    family_for_config,
+    size_named,
+    tiny_family,
+)
 
 
 def folder_config(folder: Path, *, where: str = "--model") -> dict:
@@ -57,9 +63,12 @@ def local_config(name: str) -> dict | None:
 
 def peek_family(name: str) -> Family | None:
     """The family of `--model name` without loading it: tiny names, model and adapter folders,
-    listed hub ids and cached ones; None when it cannot be known offline."""
+    listed hub ids and cached ones; None when it cannot be known offline. A `tiny-*` name no
+    family has is a ModelError (one line, before anything loads)."""
     if name in TINY_MODEL_NAMES:
         return TINY_MODEL_NAMES[name]
+    if not Path(name).expanduser().exists():
+        tiny_family(name)  # a tiny-* name no family has: the one-line error
     known = size_named(name)
     if known is not None:
         return known[0]

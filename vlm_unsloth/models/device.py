@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from vlm_unsloth import distributed
 from vlm_unsloth.errors import BackendError, ConfigError
-from vlm_unsloth.families import Family
+from vlm_unsloth.families import Family, default_family
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def resolve_backend(choice: str, family: Family | None = None) -> tuple[str, str
             "the unsloth backend needs an NVIDIA GPU with CUDA, and none is visible here",
             where="--backend unsloth",
             fix="run on a CUDA machine, or use --backend hf (e.g. the offline CPU demo: "
-            "--model tiny-qwen2-vl --backend hf)",
+            f"--model {default_family().tiny_name} --backend hf)",
         )
     if choice == "auto":
         if has_cuda:

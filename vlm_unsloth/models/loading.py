@@ -18,7 +18,7 @@ from typing import Any
 from vlm_unsloth.config import ModelArgs
 from vlm_unsloth.data.image_tokens import prepare_processor
 from vlm_unsloth.errors import ModelError
-from vlm_unsloth.families import TINY_MODEL_NAMES, Family, family_for_config
+from vlm_unsloth.families import TINY_MODEL_NAMES, Family, family_for_config, tiny_family
 from vlm_unsloth.models.backend import backend_module
 from vlm_unsloth.models.device import DeviceSetup, check_precision
 from vlm_unsloth.models.lora import LoraArgs
@@ -55,6 +55,7 @@ def resolve_model(name: str, *, where: str = "--model") -> ModelRef:
     elif Path(name).expanduser().exists():
         path = str(Path(name).expanduser().resolve())
     else:
+        tiny_family(name)  # a tiny-* name no family has: the one-line error
         path = name
     return ModelRef(
         name=name, path=path, family=family_for_config(_config(path, where), where=where)
