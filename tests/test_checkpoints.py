@@ -256,7 +256,8 @@ def test_loaded_models_map_to_their_architecture(tiny_ref):
     config = AutoConfig.from_pretrained(tiny_ref("tiny-smolvlm").path)
     config.text_config.hidden_size, config.text_config.num_hidden_layers = 2048, 24
     assert architecture_of(FAMILIES["smolvlm"], config) == "smolvlm-instruct"
-    assert architecture_of(FAMILIES["smolvlm2"], config) == "smolvlm2-2.2b"  # same shape: family decides
+    # The same shape: the family decides.
+    assert architecture_of(FAMILIES["smolvlm2"], config) == "smolvlm2-2.2b"
     assert architecture_of(FAMILIES["pixtral"], config) is None
 
 
