@@ -88,7 +88,7 @@ def test_the_processor_alone_counts_tokens_as_the_unsloth_backend_s_does(name):
     ref = resolve_model(name)
     setup = DeviceSetup(backend="unsloth", device="cuda", dtype="bfloat16", why="test")
     _, unsloths = unsloth_backend.load(
-        ref.path, quantization="4bit", setup=setup, max_seq_length=512
+        ref.path, family=ref.family, quantization="4bit", setup=setup, max_seq_length=512
     )
     rows = load_sft_dataset(DataSpec(dataset=str(DEMO_DIR / "train.jsonl"))).select(range(40))
     counted = [
@@ -109,9 +109,11 @@ from vlm_unsloth.models.lora import LoraArgs
 
 ref = resolve_model(sys.argv[1])
 setup = DeviceSetup(backend="unsloth", device="cuda", dtype="bfloat16", why="test")
-model, _ = unsloth_backend.load(ref.path, quantization="4bit", setup=setup, max_seq_length=512)
+model, _ = unsloth_backend.load(
+    ref.path, family=ref.family, quantization="4bit", setup=setup, max_seq_length=512
+)
 model = unsloth_backend.add_lora(
-    model, LoraArgs(), seed=0, adapter=None, gradient_checkpointing=True
+    model, LoraArgs(), family=ref.family, seed=0, adapter=None, gradient_checkpointing=True
 )
 layers = {type(m) for m in model.modules() if type(m).__name__.endswith("DecoderLayer")}
 print("COMPILED", sorted(getattr(c.forward, "_unsloth_block_compiled", False) for c in layers))
@@ -171,10 +173,10 @@ def test_both_backends_adapt_the_same_modules(name):
             lora_alpha=args.lora_alpha,
         )
         hf_base, _ = hf_backend.load(
-            ref.path, quantization="16bit", setup=setup, max_seq_length=512
+            ref.path, family=ref.family, quantization="16bit", setup=setup, max_seq_length=512
         )
         hf_model = hf_backend.add_lora(
-            hf_base, args, seed=0, adapter=None, gradient_checkpointing=False
+            hf_base, args, family=ref.family, seed=0, adapter=None, gradient_checkpointing=False
         )
         unsloth_names, hf_names = _lora_module_names(unsloth_model), _lora_module_names(hf_model)
         assert unsloth_names == hf_names, (vision, language, attention, mlp)

@@ -153,10 +153,13 @@ def test_modules_to_save_trains_the_connector_fully(name, tiny_ref):
     from vlm_unsloth.models.hf_backend import add_lora, load
 
     setup = DeviceSetup(backend="hf", device="cpu", dtype="float32", why="test")
-    model, _ = load(tiny_ref(name).path, quantization="16bit", setup=setup, max_seq_length=512)
+    ref = tiny_ref(name)
+    model, _ = load(
+        ref.path, family=ref.family, quantization="16bit", setup=setup, max_seq_length=512
+    )
     connector = PARTS[name][2].removeprefix("model.").rstrip(".")
     peft_model = add_lora(
-        model, LoraArgs(modules_to_save=[connector]), seed=0, adapter=None,
+        model, LoraArgs(modules_to_save=[connector]), family=ref.family, seed=0, adapter=None,
         gradient_checkpointing=False,
     )  # fmt: skip
     trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
@@ -235,10 +238,12 @@ def test_modules_to_save_trains_the_qwen3_vl_and_gemma3_projector(name, tiny_ref
 
     setup = DeviceSetup(backend="hf", device="cpu", dtype="float32", why="test")
     ref = tiny_ref(name)
-    model, _ = load(ref.path, quantization="16bit", setup=setup, max_seq_length=512)
+    model, _ = load(
+        ref.path, family=ref.family, quantization="16bit", setup=setup, max_seq_length=512
+    )
     module = STACKS[name][3]
     peft_model = add_lora(
-        model, LoraArgs(modules_to_save=[module]), seed=0, adapter=None,
+        model, LoraArgs(modules_to_save=[module]), family=ref.family, seed=0, adapter=None,
         gradient_checkpointing=False,
     )  # fmt: skip
     saved = {n: p for n, p in peft_model.named_parameters() if p.requires_grad and

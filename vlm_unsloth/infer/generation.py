@@ -18,10 +18,8 @@ from vlm_unsloth.data.image_tokens import image_cap, prepare_processor
 from vlm_unsloth.data.records import image_references, to_chat_template_messages
 from vlm_unsloth.errors import ConfigError
 from vlm_unsloth.infer.args import GenerationArgs
-from vlm_unsloth.models.backend import activate_backend, backend_module
-from vlm_unsloth.models.checkpoints import peek_family
-from vlm_unsloth.models.device import choose_device
-from vlm_unsloth.models.loading import LoadedModel, load_model
+from vlm_unsloth.models.backend import backend_module
+from vlm_unsloth.models.loading import LoadedModel, load_model, resolve_run_model
 
 
 def load_for_inference(model_args: ModelArgs, adapter_dir: str | None) -> LoadedModel:
@@ -31,15 +29,8 @@ def load_for_inference(model_args: ModelArgs, adapter_dir: str | None) -> Loaded
     With an adapter, the processor is the one training saved next to it: same chat template
     and image settings as training, even if the base model's files have changed since.
     """
-    backend, why = activate_backend(model_args.backend, model_args.model)
-    setup = choose_device(
-        backend,
-        why,
-        "auto",
-        family=peek_family(model_args.model),
-        cpu_threads=model_args.cpu_threads,
-    )
-    loaded = load_model(model_args, None, setup, seed=0)
+    resolved = resolve_run_model(model_args, precision="auto")
+    loaded = load_model(model_args, None, resolved.setup, seed=0, ref=resolved.ref)
     if adapter_dir:
         from peft import PeftModel
         from transformers import AutoProcessor
@@ -48,7 +39,7 @@ def load_for_inference(model_args: ModelArgs, adapter_dir: str | None) -> Loaded
         if (Path(adapter_dir) / "processor_config.json").is_file():
             processor = AutoProcessor.from_pretrained(adapter_dir)
             loaded.processor = prepare_processor(loaded.family, processor)
-    loaded.model = backend_module(backend).for_inference(loaded.model)
+    loaded.model = backend_module(resolved.setup.backend).for_inference(loaded.model)
     return loaded
 
 

@@ -33,15 +33,22 @@ class Backend(Protocol):
     (Llama 3.2 Vision): its trainer must carry their inputs to the loss forward."""
 
     def load(
-        self, path: str, *, quantization: str, setup: DeviceSetup, max_seq_length: int
+        self,
+        path: str,
+        *,
+        family: Family,
+        quantization: str,
+        setup: DeviceSetup,
+        max_seq_length: int,
     ) -> tuple[Any, Any]:
-        """(model, processor) of the checkpoint at `path` (a folder or a hub id)."""
+        """(model, processor) of the checkpoint at `path` (a folder or a hub id) of `family`."""
 
     def add_lora(
         self,
         model: Any,
         lora_args: LoraArgs,
         *,
+        family: Family,
         seed: int,
         adapter: str | None,
         gradient_checkpointing: bool,

@@ -128,17 +128,6 @@ def choose_device(
     return DeviceSetup(backend=backend, device=device, dtype=dtype, why=f"{backend_reason}; {why}")
 
 
-def check_precision(setup: DeviceSetup, family: Family) -> None:
-    """Refuse float16 for a family that overflows it, where `choose_device` could not know the
-    family beforehand (a hub id neither listed nor cached: its config comes with the download)."""
-    if setup.dtype == "float16" and family.fp16_unsafe:
-        raise ConfigError(
-            f"{family.key} cannot compute in float16: {family.fp16_unsafe}",
-            where="--precision",
-            fix="pass --precision fp32 (or bf16 on a GPU that has it)",
-        )
-
-
 def cap_gpu_memory(gib: float, setup: DeviceSetup) -> None:
     """Make the allocator refuse more than `gib` on this process's GPU (OOM as on a small card)."""
     if setup.device != "cuda":

@@ -19,7 +19,7 @@ GRPO_CROSS_ATTENTION_IMAGES = True
 """train/grpo_trainer.py carries Llama 3.2 Vision's image inputs through TRL's GRPOTrainer."""
 
 
-def load(path: str, *, quantization: str, setup: DeviceSetup, max_seq_length: int):
+def load(path: str, *, family: Family, quantization: str, setup: DeviceSetup, max_seq_length: int):
     """(model, processor) through transformers, quantized by bitsandbytes for 4bit/8bit."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
@@ -44,7 +44,13 @@ def load(path: str, *, quantization: str, setup: DeviceSetup, max_seq_length: in
 
 
 def add_lora(
-    model, lora_args: LoraArgs, *, seed: int, adapter: str | None, gradient_checkpointing: bool
+    model,
+    lora_args: LoraArgs,
+    *,
+    family: Family,
+    seed: int,
+    adapter: str | None,
+    gradient_checkpointing: bool,
 ):
     """PEFT LoRA on the modules `lora_args` selects (or the saved `adapter`), trainable."""
     import torch

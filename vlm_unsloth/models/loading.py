@@ -1,11 +1,14 @@
-"""Resolve a model name, load it on a backend, add LoRA.
+"""Resolve a model name once, load it on a backend, add LoRA.
 
-    setup = choose_device(*resolve_backend("hf"), precision="auto")
-    loaded = load_model(ModelArgs(model="tiny-qwen2-vl", backend="hf"), LoraArgs(), setup, seed=0)
+    model_args = ModelArgs(model="tiny-qwen2-vl", backend="hf")
+    resolved = resolve_run_model(model_args, precision="auto")   # backend, path, family, device
+    loaded = load_model(model_args, LoraArgs(), resolved.setup, seed=0, ref=resolved.ref)
 
 A name is a tiny offline model (`tiny-qwen2-vl`, ...), a local folder, or a hub id; all load
 through the same `from_pretrained` path. The family (chat markers, image tokens) comes from the
-checkpoint's own config, never from its name.
+checkpoint's own config, never from its name. A run resolves its --model once
+(`resolve_run_model`): before Unsloth is imported only an offline peek at the family chooses the
+backend (models/backend.py); everything after takes the resolved object.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vlm_unsloth import distributed
 from vlm_unsloth.config import ModelArgs
 from vlm_unsloth.data.image_tokens import prepare_processor
 from vlm_unsloth.errors import ModelError
 from vlm_unsloth.families import TINY_MODEL_NAMES, Family, family_for_config, tiny_family
-from vlm_unsloth.models.backend import backend_module
-from vlm_unsloth.models.device import DeviceSetup, check_precision
+from vlm_unsloth.models.backend import activate_backend, backend_module
+from vlm_unsloth.models.device import DeviceSetup, choose_device
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.models.tiny import build_tiny_checkpoint
 
@@ -32,6 +36,21 @@ class ModelRef:
     path: str
     """What `from_pretrained` gets: a local folder or a hub id."""
     family: Family
+    config: dict
+    """The checkpoint's config.json (the base model's, for an adapter folder)."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A run's --model resolved once: the checkpoint, and the backend, device and precision it
+    computes with (each with the reason why)."""
+
+    ref: ModelRef
+    setup: DeviceSetup
+
+    @property
+    def family(self) -> Family:
+        return self.ref.family
 
 
 @dataclass
@@ -57,9 +76,23 @@ def resolve_model(name: str, *, where: str = "--model") -> ModelRef:
     else:
         tiny_family(name)  # a tiny-* name no family has: the one-line error
         path = name
+    config = _config(path, where)
     return ModelRef(
-        name=name, path=path, family=family_for_config(_config(path, where), where=where)
+        name=name, path=path, family=family_for_config(config, where=where), config=config
     )
+
+
+def resolve_run_model(model_args: ModelArgs, *, precision: str) -> ResolvedModel:
+    """The backend (Unsloth imported first when it runs: an offline peek at the family decides),
+    then the checkpoint (a tiny one built by one process), then the device and the precision for
+    its family (`--precision`; float16 refused for a family that overflows it)."""
+    backend, why = activate_backend(model_args.backend, model_args.model)
+    with distributed.main_process_first():
+        ref = resolve_model(model_args.model)  # may build a tiny checkpoint: one writer
+    setup = choose_device(
+        backend, why, precision, family=ref.family, cpu_threads=model_args.cpu_threads
+    )
+    return ResolvedModel(ref, setup)
 
 
 def _config(path: str, where: str) -> dict:
@@ -120,14 +153,16 @@ def load_model(
     *,
     seed: int,
     max_seq_length: int = 2048,
+    ref: ModelRef | None = None,
 ) -> LoadedModel:
-    """Load the model and processor on `setup.backend`; with `lora_args`, add trainable LoRA."""
-    ref = resolve_model(model_args.model)
-    check_precision(setup, ref.family)
+    """Load the model and processor on `setup.backend`; with `lora_args`, add trainable LoRA.
+    `ref`: the run's resolved --model (`resolve_run_model`); resolved here when not given."""
+    ref = ref or resolve_model(model_args.model)
     quantization = resolve_quantization(model_args.quantization, setup.device)
     implementation = backend_module(setup.backend)
     model, processor = implementation.load(
         ref.path,
+        family=ref.family,
         quantization=quantization,
         setup=setup,
         max_seq_length=max_seq_length,
@@ -137,6 +172,7 @@ def load_model(
         model = implementation.add_lora(
             model,
             lora_args,
+            family=ref.family,
             seed=seed,
             adapter=model_args.adapter,
             gradient_checkpointing=model_args.gradient_checkpointing,

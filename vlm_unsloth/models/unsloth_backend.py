@@ -16,7 +16,7 @@ from typing import Any
 from vlm_unsloth import distributed
 from vlm_unsloth.data.collate import UnslothRecordCollator
 from vlm_unsloth.data.image_tokens import image_cap
-from vlm_unsloth.families import Family, family_for_config
+from vlm_unsloth.families import Family
 from vlm_unsloth.models.device import DeviceSetup
 from vlm_unsloth.models.lora import LoraArgs
 
@@ -50,17 +50,16 @@ def block_compile_as_the_family_needs(family: Family):
         del os.environ["UNSLOTH_BLOCK_COMPILE"]
 
 
-def load(path: str, *, quantization: str, setup: DeviceSetup, max_seq_length: int):
+def load(path: str, *, family: Family, quantization: str, setup: DeviceSetup, max_seq_length: int):
     """(model, processor) through FastVisionModel, with Unsloth's gradient checkpointing."""
     import_unsloth()
     import torch
-    from transformers import AutoConfig
     from unsloth import FastVisionModel
 
     placement = {}
     if distributed.is_distributed():  # one process per GPU: each loads onto its own device
         placement["device_map"] = {"": distributed.local_index()}
-    with block_compile_as_the_family_needs(family_for_config(AutoConfig.from_pretrained(path))):
+    with block_compile_as_the_family_needs(family):
         model, processor = FastVisionModel.from_pretrained(
             model_name=path,
             max_seq_length=max_seq_length,
@@ -76,7 +75,13 @@ def load(path: str, *, quantization: str, setup: DeviceSetup, max_seq_length: in
 
 
 def add_lora(
-    model, lora_args: LoraArgs, *, seed: int, adapter: str | None, gradient_checkpointing: bool
+    model,
+    lora_args: LoraArgs,
+    *,
+    family: Family,
+    seed: int,
+    adapter: str | None,
+    gradient_checkpointing: bool,
 ):
     """FastVisionModel.get_peft_model on the parts `lora_args` selects (or the saved
     `adapter`), in Unsloth's training mode."""
@@ -87,7 +92,7 @@ def add_lora(
 
         model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
         return FastVisionModel.for_training(model)
-    with block_compile_as_the_family_needs(family_for_config(model.config)):
+    with block_compile_as_the_family_needs(family):
         model = FastVisionModel.get_peft_model(
             model,
             finetune_vision_layers=lora_args.finetune_vision_layers,

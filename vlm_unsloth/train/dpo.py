@@ -162,16 +162,15 @@ def train_dpo(
     """
     started = time.perf_counter()
     # Backend first: Unsloth must be imported before transformers/TRL/PEFT to patch them.
-    setup = steps.setup_device(model_args, train_args)
+    resolved = steps.resolve_for_training(model_args, train_args)
     console = console or make_console()
     config = to_dict(model_args, lora_args, data_args, train_args, dpo_args)
     output = steps.check_output(train_args, console)  # writes nothing: see claim_output
     if steps.resumes_a_finished_run(train_args, output):
         return already_finished(output, console)
 
-    ref = steps.resolve_model_for_training(model_args)
-    data = steps.load_training_data(data_args, ref, train_args, preference=True)
-    loaded = steps.load_model_for_training(model_args, lora_args, data_args, train_args, setup)
+    data = steps.load_training_data(data_args, resolved.ref, train_args, preference=True)
+    loaded = steps.load_model_for_training(resolved, model_args, lora_args, data_args, train_args)
     trainer = build_trainer(
         loaded, data, data_args, train_args, dpo_args, output, console=console,
         callbacks=steps.callbacks(output, console) + list(extra_callbacks or []),
@@ -191,7 +190,9 @@ def train_dpo(
         console.print(f"preference accuracy before DPO: {_describe(before)}")
     if train_args.resume:
         restore_trained_adapter(trainer, output)
-    claim = steps.claim_output(output, train_args, config, setup, data, job="DPO", console=console)
+    claim = steps.claim_output(
+        output, train_args, config, loaded.setup, data, job="DPO", console=console
+    )
     with claim, logits_cover_input_ids(loaded):
         outcome = steps.run_training(trainer, train_args, output, console)
         if outcome == steps.ALREADY_FINISHED:

@@ -250,22 +250,21 @@ def train_grpo(
     """
     started = time.perf_counter()
     # Backend first: Unsloth must be imported before transformers/TRL/PEFT to patch them.
-    setup = steps.setup_device(model_args, train_args)
+    resolved = steps.resolve_for_training(model_args, train_args)
     console = console or make_console()
     rewards = load_rewards(grpo_args.rewards, answer_format_spec=grpo_args.answer_format)
     train_args = accumulation_for_effective_batch(train_args)
     check_batch_holds_groups(train_args, grpo_args)
-    ref = steps.resolve_model_for_training(model_args)
-    check_backend_trains_family(ref.family, setup.backend)
+    check_backend_trains_family(resolved.family, resolved.setup.backend)
     config = to_dict(model_args, lora_args, data_args, train_args, grpo_args)
     output = steps.check_output(train_args, console)  # writes nothing: see claim_output
     if steps.resumes_a_finished_run(train_args, output):
         return already_finished(output, console)
 
-    data = steps.load_training_data(data_args, ref, train_args, preference=False)
+    data = steps.load_training_data(data_args, resolved.ref, train_args, preference=False)
     check_every_prompt_has_an_image(data.train)
     check_rewards_fit_the_rows(grpo_args, data.train, console)
-    loaded = steps.load_model_for_training(model_args, lora_args, data_args, train_args, setup)
+    loaded = steps.load_model_for_training(resolved, model_args, lora_args, data_args, train_args)
     trainer = build_trainer(
         loaded, data, data_args, train_args, grpo_args, rewards, output, console=console,
         callbacks=steps.callbacks(output, console) + list(extra_callbacks or []),
@@ -283,7 +282,9 @@ def train_grpo(
         console.print(f"held-out reward before GRPO: {describe_held_out(before)}")
     if train_args.resume:
         restore_trained_adapter(trainer, output)
-    with steps.claim_output(output, train_args, config, setup, data, job="GRPO", console=console):
+    with steps.claim_output(
+        output, train_args, config, loaded.setup, data, job="GRPO", console=console
+    ):
         outcome = steps.run_training(trainer, train_args, output, console)
         if outcome == steps.ALREADY_FINISHED:
             return already_finished(output, console)

@@ -47,7 +47,7 @@ def train_sft(
     """
     started = time.perf_counter()
     # Backend first: Unsloth must be imported before transformers/TRL/PEFT to patch them.
-    setup = steps.setup_device(model_args, train_args)
+    resolved = steps.resolve_for_training(model_args, train_args)
     if train_args.eval_at_end and not has_eval_rows(data_args):  # say so now, not after training
         raise ConfigError(
             "--eval-at-end needs evaluation rows and there are none",
@@ -60,10 +60,9 @@ def train_sft(
     if steps.resumes_a_finished_run(train_args, output):
         return already_finished(output, console)
 
-    ref = steps.resolve_model_for_training(model_args)
-    data = steps.load_training_data(data_args, ref, train_args, preference=False)
-    loaded = steps.load_model_for_training(model_args, lora_args, data_args, train_args, setup)
-    collator = backend_module(setup.backend).make_sft_collator(
+    data = steps.load_training_data(data_args, resolved.ref, train_args, preference=False)
+    loaded = steps.load_model_for_training(resolved, model_args, lora_args, data_args, train_args)
+    collator = backend_module(loaded.setup.backend).make_sft_collator(
         loaded.model,
         loaded.processor,
         loaded.family,
@@ -75,7 +74,7 @@ def train_sft(
     from trl import SFTConfig, SFTTrainer
 
     trainer_config = SFTConfig(
-        **steps.trainer_arguments(train_args, setup, output, has_eval=data.eval is not None),
+        **steps.trainer_arguments(train_args, loaded.setup, output, has_eval=data.eval is not None),
         # Vision batches are built by our collator from raw records: TRL must not tokenize,
         # truncate or drop the columns it does not know.
         remove_unused_columns=False,
@@ -99,7 +98,9 @@ def train_sft(
     )
     train_args = settle_batch_size(trainer, train_args, data, loaded, output, console)
     print_banner(console, "SFT", loaded, data, train_args, output)
-    with steps.claim_output(output, train_args, config, setup, data, job="SFT", console=console):
+    with steps.claim_output(
+        output, train_args, config, loaded.setup, data, job="SFT", console=console
+    ):
         outcome = steps.run_training(trainer, train_args, output, console)
         if outcome == steps.ALREADY_FINISHED:
             return already_finished(output, console)

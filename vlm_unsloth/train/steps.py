@@ -1,15 +1,19 @@
 """The steps every training method takes, in the order `sft.py` and `dpo.py` call them:
 
-    setup_device → check_output → resolve_model_for_training → load_training_data →
-    load_model_for_training → trainer_arguments → build_trainer (callbacks, OOM recovery, whole
-    checkpoints, optimizer) → with claim_output(...): run_training
+    resolve_for_training → check_output → load_training_data → load_model_for_training →
+    trainer_arguments → build_trainer (callbacks, OOM recovery, whole checkpoints, optimizer) →
+    with claim_output(...): run_training
+
+`resolve_for_training` resolves --model once (backend, checkpoint, family, device, precision):
+every later step takes that object.
 
 The data is validated with the model's processor, loaded alone, before the model: a run whose
 rows are all rejected stops in seconds with one line, not after minutes of loading.
 
 Sizing the batch (`batch_size.py`) and the end of a run (`summary.py`: save, summarise, print)
 are steps too, in their own modules. Importing them imports no transformers, TRL or PEFT: Unsloth
-must be imported before those (`setup_device` does it), so they are imported inside the steps.
+must be imported before those (`resolve_for_training` does it), so they are imported inside the
+steps.
 
 A method holds its output folder for the whole call (`@holding_the_output_dir`): a second run on
 the same folder stops at once. Nothing is written to the folder before `claim_output`, right
@@ -39,21 +43,15 @@ from vlm_unsloth.data.validation import (
     write_rejected,
 )
 from vlm_unsloth.errors import BackendError, OutputDirError
-from vlm_unsloth.families import TINY_MODEL_NAMES
-from vlm_unsloth.models.backend import activate_backend
-from vlm_unsloth.models.checkpoints import peek_family
-from vlm_unsloth.models.device import (
-    DeviceSetup,
-    cap_gpu_memory,
-    choose_device,
-    cuda_available,
-)
+from vlm_unsloth.families import TINY_MODEL_NAMES, tiny_family
+from vlm_unsloth.models.device import DeviceSetup, cap_gpu_memory, cuda_available
 from vlm_unsloth.models.loading import (
     LoadedModel,
     ModelRef,
+    ResolvedModel,
     load_model,
     load_processor,
-    resolve_model,
+    resolve_run_model,
 )
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.perf.oom import RecordKeepingCollator, with_oom_recovery
@@ -77,14 +75,15 @@ class TrainingData:
     """What validating the training rows found."""
 
 
-def setup_device(model_args: ModelArgs, train_args: TrainArgs) -> DeviceSetup:
-    """Backend (Unsloth imported first when it runs), device and precision; the GPU capped to
-    `--gpu-memory-gib`. Refuses to train a real-size model on a CPU unless asked for."""
-    backend, why = activate_backend(model_args.backend, model_args.model)
+def resolve_for_training(model_args: ModelArgs, train_args: TrainArgs) -> ResolvedModel:
+    """--model resolved once: backend (Unsloth imported first when it runs), checkpoint (a tiny
+    one built), family, device and precision; the GPU capped to `--gpu-memory-gib`. Refuses to
+    train a real-size model on a CPU unless asked for."""
+    if not Path(model_args.model).expanduser().exists():
+        tiny_family(model_args.model)  # a tiny-* name no family has: that line, not the next
     if (
         model_args.backend == "auto"
-        and backend == "hf"
-        and not cuda_available()  # (on a GPU, auto may pick hf for a family Unsloth can't train)
+        and not cuda_available()
         and model_args.model not in TINY_MODEL_NAMES
     ):
         # Training a multi-billion-parameter model on a CPU would run for days: refuse unless
@@ -95,16 +94,10 @@ def setup_device(model_args: ModelArgs, train_args: TrainArgs) -> DeviceSetup:
             fix="for the offline CPU demo: python scripts/train_sft.py --config "
             "configs/tiny-cpu-demo.yaml (or pass --backend hf to train this model on CPU anyway)",
         )
-    setup = choose_device(
-        backend,
-        why,
-        train_args.precision,
-        family=peek_family(model_args.model),
-        cpu_threads=model_args.cpu_threads,
-    )
+    resolved = resolve_run_model(model_args, precision=train_args.precision)
     if train_args.gpu_memory_gib is not None:
-        cap_gpu_memory(train_args.gpu_memory_gib, setup)
-    return setup
+        cap_gpu_memory(train_args.gpu_memory_gib, resolved.setup)
+    return resolved
 
 
 def holding_the_output_dir(train: Callable[P, R]) -> Callable[P, R]:
@@ -190,12 +183,6 @@ def claim_output(
                 )
 
 
-def resolve_model_for_training(model_args: ModelArgs) -> ModelRef:
-    """--model as a loadable path and its family, before anything heavy loads."""
-    with distributed.main_process_first():
-        return resolve_model(model_args.model)  # may build a tiny checkpoint: one writer
-
-
 def load_training_data(
     data_args: DataArgs,
     ref: ModelRef,
@@ -236,19 +223,24 @@ def load_training_data(
 
 
 def load_model_for_training(
+    resolved: ResolvedModel,
     model_args: ModelArgs,
     lora_args: LoraArgs,
     data_args: DataArgs,
     train_args: TrainArgs,
-    setup: DeviceSetup,
 ) -> LoadedModel:
-    """The model with trainable LoRA, loaded by every process at once (after
-    `resolve_model_for_training`: a tiny checkpoint is built by then)."""
+    """The model with trainable LoRA, loaded by every process at once (a tiny checkpoint was
+    built by `resolve_for_training`)."""
     # Every process loads at once: Unsloth's loader runs collectives across the ranks while it
     # compiles (unsloth_zoo's distributed_function), so a rank held back in a barrier would
     # desynchronise them (seen on 2 H100s: "too many values to unpack" in rank 1).
     return load_model(
-        model_args, lora_args, setup, seed=train_args.seed, max_seq_length=data_args.max_seq_length
+        model_args,
+        lora_args,
+        resolved.setup,
+        seed=train_args.seed,
+        max_seq_length=data_args.max_seq_length,
+        ref=resolved.ref,
     )
 
 
