@@ -348,7 +348,7 @@ def test_resume_refuses_options_that_would_make_another_run_in_one_line(tmp_path
 def test_resume_takes_a_grpo_runs_options_too(tmp_path):
     from vlm_unsloth import run_dir
     from vlm_unsloth.config import to_dict
-    from vlm_unsloth.train.grpo import GrpoArgs, GrpoTrainArgs
+    from vlm_unsloth.train.grpo_options import GrpoArgs, GrpoTrainArgs
 
     grpo = [ModelArgs, LoraArgs, DataArgs, GrpoTrainArgs, GrpoArgs]
     run = tmp_path / "grpo"

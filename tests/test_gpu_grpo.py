@@ -26,7 +26,8 @@ pytestmark = [
 def test_train_grpo_on_the_unsloth_backend_feeds_the_images(name, tmp_path):
     from vlm_unsloth.config import DataArgs, ModelArgs
     from vlm_unsloth.models.lora import LoraArgs
-    from vlm_unsloth.train.grpo import GrpoArgs, GrpoTrainArgs, train_grpo
+    from vlm_unsloth.train.grpo import train_grpo
+    from vlm_unsloth.train.grpo_options import GrpoArgs, GrpoTrainArgs
 
     recorder = forward_input_recorder(graph_only=True)
     result = train_grpo(
@@ -74,7 +75,8 @@ def test_llama_vision_grpo_is_refused_on_the_unsloth_backend(tmp_path):
     from vlm_unsloth.config import DataArgs, ModelArgs
     from vlm_unsloth.errors import ConfigError
     from vlm_unsloth.models.lora import LoraArgs
-    from vlm_unsloth.train.grpo import GrpoArgs, GrpoTrainArgs, train_grpo
+    from vlm_unsloth.train.grpo import train_grpo
+    from vlm_unsloth.train.grpo_options import GrpoArgs, GrpoTrainArgs
 
     with pytest.raises(ConfigError, match="--backend hf"):
         train_grpo(

@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -30,7 +31,8 @@ from vlm_unsloth.errors import ConfigError
 from vlm_unsloth.models.device import DeviceSetup
 from vlm_unsloth.models.loading import load_model
 from vlm_unsloth.models.lora import LoraArgs
-from vlm_unsloth.train.grpo import GrpoArgs, GrpoTrainArgs, build_trainer
+from vlm_unsloth.train.grpo import build_trainer
+from vlm_unsloth.train.grpo_options import GrpoArgs, GrpoTrainArgs
 from vlm_unsloth.train.rewards import checked, completion_text
 from vlm_unsloth.train.steps import TrainingData
 
@@ -89,21 +91,25 @@ IMAGE_INPUTS = {
 }  # fmt: skip
 
 
-def _trainer(name: str, output: Path, *, batch_size=4, sides=(IMAGE_SIDE,), **grpo):
+def _trainer(
+    name: str, output: Path, *, batch_size=4, sides=(IMAGE_SIDE,), checkpointing=False,
+    max_steps=1, callbacks=(), lora_dropout=0.0, **grpo,
+):  # fmt: skip
     """The trainer `train_grpo` builds, on four records, with a reward that varies."""
-    lora = LoraArgs(lora_r=8, lora_alpha=16, modules_to_save=["lm_head"])
-    model_args = ModelArgs(model=name, backend="hf", gradient_checkpointing=False)
+    lora = LoraArgs(lora_r=8, lora_alpha=16, modules_to_save=["lm_head"], lora_dropout=lora_dropout)
+    model_args = ModelArgs(model=name, backend="hf", gradient_checkpointing=checkpointing)
     loaded = load_model(model_args, lora, CPU, seed=0)
     records = Dataset.from_list(_records(sides=sides), features=SFT_FEATURES)
     data = TrainingData(train=records, eval=None, report=None)
     train_args = GrpoTrainArgs(
-        output_dir=str(output), batch_size=batch_size, grad_accum=1, max_steps=1,
-        learning_rate=1e-3,
+        output_dir=str(output), batch_size=batch_size, grad_accum=1, max_steps=max_steps,
+        learning_rate=1e-3, logging_steps=1,
     )  # fmt: skip
     grpo_args = GrpoArgs(**{"num_generations": 4, "max_completion_length": 4, **grpo})
     trainer = build_trainer(
-        loaded, data, DataArgs(), train_args, grpo_args, [text_checksum], output
-    )
+        loaded, data, DataArgs(), train_args, grpo_args, [text_checksum], output,
+        callbacks=callbacks,
+    )  # fmt: skip
     return loaded, trainer
 
 
@@ -240,6 +246,130 @@ def test_media_tokens_are_never_sampled(tiny_processor, tiny_ref):
             assert {"<|vision_start|>", "<|vision_end|>", "<|video_pad|>"} <= set(names)
         end_of_turn = tokenizer.convert_tokens_to_ids(family.end_of_turn)
         assert end_of_turn not in ids
+
+
+# ---------------------------------------------------------------------------------------------
+# Speed: sampling in inference mode, the step's phases, TRL's generation knobs
+
+
+def _greedy(trainer) -> None:
+    trainer.generation_config.do_sample = False
+    trainer.generation_kwargs["do_sample"] = False
+
+
+def test_answers_are_sampled_from_the_policy_in_inference_mode(tmp_path, one_thread):
+    """The answers sampled for training are the ones the policy gives in inference mode (greedy:
+    token for token), with --lora-dropout and gradient checkpointing on, LoRA unmerged; the
+    model is back in its training setup after. (TRL alone samples in training mode: with LoRA
+    dropout on, from a noisier policy.)"""
+    loaded, trainer = _trainer(
+        "tiny-qwen2-vl", tmp_path, checkpointing=True, max_completion_length=12,
+        lora_dropout=0.5,
+    )  # fmt: skip
+    _greedy(trainer)
+    model = trainer.model
+    torch.manual_seed(0)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:  # a trained adapter's B is not zero: its dropout then matters
+            torch.nn.init.normal_(parameter, std=0.5)
+    rows = next(iter(trainer.get_train_dataloader()))
+    model.train()
+    assert model.is_gradient_checkpointing
+    sampled = trainer._generate_and_score_completions(rows)["completion_ids"]
+    assert model.training and model.is_gradient_checkpointing  # restored for the loss
+    lora_layers = [m for m in model.modules() if hasattr(m, "merged")]
+    assert lora_layers and not any(m.merged for m in lora_layers)
+
+    # The reference: the same batch with the model set up for inference by hand (the switch
+    # then changes nothing).
+    model.gradient_checkpointing_disable()
+    model.eval()
+    reference = trainer._generate_and_score_completions(rows)["completion_ids"]
+    assert (reference != loaded.processor.tokenizer.pad_token_id).sum(1).min() > 2
+    assert torch.equal(sampled, reference)
+
+
+def test_phases_add_up_to_the_step_and_num_iterations_halves_sampling(tmp_path, one_thread):
+    """`sample_seconds + reward_seconds + train_seconds` is the step's wall time (here: from
+    on_step_begin to on_step_end, which holds the micro-batches' forward/backward with the
+    sampling inside the first, and the optimizer step) within 10%; with --num-iterations 2
+    every other step reuses its generation batch: half the generate calls, and those steps log
+    0 sample seconds."""
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.seconds = []
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seconds.append(time.perf_counter() - self.started)
+
+    calls = {}
+    for iterations in (1, 2):
+        clock = StepClock()
+        _, trainer = _trainer(
+            "tiny-qwen2-vl", tmp_path / str(iterations), checkpointing=True, max_steps=4,
+            num_iterations=iterations, max_completion_length=8, callbacks=[clock],
+        )  # fmt: skip
+        assert trainer.args.num_iterations == iterations
+        calls[iterations] = 0
+        generate = trainer.model.generate
+
+        def counting(*args, _generate=generate, _n=iterations, **kwargs):
+            calls[_n] += 1
+            return _generate(*args, **kwargs)
+
+        trainer.model.generate = counting
+        trainer.train()
+        logs = [log for log in trainer.state.log_history if "loss" in log]
+        assert len(logs) == len(clock.seconds) == 4
+        for log, seconds in zip(logs, clock.seconds, strict=True):
+            phases = log["sample_seconds"] + log["reward_seconds"] + log["train_seconds"]
+            assert abs(phases - seconds) <= 0.1 * seconds, (log, seconds)
+            assert log["train_seconds"] > 0
+        sampled = [log["sample_seconds"] > 0 for log in logs]
+        assert sampled == ([True] * 4 if iterations == 1 else [True, False, True, False])
+        for log, sampling in zip(logs, sampled, strict=True):
+            # Tokens over sampling seconds; nothing to divide in a step that sampled nothing.
+            assert (log.get("generated_tokens_per_second", 0) > 0) == sampling
+    assert calls == {1: 4, 2: 2}  # one generate call for each generation batch of 4 answers
+
+
+def test_generation_options_reach_trl_and_bad_ones_stop_with_one_line(tmp_path, capsys):
+    *_, train, grpo = parse_args(
+        GRPO_ARGS,
+        ["--generation-batch-size", "8", "--num-iterations", "2", "--max-completion-length",
+         "32", "--batch-size", "4", "--grad-accum", "1"],
+    )  # fmt: skip
+    assert (grpo.generation_batch_size, grpo.num_iterations) == (8, 2)
+    assert grpo.steps_per_generation is None and grpo.cache_implementation is None
+    with pytest.raises(ConfigError) as error:
+        parse_args(
+            GRPO_ARGS,
+            ["--generation-batch-size", "6", "--steps-per-generation", "2",
+             "--num-iterations", "0"],
+        )  # fmt: skip
+    message = str(error.value)
+    assert "--generation-batch-size 6 is not a multiple of --num-generations 4" in message
+    assert "use 8" in message and "give one" in message and "--num-iterations 0" in message
+    assert "\n" not in message
+
+    base = ["--backend", "hf", "--model", "tiny-qwen2-vl", "--output-dir", str(tmp_path / "r")]
+    for flags, expected in (
+        (["--batch-size", "4", "--generation-batch-size", "6", "--num-generations", "2"],
+         "--generation-batch-size 6 is not a multiple of batch 4 x 1 process(es) = 4"),
+        (["--batch-size", "2", "--grad-accum", "2", "--steps-per-generation", "1"],
+         "--steps-per-generation 1 x batch 2 x 1 process(es) = 2 answers sampled together"),
+    ):  # fmt: skip
+        assert grpo_main(base + flags) == 2
+        error = capsys.readouterr().err.strip()
+        print(error)
+        assert error.startswith("error: ") and expected in error and "\n" not in error
+        assert "use --" in error
+    assert not (tmp_path / "r").exists()
 
 
 # ---------------------------------------------------------------------------------------------

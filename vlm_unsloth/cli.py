@@ -116,7 +116,7 @@ def grpo_main(argv: Sequence[str] | None = None) -> int:
     def run():
         from vlm_unsloth.config import DataArgs, ModelArgs
         from vlm_unsloth.models.lora import LoraArgs
-        from vlm_unsloth.train.grpo import GrpoArgs, GrpoTrainArgs
+        from vlm_unsloth.train.grpo_options import GrpoArgs, GrpoTrainArgs
 
         model_args, lora_args, data_args, train_args, grpo_args = parse(
             [ModelArgs, LoraArgs, DataArgs, GrpoTrainArgs, GrpoArgs], argv

@@ -64,9 +64,8 @@ class MetricsCallback(TrainerCallback):
     """Adds throughput and memory to every log and appends it to `metrics.jsonl`.
 
     samples/s, tokens/s and seconds per step are measured over the interval since the previous
-    log, so a slow first step (Unsloth compiles on it) does not hide the steady-state speed. With
-    GRPO's completion lengths in the log, also the generated tokens/s (completions per step x
-    their mean length over the interval: generation, scoring and training together).
+    log, so a slow first step (Unsloth compiles on it) does not hide the steady-state speed.
+    (GRPO's trainer adds its phases and generated tokens/s itself: train/grpo_trainer.py.)
     """
 
     def __init__(self, output: Path):
@@ -96,9 +95,6 @@ class MetricsCallback(TrainerCallback):
             tokens = state.num_input_tokens_seen - self._last_tokens
             logs["tokens_per_second"] = round(tokens / elapsed, 2)
             logs["seconds_per_step"] = round(elapsed / steps, 4)
-            if "completions/mean_length" in logs:
-                generated = steps * self.samples_per_step * logs["completions/mean_length"]
-                logs["generated_tokens_per_second"] = round(generated / elapsed, 2)
             self._last_time, self._last_step = now, state.global_step
             self._last_tokens = state.num_input_tokens_seen
         peak = peak_gpu_memory_gib()
@@ -165,6 +161,11 @@ class RichProgressCallback(TrainerCallback):
         "rewards/margins": "margin {:.3f}",
         "samples_per_second": "{:.2f} samples/s",
         "generated_tokens_per_second": "{:.0f} generated tokens/s",
+        # GRPO's phases, seconds a step: a step that reuses its generation batch shows sample
+        # 0.0 s (and the generated tokens/s of the last step that sampled).
+        "sample_seconds": "sample {:.1f} s",
+        "reward_seconds": "reward {:.1f} s",
+        "train_seconds": "train {:.1f} s",
         "peak_gpu_memory_gib": "{:.1f} GiB",
     }
 

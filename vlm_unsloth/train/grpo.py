@@ -20,11 +20,9 @@ summary gives `steps_without_scores` and names the rewards that scored nothing i
 
 from __future__ import annotations
 
-import importlib.util
-import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +37,10 @@ from vlm_unsloth.models.loading import LoadedModel
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.train import steps
 from vlm_unsloth.train.batch_size import accumulation_for_effective_batch
+from vlm_unsloth.train.grpo_options import (
+    GrpoArgs,
+    check_batch_holds_groups,
+)
 from vlm_unsloth.train.grpo_scores import (
     describe_held_out,
     held_out_scorer,
@@ -50,9 +52,6 @@ from vlm_unsloth.train.reference import (
     restore_trained_adapter,
 )
 from vlm_unsloth.train.rewards import (
-    ANSWER_FORMATS,
-    BUILT_IN,
-    answer_format,
     check_rewards_can_score,
     load_rewards,
 )
@@ -66,171 +65,6 @@ from vlm_unsloth.train.summary import (
 
 if TYPE_CHECKING:
     from trl import GRPOTrainer
-
-LOSS_TYPES = ("dapo", "grpo", "dr_grpo")
-
-
-@dataclass
-class GrpoArgs:
-    """Rewards, sampling and the GRPO loss (sampling and loss options are TRL GRPOConfig fields
-    of the same names)."""
-
-    rewards: list[str] = field(
-        default_factory=lambda: ["exact_match"],
-        metadata={
-            "help": f"Reward functions, summed: built-ins {', '.join(BUILT_IN)}, or your own as "
-            "path/to/file.py:function or package.module:function (TRL's signature: keyword "
-            "arguments prompts, completions, answer, ..., **kwargs; one float or None a "
-            "completion)."
-        },
-    )
-    reward_weights: list[float] | None = field(
-        default=None, metadata={"help": "One weight per --rewards entry (default: 1 each)."}
-    )
-    answer_format: str = field(
-        default="answer_tag",
-        metadata={
-            "help": "The shape the `format` reward asks for, and where the other built-ins find "
-            "the final answer: answer_tag (reasoning, then <answer>...</answer>), think_answer "
-            "(<think>...</think><answer>...</answer>), or a regular expression with a group "
-            "(?P<answer>...). Answers without that part are scored whole."
-        },
-    )
-    num_generations: int = field(
-        default=4,
-        metadata={"help": "Answers sampled per prompt; each is scored against its group's mean."},
-    )
-    max_completion_length: int = field(
-        default=256, metadata={"help": "Longest sampled answer, in tokens."}
-    )
-    temperature: float = field(
-        default=1.0,
-        metadata={"help": "Sampling temperature: answers in a group must differ to learn."},
-    )
-    beta: float = field(
-        default=0.0,
-        metadata={
-            "help": "KL penalty towards the starting policy (0: none, and no reference pass). "
-            "The reference is the --adapter policy, or the base model: never a second model."
-        },
-    )
-    loss_type: str = field(
-        default="dapo",
-        metadata={
-            "help": "dapo (token-level mean over the batch, TRL's default), grpo (per-answer "
-            "mean) or dr_grpo (constant normaliser, no length bias).",
-            "choices": LOSS_TYPES,
-        },
-    )
-    importance_sampling_level: str = field(
-        default="token",
-        metadata={
-            "help": "token, or sequence: GSPO (sequence-level importance ratios; usually with "
-            "--loss-type grpo).",
-            "choices": ("token", "sequence"),
-        },
-    )
-    scale_rewards: str = field(
-        default="group",
-        metadata={
-            "help": "Divide advantages by the group's reward spread (group), the batch's "
-            "(batch), or not at all (none, as Dr. GRPO recommends).",
-            "choices": ("group", "batch", "none"),
-        },
-    )
-    reward_rows: int = field(
-        default=200,
-        metadata={
-            "help": "Eval rows answered greedily and scored with the rewards before and after "
-            "training (the held-out reward); 0 skips it."
-        },
-    )
-    use_vllm: bool = field(
-        default=False,
-        metadata={
-            "help": "Sample with vLLM. Not available in vlm-unsloth: GRPO samples with the model "
-            "itself (README: Reinforcement learning (GRPO) says how to use vLLM)."
-        },
-    )
-
-    def problems(self) -> list[str]:
-        found = []
-        if not self.rewards:
-            found.append("--rewards: give at least one reward function")
-        if self.reward_weights is not None and len(self.reward_weights) != len(self.rewards):
-            found.append(
-                f"--reward-weights has {len(self.reward_weights)} values for "
-                f"{len(self.rewards)} --rewards: give one weight per reward"
-            )
-        try:
-            answer_format(self.answer_format)
-        except (re.error, ValueError) as error:  # a bad expression, or no answer group
-            found.append(
-                f"--answer-format {self.answer_format!r}: {error}; use "
-                f"{' or '.join(ANSWER_FORMATS)}, or a regular expression with (?P<answer>...)"
-            )
-        if self.num_generations < 2:
-            found.append(
-                f"--num-generations {self.num_generations}: must be >= 2 (a reward is only "
-                "judged against the other answers to the same prompt)"
-            )
-        if self.max_completion_length < 1:
-            found.append(f"--max-completion-length {self.max_completion_length}: must be >= 1")
-        if self.temperature <= 0:
-            found.append(f"--temperature {self.temperature}: must be > 0 (GRPO samples)")
-        if self.beta < 0:
-            found.append(f"--beta {self.beta}: must be >= 0")
-        if self.reward_rows < 0:
-            found.append(f"--reward-rows {self.reward_rows}: must be >= 0")
-        if self.use_vllm:
-            installed = importlib.util.find_spec("vllm") is not None
-            found.append(
-                "--use-vllm: vlm-unsloth samples GRPO answers with the model itself"
-                + ("" if installed else ", and vLLM is not installed on this machine")
-                + "; drop --use-vllm (README, Reinforcement learning (GRPO): using vLLM)"
-            )
-        return found
-
-
-@dataclass
-class GrpoTrainArgs(TrainArgs):
-    """TrainArgs with GRPO's defaults. `--batch-size` counts answers (completions), not prompts:
-    batch x accumulation x processes answers a step, in groups of --num-generations.
-
-    5e-6: the learning rate of Unsloth's vision GRPO notebooks for LoRA on 7B models (sampled
-    rewards are noisy; SFT's 2e-4 drifts). 10% warm-up: Adam's first steps are sign steps of
-    the full learning rate on every weight that has a gradient, and sparse 0/1 rewards make
-    those noise (measured on the tiny models: collapse to junk answers without warm-up).
-    """
-
-    output_dir: str = field(
-        default="outputs/grpo", metadata={"help": "Folder for the adapter, checkpoints, metrics."}
-    )
-    learning_rate: float = field(
-        default=5e-6, metadata={"help": "Peak learning rate (LoRA GRPO: 5e-6; SFT's 2e-4)."}
-    )
-    warmup_ratio: float = field(
-        default=0.1, metadata={"help": "Fraction of the steps spent warming the learning rate up."}
-    )
-
-    def problems(self) -> list[str]:
-        found = super().problems()
-        if self.auto_batch_size:
-            found.append(
-                "--batch-size auto: not for GRPO (a step samples before it trains, and TRL needs "
-                "whole groups of --num-generations answers in a batch); give a number, e.g. "
-                "--batch-size 4 with --num-generations 4"
-            )
-        if self.group_by_length:
-            found.append(
-                "--group-by-length: GRPO batches hold whole groups of one prompt's answers; drop it"
-            )
-        if self.eval_at_end or self.eval_steps:
-            found.append(
-                "--eval-at-end/--eval-steps: GRPO reports the held-out reward before and after "
-                "training instead (--reward-rows); drop them"
-            )
-        return found
 
 
 @steps.holding_the_output_dir
@@ -307,20 +141,6 @@ def train_grpo(
         return finish(run, console, extra=extra)
 
 
-def check_batch_holds_groups(train_args: TrainArgs, grpo_args: GrpoArgs) -> None:
-    """A step samples batch x accumulation answers per process: whole groups of
-    --num-generations (TRL refuses otherwise, and Unsloth silently changes the batch)."""
-    answers = train_args.batch_size * train_args.grad_accum
-    if answers % grpo_args.num_generations:
-        raise ConfigError(
-            f"batch {train_args.batch_size} x accumulation {train_args.grad_accum} = {answers} "
-            f"answers a step, not whole groups of {grpo_args.num_generations}",
-            where="--batch-size/--grad-accum/--num-generations",
-            fix=f"make batch x accumulation a multiple of {grpo_args.num_generations}, e.g. "
-            f"--batch-size {grpo_args.num_generations} --grad-accum 1",
-        )
-
-
 def check_every_prompt_has_an_image(train) -> None:
     """TRL's GRPO hands the processor one image list per prompt, which fails inside the first
     step on a text-only row (SFT and DPO train on them)."""
@@ -385,6 +205,10 @@ def build_trainer(
         arguments,
         num_generations=grpo_args.num_generations,
         max_completion_length=grpo_args.max_completion_length,
+        generation_batch_size=grpo_args.generation_batch_size,
+        steps_per_generation=grpo_args.steps_per_generation,
+        num_iterations=grpo_args.num_iterations,
+        cache_implementation=grpo_args.cache_implementation,
         temperature=grpo_args.temperature,
         beta=grpo_args.beta,
         loss_type=grpo_args.loss_type,
@@ -431,10 +255,14 @@ def describe_run(train_args: TrainArgs, grpo_args: GrpoArgs, trainer, reference:
     names = trainer.reward_func_names
     rewards = " + ".join(f"{w:g} x {n}" for w, n in zip(weights, names, strict=True))
     sampling = "sequence (GSPO)" if grpo_args.importance_sampling_level == "sequence" else "token"
+    sampled = trainer.args.generation_batch_size
     return (
         f"GRPO: {answers // grpo_args.num_generations} prompts x {grpo_args.num_generations} "
         f"answers a step (up to {grpo_args.max_completion_length} tokens, temperature "
-        f"{grpo_args.temperature}); reward {rewards}; loss {grpo_args.loss_type}, "
+        f"{grpo_args.temperature}), sampled {sampled} at a time in one generate call per "
+        f"process, each generation batch trained {trainer.args.num_iterations} time(s) over "
+        f"{trainer.args.steps_per_generation} micro-batch(es); reward {rewards}; loss "
+        f"{grpo_args.loss_type}, "
         f"{sampling}-level importance sampling, beta {grpo_args.beta}; learning rate "
         f"{train_args.learning_rate}; reference: {reference}"
     )

@@ -17,6 +17,14 @@
   The step is announced (`on_step_without_scores`) and counted (`steps_without_scores` in each
   training log); it still takes one of --max-steps and a step of the learning-rate schedule.
 
+Speed (issue 29): each optimizer step's time is split into its phases (`PhaseClock`): sampling,
+rewards, training; they go into every training log (`sample_seconds`, `reward_seconds`,
+`train_seconds`, `generated_tokens_per_second`). And answers are sampled from the policy in
+inference mode (`sampling_mode`): TRL 1.14.2 calls `generate` on the model in training mode
+(it only turns gradient checkpointing off, and back on with transformers' default options), so
+LoRA dropout was on while sampling: the answers came from a noisier policy than the one
+inference and the held-out reward use.
+
 Two settings every vision GRPO run needs are here too: `media_token_ids` (never sample an image
 placeholder: "Image features and image tokens do not match" in the loss forward) and
 `end_completions_at_end_of_turn`; and `grpo_config`, which keeps Unsloth's GRPOConfig from
@@ -26,11 +34,15 @@ changing the loss options behind the flags. Imported by `grpo.py` once the backe
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import TrainerCallback
 from trl import GRPOTrainer
 from trl.trainer.utils import selective_log_softmax, selective_log_softmax_and_entropy
 
@@ -59,10 +71,7 @@ def check_grpo_trainer_matches_backend(trainer_class: type, backend: str) -> Non
     once imported, patches TRL for the whole process: its trainer calls `model.for_training`,
     which only its own models have). A notebook that trained on the unsloth backend would
     otherwise fail deep inside the first step."""
-    # Unsloth's trainers live in unsloth_compiled_cache (or unsloth/unsloth_zoo); ours in
-    # vlm_unsloth, whose name merely contains the word.
-    patched = any(base.__module__.startswith("unsloth") for base in trainer_class.__mro__)
-    if backend == "hf" and patched:
+    if backend == "hf" and is_unsloth_trainer(trainer_class):
         raise ConfigError(
             "Unsloth is loaded in this process and has replaced TRL's GRPO trainer, which the hf "
             "backend cannot use",
@@ -124,6 +133,89 @@ def prompts_padded_left(processor) -> Iterator[None]:
         tokenizer.padding_side = side
 
 
+def is_unsloth_trainer(trainer_class: type) -> bool:
+    """Whether Unsloth has replaced TRL's GRPOTrainer under `trainer_class`."""
+    # Unsloth's trainers live in unsloth_compiled_cache (or unsloth/unsloth_zoo); ours in
+    # vlm_unsloth, whose name merely contains the word.
+    return any(base.__module__.startswith("unsloth") for base in trainer_class.__mro__)
+
+
+@contextmanager
+def sampling_mode(model) -> Iterator[None]:
+    """The policy set up for sampling inside the block, as inference is: eval mode (no LoRA or
+    model dropout), gradient checkpointing off and the KV cache on; the training setup is
+    restored after, checkpointing with the hf backend's own options (TRL's unwrap would
+    re-enable it with transformers' defaults). LoRA stays unmerged: the sampled policy is the
+    one the loss trains. (The unsloth backend does not come here: Unsloth's trainer wraps
+    generation in its own for_inference/for_training, unsloth/models/rl.py.)"""
+    checkpointing = model.is_gradient_checkpointing
+    training = model.training
+    config = model.config.get_text_config()
+    use_cache = config.use_cache
+    if checkpointing:
+        model.gradient_checkpointing_disable()
+    model.eval()
+    config.use_cache = True
+    try:
+        yield
+    finally:
+        config.use_cache = use_cache
+        model.train(training)
+        if checkpointing:
+            # As the hf backend enabled it (models/hf_backend.py add_lora).
+            options = {"use_reentrant": False}
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+
+
+@dataclass
+class PhaseTotals:
+    """Seconds and sampled tokens accumulated since the last training log."""
+
+    sample: float = 0.0
+    reward: float = 0.0
+    train: float = 0.0
+    generated_tokens: int = 0
+    steps: int = 0
+
+
+class PhaseClock(TrainerCallback):
+    """Times a GRPO step's phases with `time.perf_counter` (after a CUDA synchronize, so that
+    queued kernels count in the phase that launched them).
+
+    - sample: `_generate` (prompt tokenization and image processing, `generate`, decoding);
+    - reward: `_calculate_rewards`;
+    - train: each micro-batch's `training_step` minus the sampling and rewards inside it (the
+      forward and backward, and the old-policy/reference log-probability passes of a newly
+      sampled batch), plus the gradient clipping and optimizer step after the last micro-batch.
+
+    A step's wall time (on_step_begin to on_step_end) is these three plus the learning-rate
+    scheduler and zero_grad. With --steps-per-generation above --grad-accum, or --num-iterations
+    2, a step that reuses an earlier generation batch samples nothing: 0 sample seconds."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.totals = PhaseTotals()
+        self._train_step_end: float | None = None
+
+    def now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def take(self) -> PhaseTotals:
+        totals, self.totals = self.totals, PhaseTotals()
+        return totals
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.totals = PhaseTotals()  # --batch-size auto's probes sampled before this
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        if self._train_step_end is not None:
+            self.totals.train += self.now() - self._train_step_end
+            self._train_step_end = None
+        self.totals.steps += 1
+
+
 class VisionGRPOTrainer(GRPOTrainer):
     """GRPOTrainer plus the module docstring's fixes. `family` is the model's Family;
     `on_step_without_scores(step, answers)` is called when a step's answers got no score."""
@@ -137,6 +229,23 @@ class VisionGRPOTrainer(GRPOTrainer):
         self._steps_without_scores = 0
         """Since the last training log."""
         super().__init__(*args, **kwargs)
+        self.phases = PhaseClock(self.accelerator.device)
+        self.add_callback(self.phases)
+        self._unsloth_switches_modes = is_unsloth_trainer(type(self))
+
+    def _generate(self, prompts, *args, **kwargs):
+        """TRL's sampling of a generation batch (all its answers in one generate call per
+        process), timed, with the policy in `sampling_mode` (on hf; Unsloth switches itself)."""
+        start = self.phases.now()
+        with (
+            contextlib.nullcontext() if self._unsloth_switches_modes else sampling_mode(self.model)
+        ):
+            output = super()._generate(prompts, *args, **kwargs)
+        self.phases.totals.sample += self.phases.now() - start
+        # (prompt_ids, completion_ids, ...): every process's answer tokens.
+        local = torch.tensor(sum(len(ids) for ids in output[1]), device=self.accelerator.device)
+        self.phases.totals.generated_tokens += int(self.accelerator.gather(local).sum())
+        return output
 
     # Every override passes its arguments through untouched for the other families: Unsloth's
     # patched trainer has its own signatures for these methods.
@@ -170,7 +279,9 @@ class VisionGRPOTrainer(GRPOTrainer):
         """The rewards of a generation batch (every process's answers: all decide alike), NaN
         where a reward returned None; notes a batch that no reward scored at all. (Training
         batches only: this trainer never evaluates, `grpo_scores.held_out_reward` does.)"""
+        start = self.phases.now()
         rewards_per_func = super()._calculate_rewards(*args, **kwargs)
+        self.phases.totals.reward += self.phases.now() - start
         self._answers_scored = not bool(torch.isnan(rewards_per_func).all())
         if not self._answers_scored:
             self._steps_without_scores += 1
@@ -185,15 +296,21 @@ class VisionGRPOTrainer(GRPOTrainer):
         weights nor its moments change. (Dropped after the backward rather than skipping it:
         the loss is TRL's on one backend and Unsloth's on the other, and every process of a
         multi-GPU run still takes part in the same gradient reduction.)"""
+        totals = self.phases.totals
+        start, inside = self.phases.now(), totals.sample + totals.reward
         loss = super().training_step(model, *args, **kwargs)
         if not self._answers_scored:
             model.zero_grad(set_to_none=True)
+        end = self.phases.now()
+        totals.train += end - start - (totals.sample + totals.reward - inside)
+        self.phases._train_step_end = end  # the optimizer step follows the last micro-batch
         return loss
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         if "loss" in logs:  # a training step's log, not the end-of-training one
             logs["steps_without_scores"] = self._steps_without_scores
             self._steps_without_scores = 0
+            logs.update(phase_metrics(self.phases.take()))
         super().log(logs, *args, **kwargs)
 
     def _compute_loss(self, model, inputs, *args, **kwargs):
@@ -251,3 +368,17 @@ class VisionGRPOTrainer(GRPOTrainer):
             spans, tiles, aspect_ratio_mask.size(-1), input_ids.size(1)
         )
         return torch.as_tensor(dense, device=input_ids.device)
+
+
+def phase_metrics(totals: PhaseTotals) -> dict[str, float]:
+    """Seconds per optimizer step in each phase since the last log, and the sampling speed
+    (answer tokens over sampling seconds; absent when those steps sampled nothing)."""
+    steps = max(totals.steps, 1)
+    metrics = {
+        "sample_seconds": round(totals.sample / steps, 4),
+        "reward_seconds": round(totals.reward / steps, 4),
+        "train_seconds": round(totals.train / steps, 4),
+    }
+    if totals.sample > 0 and totals.generated_tokens:
+        metrics["generated_tokens_per_second"] = round(totals.generated_tokens / totals.sample, 2)
+    return metrics
