@@ -9,7 +9,14 @@ import pytest
 from conftest import REPO
 
 from vlm_unsloth.errors import BenchmarkError, ConfigError, ModelError
-from vlm_unsloth.perf.bench import BenchArgs, peak_flops, run_benchmark
+from vlm_unsloth.perf.bench import (
+    BenchArgs,
+    answer_tokens_per_second,
+    peak_flops,
+    results_table,
+    run_benchmark,
+    runs,
+)
 
 
 @pytest.mark.slow
@@ -36,19 +43,79 @@ def test_benchmark_runs_each_setting_and_writes_the_table(tmp_path):
 
 
 @pytest.mark.slow
-def test_benchmark_runs_train_grpo_and_reports_generation_speed(tmp_path):
+def test_benchmark_runs_train_grpo_and_reports_its_phases(tmp_path):
+    """A GRPO run's row has the step's phases and both speeds; TRL's generation flags reach the
+    run through --train-flags (--num-iterations 2: the second measured step samples nothing)."""
     args = BenchArgs(
         command="train-grpo", model="tiny-qwen2-vl", backends=["hf"], settings=["2x2"],
         baseline="hf:2x2", steps=2, warmup_steps=1, work_dir=str(tmp_path / "work"),
         output=str(tmp_path / "b.json"),
-        train_flags="--num-generations 4 --max-completion-length 4 --lora-r 4",
+        train_flags="--num-generations 4 --max-completion-length 4 --lora-r 4 "
+        "--num-iterations 2",
     )  # fmt: skip
     (row,) = run_benchmark(args)
     assert row.error is None and row.batch == "2x2"
     assert row.seconds_per_step > 0 and row.generated_tokens_per_second > 0
+    assert row.sample_seconds > 0 and row.train_seconds > 0 and row.reward_seconds >= 0
+    # Sampling speed counts sampling seconds only; answer tokens/s all of the steps' time.
+    assert 0 < row.answer_tokens_per_second < row.generated_tokens_per_second
     assert row.mfu is None  # 6 x N x tokens is SFT's count; GRPO also samples
     summary = (tmp_path / "work" / "hf-2x2" / "summary.json").read_text()
     assert '"job": "GRPO"' in summary
+    config = (tmp_path / "work" / "hf-2x2" / "run_config.yaml").read_text()
+    assert "num_iterations: 2" in config
+    logs = [json.loads(line) for line in (tmp_path / "work" / "hf-2x2" / "metrics.jsonl")
+            .read_text().splitlines() if '"loss"' in line]  # fmt: skip
+    assert [log["sample_seconds"] > 0 for log in logs] == [True, False, True]
+    table = results_table([row], title="t", grpo=True)
+    headers = [column.header for column in table.columns]
+    for header in ("sample s", "reward s", "train s", "generated tok/s (sampling)",
+                   "answer tok/s (step)"):  # fmt: skip
+        assert header in headers
+
+
+def test_answer_tokens_per_second_reads_both_metric_shapes():
+    """Today's logs (generated_tokens a step) and main's (TRL's mean completion length only, one
+    generation batch a step) give the same figure for the same run."""
+    ours = [{"seconds_per_step": 2.0, "generated_tokens": 64.0}, {"seconds_per_step": 2.0}]
+    assert answer_tokens_per_second(ours, answers_per_step=8) == 16.0
+    main = [{"seconds_per_step": 2.0, "completions/mean_length": 8.0}] * 2
+    assert answer_tokens_per_second(main, answers_per_step=8) == 32.0
+    assert answer_tokens_per_second([{"seconds_per_step": 1.0}], answers_per_step=8) is None
+
+
+@pytest.mark.slow
+def test_the_seed_recipe_runs_once_as_the_baseline(tmp_path):
+    """seed:1x1 runs the course's recipe (TRL SFTTrainer + bitsandbytes 4-bit + PEFT) once,
+    whatever --backends, first; other rows are compared with it."""
+    args = BenchArgs(
+        model="tiny-qwen2-vl", backends=["hf"], settings=["seed:1x1", "1x1"],
+        baseline="seed:1x1", steps=1, warmup_steps=1, work_dir=str(tmp_path / "work"),
+        output=str(tmp_path / "b.json"), train_flags="--lora-r 4",
+    )  # fmt: skip
+    rows = run_benchmark(args)
+    assert [(r.backend, r.setting, r.error) for r in rows] == [
+        ("seed", "1x1", None),
+        ("hf", "1x1", None),
+    ]
+    seed = rows[0]
+    assert seed.batch == "1x1" and seed.samples_per_second > 0 and seed.tokens_per_second > 0
+    assert seed.ratio_to_baseline == 1.0 and rows[1].ratio_to_baseline > 0
+    assert "vlm_unsloth.train.seed_recipe" in seed.command and "--lora-r" not in seed.command
+    summary = json.loads((tmp_path / "work" / "seed-1x1" / "summary.json").read_text())
+    assert summary["job"] == "seed recipe"
+
+
+def test_seed_settings_are_checked_before_any_run():
+    assert runs(BenchArgs(backends=["unsloth", "hf"], settings=["seed:2x4", "auto"])) == [
+        ("seed", "2x4"), ("unsloth", "auto"), ("hf", "auto"),
+    ]  # fmt: skip
+    with pytest.raises(ConfigError) as error:
+        run_benchmark(BenchArgs(settings=["seed:auto"]))
+    assert "--settings seed:auto" in str(error.value)
+    with pytest.raises(ConfigError) as error:
+        run_benchmark(BenchArgs(command="train-grpo", settings=["seed:2x4"]))
+    assert "the seed recipe is SFT" in str(error.value)
 
 
 def _bench_script():

@@ -14,13 +14,19 @@ gemma-3-4b, smolvlm-instruct, pixtral-12b, ...): a random-weight checkpoint of t
 built once, since speed and memory do not depend on trained values.
 
 A setting is BATCHxACCUM or `auto` (`--batch-size auto --effective-batch-size
---auto-effective-batch`), optionally for one backend only (`hf:2x4`). `--image-side` upscales a
+--auto-effective-batch`), optionally for one backend only (`hf:2x4`). `seed:BATCHxACCUM` (SFT
+only; `seed:2x4` is the course's) runs the seed recipe once, whatever --backends says: TRL's
+SFTTrainer + bitsandbytes 4-bit + PEFT with TRL's collator and no workers
+(`train/seed_recipe.py`), the baseline a user compares our speed with; --train-flags do not
+reach it. `--image-side` upscales a
 copy of the dataset's images to that longest side first, so that --max-side 768 and 1024 differ
 (the demo charts are at most 480 px).
 
 Writes a JSON file and prints a table: the batch used, samples/s, tokens/s, seconds per step,
-generated tokens/s (GRPO: answer tokens sampled per second of step time, which also scores and
-trains), peak reserved GiB, the memory planner's prediction for that batch (where the model is
+for GRPO the step's phases (sample, reward and train seconds a step), the sampling speed
+(generated tokens/s: answer tokens per second of sampling) and the answer tokens per second of
+step time (what today's main calls generated tokens/s: compare that column across branches),
+peak reserved GiB, the memory planner's prediction for that batch (where the model is
 calibrated), MFU (SFT only: 6 x parameters x tokens/s over the GPU's dense bf16 peak), the share
 of step time spent waiting for data, and the ratio to the baseline row. For train-grpo a
 setting's batch counts sampled answers (2x2 with 4 generations: one prompt's 4 answers a step,
@@ -86,7 +92,8 @@ class BenchArgs:
         default_factory=lambda: ["2x4", "8x1", "16x1"],
         metadata={
             "help": "Per-device batch x gradient accumulation (2x4), or auto; prefix a backend "
-            "to run it on that one only (hf:2x4 unsloth:auto)."
+            "to run it on that one only (hf:2x4 unsloth:auto); seed:2x4 runs the course's seed "
+            "recipe (TRL SFTTrainer + bitsandbytes 4-bit + PEFT, TRL's collator) once."
         },
     )
     auto_effective_batch: int = field(
@@ -143,7 +150,13 @@ class BenchArgs:
         unknown = [b for b in self.backends if b not in ("unsloth", "hf")]
         if unknown:
             found.append(f"--backends {' '.join(unknown)}: use unsloth and/or hf")
-        ours = ("", *self.backends)  # a setting without a prefix runs on every backend
+        seeds = [s for s in self.settings if s.startswith(f"{SEED}:") and not _bad(s)]
+        if seeds and self.command != "train-sft":
+            found.append(
+                f"--settings {' '.join(seeds)}: the seed recipe is SFT; drop it or use "
+                "--command train-sft"
+            )
+        ours = ("", SEED, *self.backends)  # a setting without a prefix runs on every backend
         elsewhere = [s for s in self.settings if s.rpartition(":")[0] not in ours and not _bad(s)]
         if elsewhere:  # it would be skipped without a word: most likely a typo
             found.append(
@@ -156,19 +169,24 @@ class BenchArgs:
         return found
 
 
+SEED = "seed"
+"""The prefix of a seed-recipe setting (seed:2x4) and the backend column of its row."""
+
+
 def _bad(setting: str) -> bool:
     backend, _, setting = setting.rpartition(":")
-    if backend not in ("", "unsloth", "hf"):
+    if backend not in ("", "unsloth", "hf", SEED):
         return True
     if setting == "auto":
-        return False
+        return backend == SEED  # the recipe's batch is fixed
     parts = setting.split("x")
     return len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts)
 
 
 def runs(args: BenchArgs) -> list[tuple[str, str]]:
-    """(backend, setting) pairs in order: each setting for every backend unless prefixed."""
-    pairs = []
+    """(backend, setting) pairs in order: the seed recipe's first, then each setting for every
+    backend unless prefixed."""
+    pairs = [(SEED, s.partition(":")[2]) for s in args.settings if s.startswith(f"{SEED}:")]
     for backend in args.backends:
         for entry in args.settings:
             only, _, setting = entry.rpartition(":")
@@ -186,8 +204,15 @@ class BenchRow:
     samples_per_second: float | None = None
     tokens_per_second: float | None = None
     seconds_per_step: float | None = None
+    sample_seconds: float | None = None
+    """GRPO: seconds a step spent sampling answers (0 in a step that reused its batch)."""
+    reward_seconds: float | None = None
+    train_seconds: float | None = None
     generated_tokens_per_second: float | None = None
-    """GRPO: answer tokens sampled per second of step time."""
+    """GRPO: answer tokens per second of sampling."""
+    answer_tokens_per_second: float | None = None
+    """GRPO: answer tokens per second of step time (main's `generated tok/s` before the phases
+    were measured: the column to compare across branches)."""
     peak_reserved_gib: float | None = None
     planned_gib: float | None = None
     """The memory planner's prediction for this batch at the data's longest sample."""
@@ -221,12 +246,15 @@ def run_benchmark(args: BenchArgs, *, console=None) -> list[BenchRow]:
         )
     work = Path(args.work_dir)
     model = _model_path(args.model, work)
-    resolve_model(model)  # the family from its config.json, no weights: a wrong name fails here
+    # The family from its config.json, no weights: a wrong name fails here. The seed recipe
+    # gets the checkpoint's path (it knows no tiny-* names).
+    checkpoint = resolve_model(model).path
     dataset = args.dataset
     if args.image_side:
         dataset = str(upscaled_copy(Path(args.dataset), args.image_side, work))
     rows = [
-        _run_one(args, model, dataset, backend, setting, work) for backend, setting in runs(args)
+        _run_one(args, checkpoint if backend == SEED else model, dataset, backend, setting, work)
+        for backend, setting in runs(args)
     ]
     _add_ratios(rows, args.baseline)
     output = Path(args.output)
@@ -235,7 +263,8 @@ def run_benchmark(args: BenchArgs, *, console=None) -> list[BenchRow]:
         json.dumps({"args": asdict(args), "rows": [asdict(r) for r in rows]}, indent=2)
     )
     if console is not None:
-        console.print(results_table(rows, title=f"bench: {args.model}, max side {args.max_side}"))
+        title = f"bench {args.command}: {args.model}, max side {args.max_side}"
+        console.print(results_table(rows, title=title, grpo=args.command == "train-grpo"))
     if all(row.error for row in rows):
         failures = "; ".join(f"{r.backend} {r.setting}: {r.error}" for r in rows[:LISTED_AT_MOST])
         more = f" and {len(rows) - LISTED_AT_MOST} more" if len(rows) > LISTED_AT_MOST else ""
@@ -287,16 +316,24 @@ def _run_one(
         batch, accum = setting.split("x")
         batch_flags = ["--batch-size", batch, "--grad-accum", accum]
     output = work / f"{backend}-{setting}"
-    command = [
-        sys.executable, "-m", "vlm_unsloth.cli", args.command, "--model", model,
-        "--backend", backend, "--dataset", dataset, "--max-side", str(args.max_side),
-        *batch_flags,
-        "--max-steps", str(args.warmup_steps + args.steps), "--logging-steps", "1",
-        "--save-steps", "1000000", "--output-dir", str(output), "--overwrite",
-    ]  # fmt: skip
+    steps = str(args.warmup_steps + args.steps)
+    if backend == SEED:
+        command = [
+            sys.executable, "-m", "vlm_unsloth.train.seed_recipe", "--model", model,
+            "--dataset", dataset, "--max-side", str(args.max_side), *batch_flags,
+            "--max-steps", steps, "--output-dir", str(output),
+        ]  # fmt: skip
+    else:
+        command = [
+            sys.executable, "-m", "vlm_unsloth.cli", args.command, "--model", model,
+            "--backend", backend, "--dataset", dataset, "--max-side", str(args.max_side),
+            *batch_flags,
+            "--max-steps", steps, "--logging-steps", "1",
+            "--save-steps", "1000000", "--output-dir", str(output), "--overwrite",
+        ]  # fmt: skip
+        command += shlex.split(args.train_flags)
     if args.gpu_memory_gib is not None:
         command += ["--gpu-memory-gib", str(args.gpu_memory_gib)]
-    command += shlex.split(args.train_flags)
     row = BenchRow(backend=backend, setting=setting, command=" ".join(command[1:]))
     # The run's output goes to its log as it runs: a run that hangs or is stopped leaves it.
     work.mkdir(parents=True, exist_ok=True)
@@ -327,13 +364,35 @@ def _run_one(
     row.samples_per_second = _mean(measured, "samples_per_second")
     row.tokens_per_second = _mean(measured, "tokens_per_second")
     row.seconds_per_step = _mean(measured, "seconds_per_step")
+    for phase in ("sample_seconds", "reward_seconds", "train_seconds"):
+        setattr(row, phase, _mean(measured, phase))
     row.generated_tokens_per_second = _mean(measured, "generated_tokens_per_second")
+    row.answer_tokens_per_second = answer_tokens_per_second(
+        measured, summary["batch_size"] * summary["grad_accum"]
+    )
     row.peak_reserved_gib = summary.get("peak_gpu_memory_gib")
     row.data_wait_fraction = _mean(measured, "data_wait_fraction")
     flops = peak_flops(summary.get("device_name", ""))
     if flops and args.command == "train-sft":  # GRPO's steps also sample: not 6 x N x tokens
         row.mfu = 6 * summary["parameters"]["total"] * row.tokens_per_second / flops
     return row
+
+
+def answer_tokens_per_second(logs: list[dict], answers_per_step: int) -> float | None:
+    """GRPO's answer tokens over the steps' wall time. From `generated_tokens` (tokens sampled
+    a step, logged since the phases are); for runs of code that logged only TRL's
+    `completions/mean_length`, one generation batch of `answers_per_step` a step."""
+    seconds = sum(log.get("seconds_per_step") or 0 for log in logs)
+    if not seconds:
+        return None
+    if any("generated_tokens" in log for log in logs):
+        tokens = sum(log.get("generated_tokens") or 0 for log in logs)
+    elif any("completions/mean_length" in log for log in logs):
+        lengths = [log.get("completions/mean_length") or 0 for log in logs]
+        tokens = answers_per_step * sum(lengths)
+    else:
+        return None
+    return tokens / seconds
 
 
 def _steps_logged(output: Path) -> int:
@@ -359,34 +418,43 @@ def _add_ratios(rows: list[BenchRow], baseline: str) -> None:
             row.ratio_to_baseline = row.samples_per_second / base.samples_per_second
 
 
-def results_table(rows: list[BenchRow], *, title: str):
-    """The rich table of bench rows."""
+def results_table(rows: list[BenchRow], *, title: str, grpo: bool = False):
+    """The rich table of bench rows (GRPO's: its phases and sampling speeds instead of the
+    planner's prediction and MFU, which count SFT's work)."""
     from rich.table import Table
-
-    table = Table(title=title)
-    columns = (
-        "backend", "setting", "batch", "samples/s", "tokens/s", "s/step", "generated tok/s",
-        "peak GiB", "planned", "MFU", "data wait", "vs base",
-    )  # fmt: skip
-    for column in columns:
-        table.add_column(column, justify="right")
 
     def number(value, template):
         return template.format(value) if value is not None else "-"
 
+    columns = {
+        "backend": lambda r: r.backend,
+        "setting": lambda r: r.setting,
+        "batch": lambda r: r.batch or "-",
+        "samples/s": lambda r: r.error or number(r.samples_per_second, "{:.2f}"),
+        "tokens/s": lambda r: number(r.tokens_per_second, "{:.0f}"),
+        "s/step": lambda r: number(r.seconds_per_step, "{:.2f}"),
+    }
+    if grpo:
+        columns.update({
+            "sample s": lambda r: number(r.sample_seconds, "{:.2f}"),
+            "reward s": lambda r: number(r.reward_seconds, "{:.2f}"),
+            "train s": lambda r: number(r.train_seconds, "{:.2f}"),
+            "generated tok/s (sampling)": lambda r: number(r.generated_tokens_per_second, "{:.0f}"),
+            "answer tok/s (step)": lambda r: number(r.answer_tokens_per_second, "{:.0f}"),
+        })  # fmt: skip
+    else:
+        columns.update({
+            "planned": lambda r: number(r.planned_gib, "{:.2f}"),
+            "MFU": lambda r: number(r.mfu, "{:.1%}"),
+        })  # fmt: skip
+    columns.update({
+        "peak GiB": lambda r: number(r.peak_reserved_gib, "{:.2f}"),
+        "data wait": lambda r: number(r.data_wait_fraction, "{:.1%}"),
+        "vs base": lambda r: number(r.ratio_to_baseline, "{:.2f}x"),
+    })  # fmt: skip
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(
-            row.backend,
-            row.setting,
-            row.batch or "-",
-            row.error or number(row.samples_per_second, "{:.2f}"),
-            number(row.tokens_per_second, "{:.0f}"),
-            number(row.seconds_per_step, "{:.2f}"),
-            number(row.generated_tokens_per_second, "{:.0f}"),
-            number(row.peak_reserved_gib, "{:.2f}"),
-            number(row.planned_gib, "{:.2f}"),
-            number(row.mfu, "{:.1%}"),
-            number(row.data_wait_fraction, "{:.1%}"),
-            number(row.ratio_to_baseline, "{:.2f}x"),
-        )
+        table.add_row(*(cell(row) for cell in columns.values()))
     return table

@@ -371,8 +371,9 @@ class VisionGRPOTrainer(GRPOTrainer):
 
 
 def phase_metrics(totals: PhaseTotals) -> dict[str, float]:
-    """Seconds per optimizer step in each phase since the last log, and the sampling speed
-    (answer tokens over sampling seconds; absent when those steps sampled nothing)."""
+    """Seconds per optimizer step in each phase since the last log, answer tokens sampled per
+    step, and the sampling speed (answer tokens over sampling seconds). The last two are absent
+    when those steps sampled nothing."""
     steps = max(totals.steps, 1)
     metrics = {
         "sample_seconds": round(totals.sample / steps, 4),
@@ -380,5 +381,6 @@ def phase_metrics(totals: PhaseTotals) -> dict[str, float]:
         "train_seconds": round(totals.train / steps, 4),
     }
     if totals.sample > 0 and totals.generated_tokens:
+        metrics["generated_tokens"] = round(totals.generated_tokens / steps, 1)
         metrics["generated_tokens_per_second"] = round(totals.generated_tokens / totals.sample, 2)
     return metrics
