@@ -372,6 +372,51 @@ def test_generation_options_reach_trl_and_bad_ones_stop_with_one_line(tmp_path, 
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
+def test_auto_batch_size_samples_the_step_and_picks_the_micro_batch_that_fits(
+    tmp_path, memory_limit, capsys, one_thread
+):
+    """--batch-size auto: a step's 8 answers sampled together at full length, then micro-batches
+    1, 2, 4, 8 probed with the GRPO loss; a training forward of more than 2 rows runs out of
+    memory (simulated, as SFT's tests do), so 2 x 4, generation batch 8; training never ran out."""
+    calls = memory_limit(rows=2)
+    train, _ = _write_task(tmp_path / "task")
+    code = grpo_main([
+        "--backend", "hf", "--model", "tiny-qwen2-vl", "--dataset", str(train),
+        "--batch-size", "auto", "--effective-batch-size", "8", "--num-generations", "4",
+        "--max-completion-length", "6", "--max-steps", "2", "--reward-rows", "0",
+        "--output-dir", str(tmp_path / "run"), "--cpu-threads", "1",
+    ])  # fmt: skip
+    assert code == 0
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "batch size auto: sampling 8 answers: ran" in out
+    assert "batch size auto -> 2 x 4 accumulation, 8 answers sampled" in out
+    assert "sampled 8 at a time" in out  # the generation batch TRL was given
+    assert calls["oom"] == 1  # the probe of 4 only
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (summary["batch_size"], summary["grad_accum"], summary["global_step"]) == (2, 4, 2)
+    logs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text()
+            .splitlines() if '"loss"' in line]  # fmt: skip
+    assert all(log["sample_seconds"] > 0 for log in logs)  # one sampling a step
+
+
+def test_auto_batch_size_refuses_partial_groups_and_a_hand_set_generation_batch(tmp_path, capsys):
+    base = ["--backend", "hf", "--model", "tiny-qwen2-vl", "--batch-size", "auto",
+            "--output-dir", str(tmp_path / "r")]  # fmt: skip
+    for flags, expected in (
+        (["--effective-batch-size", "6", "--num-generations", "4"],
+         "6 answers a step (6 a process) are not whole groups of --num-generations 4 — use "
+         "--effective-batch-size 8"),
+        (["--generation-batch-size", "8"],
+         "--batch-size auto samples each step's answers together and picks the micro-batch"),
+    ):  # fmt: skip
+        assert grpo_main(base + flags) == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        print(error)
+        assert error.startswith("error: ") and expected in error
+    assert not (tmp_path / "r").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # The real command on every family: train, log, save, resume; a bad reward stops with one line
 
@@ -670,12 +715,12 @@ def test_every_grpo_problem_is_reported_at_once():
     with pytest.raises(ConfigError) as error:
         parse_args(
             GRPO_ARGS,
-            ["--batch-size", "auto", "--group-by-length", "--num-generations", "1",
+            ["--group-by-length", "--num-generations", "1",
              "--rewards", "exact_match", "--reward-weights", "1", "2", "--temperature", "0",
              "--answer-format", "(no group", "--use-vllm", "--eval-at-end"],
         )  # fmt: skip
     message = str(error.value)
-    for expected in ("--batch-size auto", "--group-by-length", "--num-generations 1",
+    for expected in ("--group-by-length", "--num-generations 1",
                      "--reward-weights has 2 values", "--temperature 0", "--answer-format",
                      "--use-vllm", "--eval-at-end"):  # fmt: skip
         assert expected in message

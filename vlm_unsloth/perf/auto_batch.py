@@ -94,17 +94,33 @@ def choose_batch_size(
     `training_mode(model)`: the backend's switch to training (see probe_peak_gib).
     """
     candidates = batch_candidates(samples_per_process)
-    fitting = [b for b in candidates if planned is not None and b <= planned]
-    index = candidates.index(fitting[-1]) if fitting else 0
     lengths = dataset[LENGTH_COLUMN]
     longest = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+    def measure(batch_size: int):
+        # More rows than the dataset holds: repeat the longest (the worst case stays the same).
+        rows = [dataset[longest[i % len(longest)]] for i in range(batch_size)]
+        return probe_peak_gib(trainer, rows, training_mode)
+
+    where = f"the longest rows ({lengths[longest[0]]} tokens)"
+    choice = largest_that_fits(candidates, measure, cap_gib, planned, report, where=where)
+    choice.grad_accum = samples_per_process // choice.batch_size
+    return choice
+
+
+def largest_that_fits(
+    candidates: list[int], measure, cap_gib: float | None, planned: int | None = None,
+    report=None, *, where: str = "the data",
+) -> BatchChoice:  # fmt: skip
+    """The largest of `candidates` (ascending) whose `measure(batch) -> (peak allocated, peak
+    reserved)` fits the cap; the search of the module docstring (grad_accum left 0)."""
+    fitting = [b for b in candidates if planned is not None and b <= planned]
+    index = candidates.index(fitting[-1]) if fitting else 0
     limit = cap_gib * SAFETY_MARGIN if cap_gib else None
     choice = BatchChoice(0, 0, cap_gib, planned_start=candidates[index] if fitting else None)
 
     def probe(batch_size: int) -> bool:
-        # More rows than the dataset holds: repeat the longest (the worst case stays the same).
-        rows = [dataset[longest[i % len(longest)]] for i in range(batch_size)]
-        allocated, reserved = probe_peak_gib(trainer, rows, training_mode)
+        allocated, reserved = measure(batch_size)
         fits = allocated is not None and (limit is None or allocated <= limit)
         choice.probes.append(Probe(batch_size, allocated, reserved, fits, on_gpu=bool(limit)))
         if report is not None:
@@ -129,13 +145,12 @@ def choose_batch_size(
         index -= 1
         if index < 0:
             raise ConfigError(
-                f"even a batch of 1 does not fit {cap_gib:g} GiB on the longest rows "
-                f"({lengths[longest[0]]} tokens; {choice.probes[-1].describe()})",
+                f"even a batch of 1 does not fit {cap_gib:g} GiB on {where} "
+                f"({choice.probes[-1].describe()})",
                 where="--batch-size auto",
                 fix="lower --max-side (e.g. 512), raise --gpu-memory-gib, or --max-seq-length",
             )
     choice.batch_size = candidates[index]
-    choice.grad_accum = samples_per_process // choice.batch_size
     return choice
 
 
@@ -189,3 +204,26 @@ def _release_cached_memory() -> None:
     gc.collect()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gib_of(step) -> tuple[float | None, float | str | None]:
+    """(peak allocated, peak reserved) GiB while `step()` runs ((0, 0) on CPU); (None, the
+    error's first line) when it runs out of GPU memory."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        _release_cached_memory()
+    peaks = out_of_memory = None
+    try:
+        step()
+        peaks = (
+            (torch.cuda.max_memory_allocated() / 2**30, torch.cuda.max_memory_reserved() / 2**30)
+            if cuda
+            else (0.0, 0.0)
+        )
+    except torch.OutOfMemoryError as error:
+        out_of_memory = str(error).splitlines()[0][:200]
+    if cuda:
+        _release_cached_memory()
+    return peaks or (None, out_of_memory)

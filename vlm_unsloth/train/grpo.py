@@ -30,6 +30,7 @@ from vlm_unsloth import distributed
 from vlm_unsloth.config import DataArgs, ModelArgs, TrainArgs, to_dict
 from vlm_unsloth.console import make_console
 from vlm_unsloth.data.collate import PromptRows, reference_answer
+from vlm_unsloth.data.validation import LENGTH_COLUMN
 from vlm_unsloth.errors import ConfigError, DataError
 from vlm_unsloth.families import Family
 from vlm_unsloth.models.backend import backend_module
@@ -37,8 +38,10 @@ from vlm_unsloth.models.loading import LoadedModel
 from vlm_unsloth.models.lora import LoraArgs
 from vlm_unsloth.train import steps
 from vlm_unsloth.train.batch_size import accumulation_for_effective_batch
+from vlm_unsloth.train.grpo_batch import placeholder_batch, settle_grpo_batch
 from vlm_unsloth.train.grpo_options import (
     GrpoArgs,
+    check_auto_batch,
     check_batch_holds_groups,
 )
 from vlm_unsloth.train.grpo_scores import (
@@ -87,8 +90,11 @@ def train_grpo(
     resolved = steps.resolve_for_training(model_args, train_args)
     console = console or make_console()
     rewards = load_rewards(grpo_args.rewards, answer_format_spec=grpo_args.answer_format)
-    train_args = accumulation_for_effective_batch(train_args)
-    check_batch_holds_groups(train_args, grpo_args)
+    if train_args.auto_batch_size:  # measured once the trainer is built (grpo_batch.py)
+        check_auto_batch(train_args, grpo_args)
+    else:
+        train_args = accumulation_for_effective_batch(train_args)
+        check_batch_holds_groups(train_args, grpo_args)
     check_backend_trains_family(resolved.family, resolved.setup.backend)
     config = to_dict(model_args, lora_args, data_args, train_args, grpo_args)
     output = steps.check_output(train_args, console)  # writes nothing: see claim_output
@@ -99,10 +105,14 @@ def train_grpo(
     check_every_prompt_has_an_image(data.train)
     check_rewards_fit_the_rows(grpo_args, data.train, console)
     loaded = steps.load_model_for_training(resolved, model_args, lora_args, data_args, train_args)
+    built_with = placeholder_batch(train_args) if train_args.auto_batch_size else train_args
     trainer = build_trainer(
-        loaded, data, data_args, train_args, grpo_args, rewards, output, console=console,
+        loaded, data, data_args, built_with, grpo_args, rewards, output, console=console,
         callbacks=steps.callbacks(output, console) + list(extra_callbacks or []),
     )  # fmt: skip
+    train_args = settle_grpo_batch(
+        trainer, train_args, grpo_args, loaded, data.train[LENGTH_COLUMN], console
+    )
     reference = "none (--beta 0: no reference pass, no KL term)"
     if grpo_args.beta > 0:
         from_adapter = model_args.adapter is not None

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 
 from vlm_unsloth import distributed
-from vlm_unsloth.config import TrainArgs
+from vlm_unsloth.config import DEFAULT_AUTO_EFFECTIVE_BATCH, TrainArgs
 from vlm_unsloth.errors import ConfigError
 from vlm_unsloth.train.rewards import ANSWER_FORMATS, BUILT_IN, answer_format
 
@@ -228,12 +228,6 @@ class GrpoTrainArgs(TrainArgs):
 
     def problems(self) -> list[str]:
         found = super().problems()
-        if self.auto_batch_size:
-            found.append(
-                "--batch-size auto: not for GRPO (a step samples before it trains, and TRL needs "
-                "whole groups of --num-generations answers in a batch); give a number, e.g. "
-                "--batch-size 4 with --num-generations 4"
-            )
         if self.group_by_length:
             found.append(
                 "--group-by-length: GRPO batches hold whole groups of one prompt's answers; drop it"
@@ -292,3 +286,26 @@ def check_batch_holds_groups(train_args: TrainArgs, grpo_args: GrpoArgs) -> None
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
+
+
+def check_auto_batch(train_args: TrainArgs, grpo_args: GrpoArgs) -> None:
+    """--batch-size auto for GRPO samples one optimizer step's answers (--effective-batch-size,
+    default 16) together and picks the micro-batch: they must be whole groups, and the
+    generation batch is not set by hand."""
+    answers = train_args.effective_batch_size or DEFAULT_AUTO_EFFECTIVE_BATCH
+    per_process = answers // distributed.world_size()
+    if grpo_args.generation_batch_size is not None or grpo_args.steps_per_generation is not None:
+        raise ConfigError(
+            "--batch-size auto samples each step's answers together and picks the micro-batch "
+            "itself",
+            where="--batch-size auto/--generation-batch-size/--steps-per-generation",
+            fix="drop --generation-batch-size and --steps-per-generation, or give --batch-size",
+        )
+    if per_process % grpo_args.num_generations or answers % distributed.world_size():
+        raise ConfigError(
+            f"{answers} answers a step ({per_process} a process) are not whole groups of "
+            f"--num-generations {grpo_args.num_generations}",
+            where="--batch-size auto/--effective-batch-size",
+            fix=f"use --effective-batch-size "
+            f"{_round_up(answers, grpo_args.num_generations * distributed.world_size())}",
+        )
