@@ -19,10 +19,25 @@ os.environ.setdefault("VLM_UNSLOTH_CACHE", tempfile.mkdtemp(prefix="vlm-unsloth-
 
 import pytest  # noqa: E402
 
-TINY_MODELS = [
-    "tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-llama-3.2-vision", "tiny-smolvlm", "tiny-smolvlm2",
-    "tiny-pixtral", "tiny-qwen3-vl", "tiny-gemma3", "tiny-qwen3.5",
-]  # fmt: skip
+from vlm_unsloth.families import TINY_MODEL_NAMES  # noqa: E402
+
+TINY_MODELS = list(TINY_MODEL_NAMES)
+"""Every family's tiny checkpoint, from the registry: a family module's presence is what puts
+its family under every per-family test (tests/test_every_family.py)."""
+
+
+def family_id(name: str) -> str:
+    """A per-family parametrisation's id: the family's key (`-k pixtral` selects its tests)."""
+    return TINY_MODEL_NAMES[name].key
+
+
+def each_family(names=None, argname: str = "name"):
+    """`@each_family()`: parametrise `name` over every family's tiny checkpoint (or `names`, a
+    list derived from the registry), with the families' keys as ids."""
+    names = TINY_MODELS if names is None else list(names)
+    return pytest.mark.parametrize(argname, names, ids=[family_id(n) for n in names])
+
+
 REPO = Path(__file__).resolve().parent.parent
 """The checkout: scripts/ and configs/ are found from here, never from the current folder."""
 
@@ -55,6 +70,59 @@ def tiny_processor(tiny_ref):
         return cache[name]
 
     return get
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on 1 thread: on a busy 2-core machine 2 threads made GRPO's steps 10-50x slower
+    (OpenMP spin-waits under contention)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+SIDE = 224
+"""--max-side of the inference tests: small images, fast, and still different sizes a row."""
+
+
+def _greedy():
+    from vlm_unsloth.infer.args import GenerationArgs
+
+    return GenerationArgs(max_new_tokens=12, batch_size=4)
+
+
+GREEDY = _greedy()
+"""Greedy decoding of the inference tests: 12 new tokens, 4 rows a batch."""
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    """loaded(name) -> the tiny model `name` loaded for inference, no adapter (hf backend;
+    cached for the test module)."""
+    from vlm_unsloth.config import ModelArgs
+    from vlm_unsloth.infer.generation import load_for_inference
+
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = load_for_inference(ModelArgs(model=name, backend="hf"), None)
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def demo_records():
+    """Four demo eval rows: charts of different sizes, questions of different lengths."""
+    from vlm_unsloth.data.loaders import DataSpec, load_sft_dataset
+    from vlm_unsloth.data.splits import DEMO_DIR
+
+    dataset = load_sft_dataset(DataSpec(dataset=str(DEMO_DIR / "eval.jsonl")))
+    return [dataset[i] for i in range(4)]
 
 
 @pytest.fixture

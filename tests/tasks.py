@@ -58,7 +58,7 @@ def colour_training_args(
     max_steps: int = 60,
 ) -> list[str]:
     """train-sft flags of the measured recipe that learns the colour task (see the docstring;
-    tests/test_new_families.py has the other tiny models' numbers)."""
+    tests/test_every_family.py has every tiny model's numbers)."""
     return [
         "--model", model, "--backend", backend, "--dataset", str(task.train),
         "--eval-dataset", str(task.eval), "--output-dir", str(output),

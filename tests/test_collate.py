@@ -1,4 +1,6 @@
-"""Label masking, token by token: prompt, padding and image tokens are -100; answers are kept."""
+"""Label masking: a row with nothing to supervise is an error naming it, images are capped before
+the processor, and Unsloth's collator supervises the same tokens as ours for every family. (Each
+family's labels token by token, with and without --train-on-prompt: tests/test_every_family.py.)"""
 
 from __future__ import annotations
 
@@ -6,9 +8,8 @@ import pytest
 from conftest import TINY_MODELS
 from test_tiny import _record
 
-from vlm_unsloth.data.collate import IGNORE_INDEX, SftCollator
+from vlm_unsloth.data.collate import SftCollator
 from vlm_unsloth.data.image_tokens import count_image_tokens
-from vlm_unsloth.data.records import to_chat_template_messages
 from vlm_unsloth.errors import DataError
 
 
@@ -45,85 +46,8 @@ def _mixed_batch(family) -> list[dict]:
     return [_record("red"), _multi_turn(), *([_text_only()] if family.mixes_text_only_rows else [])]
 
 
-def _answers_as_rendered(processor, family, record) -> list[str]:
-    """Each answer as the chat template writes it after the assistant marker (SmolVLM's keeps
-    the space of "Assistant: red")."""
-    text = processor.apply_chat_template(
-        to_chat_template_messages(record["messages"]), tokenize=False
-    )
-    return [part.split(family.end_of_turn)[0] for part in text.split(family.response_part)[1:]]
-
-
 def _unsupervised_ids(tokenizer, family) -> set[int]:
     return {tokenizer.convert_tokens_to_ids(token) for token in family.unsupervised_tokens}
-
-
-@pytest.mark.parametrize("name", TINY_MODELS)
-def test_only_answers_and_their_end_of_turn_are_supervised(name, tiny_ref, tiny_processor):
-    collator = _collator(name, tiny_ref, tiny_processor)
-    tokenizer = tiny_processor(name).tokenizer
-    family = tiny_ref(name).family
-    records = _mixed_batch(family)
-    batch = collator(records)
-    eot = tokenizer.convert_tokens_to_ids(family.end_of_turn)
-    image_ids = _unsupervised_ids(tokenizer, family)
-    expected_answers = [["red"], ["red", "a square"], ["a plum"]]
-    for row, record in enumerate(records):
-        answers = _answers_as_rendered(tiny_processor(name), family, record)
-        # Qwen3.5's last answer follows an empty think block: supervised with it (what the
-        # generation prompt, rendered without thinking, ends with is what the model must write).
-        think = "<think>\n\n</think>\n\n" if family.template_thinks else ""
-        assert [a.strip() for a in answers[:-1]] + [answers[-1].removeprefix(think).strip()] == (
-            expected_answers[row]
-        )
-        assert answers[-1].startswith(think)
-        has_image_tokens = any(t in image_ids for t in batch["input_ids"][row].tolist())
-        assert has_image_tokens == bool(record["images"])  # the text-only row has none
-        ids = batch["input_ids"][row].tolist()
-        labels = batch["labels"][row].tolist()
-        mask = batch["attention_mask"][row].tolist()
-        expected = [IGNORE_INDEX] * len(ids)
-        # Locate each answer's tokens right after the assistant header, token by token.
-        search_from = 0
-        for answer in answers:
-            answer_ids = tokenizer.encode(answer, add_special_tokens=False)
-            assert tokenizer.decode(answer_ids[:1]).strip()  # no whitespace-only first token
-            start = next(
-                i for i in range(search_from, len(ids))
-                if ids[i : i + len(answer_ids)] == answer_ids
-                and tokenizer.decode(ids[:i]).endswith(family.response_part)
-            )  # fmt: skip
-            end = start + len(answer_ids)
-            assert ids[end] == eot
-            expected[start : end + 1] = ids[start : end + 1]
-            search_from = end + 1
-        assert labels == expected
-        for label, token, attended in zip(labels, ids, mask, strict=True):
-            if not attended or token in image_ids:
-                assert label == IGNORE_INDEX
-    assert batch["attention_mask"][0].sum() < batch["attention_mask"][1].sum()  # padded row
-
-
-@pytest.mark.parametrize("name", TINY_MODELS)
-def test_train_on_prompt_keeps_text_but_never_images_or_padding(name, tiny_ref, tiny_processor):
-    collator = _collator(name, tiny_ref, tiny_processor, train_on_prompt=True)
-    tokenizer = tiny_processor(name).tokenizer
-    # The image token and the layout tokens the processor writes around it (Qwen's vision
-    # start/end, SmolVLM's tile separators, Pixtral's row breaks), as Unsloth masks them.
-    image_ids = _unsupervised_ids(tokenizer, tiny_ref(name).family)
-    batch = collator([_record("red"), _multi_turn()])
-    assert any(token in image_ids for token in batch["input_ids"][0].tolist())
-    for row in range(2):
-        ids, labels = batch["input_ids"][row].tolist(), batch["labels"][row].tolist()
-        mask = batch["attention_mask"][row].tolist()
-        for token, label, attended in zip(ids, labels, mask, strict=True):
-            if not attended or token in image_ids:
-                assert label == IGNORE_INDEX
-            else:
-                assert label == token
-    prompt_only = tokenizer.encode("What colour is it?", add_special_tokens=False)
-    kept = batch["labels"][0].tolist()
-    assert any(kept[i : i + len(prompt_only)] == prompt_only for i in range(len(kept)))
 
 
 def test_a_row_with_nothing_to_supervise_is_an_error_naming_it(tiny_ref, tiny_processor):

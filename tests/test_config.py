@@ -450,3 +450,17 @@ def test_a_presets_eval_split_missing_from_the_data_names_the_preset_and_key(tmp
     assert option_origin("--eval-split", [*argv, "--eval-split=val"]) is None
     assert option_origin("--max-samples", argv) == f"{preset}: max_samples"
     assert option_origin("--seed", argv) is None  # the preset does not set it
+
+
+def test_the_course_preset_is_smolvlm_instruct_on_chartqa_at_768():
+    from conftest import REPO
+
+    preset = REPO / "configs" / "smolvlm-instruct-12gb.yaml"
+    model, lora, data, train = parse_args(
+        [ModelArgs, LoraArgs, DataArgs, TrainArgs], ["--config", str(preset)]
+    )
+    assert (model.model, data.dataset, data.max_side) == (
+        "HuggingFaceTB/SmolVLM-Instruct", "HuggingFaceM4/ChartQA", 768,
+    )  # fmt: skip
+    assert (train.batch_size, train.grad_accum, train.learning_rate) == (4, 4, 1e-4)
+    assert data.system_prompt.startswith("You are a Vision Language Model specialized")

@@ -1,12 +1,12 @@
-"""DPO on the tiny models (hf backend, CPU): the images reach the DPO loss, the reference is the
+"""DPO on the tiny models (hf backend, CPU): Mllama's logits widened on CPU, the reference is the
 starting policy without a second model, and preference training on a task that needs the image
-raises held-out preference accuracy. Plus the DPO options and the script's --help."""
+raises held-out preference accuracy. Plus the DPO options and the script's --help. (The images
+reach the DPO loss for every family in tests/test_every_family.py, with this file's `_trainer`.)"""
 
 from __future__ import annotations
 
 import io
 import json
-import math
 import random
 import subprocess
 import sys
@@ -125,60 +125,6 @@ def _perturb_adapter(model, seed: int = 1) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # The images reach the DPO loss
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "tiny-qwen2-vl", "tiny-llama-3.2-vision", "tiny-smolvlm", "tiny-smolvlm2", "tiny-pixtral",
-        "tiny-qwen3-vl", "tiny-gemma3", "tiny-qwen3.5",
-    ],
-)  # fmt: skip
-def test_images_reach_the_dpo_loss(name, tmp_path):
-    loaded, trainer, _ = _trainer(name, tmp_path)
-    collator = trainer.data_collator
-    coloured = collator(_records(_coloured_images()))
-    blank = collator(_records([Image.new("RGB", (IMAGE_SIDE, IMAGE_SIDE), "white")] * 4))
-    assert torch.equal(coloured["input_ids"], blank["input_ids"])  # only the pixels differ
-    assert coloured["input_ids"].shape[0] == 8  # 4 chosen rows, then 4 rejected rows
-    if loaded.family.model_type == "mllama":
-        # Cross-attention inputs, aligned with the whole conversation (TRL's own collator
-        # builds them for the prompt alone).
-        assert coloured["cross_attention_mask"].shape[:2] == coloured["input_ids"].shape
-        assert {"pixel_values", "aspect_ratio_ids", "aspect_ratio_mask"} <= set(coloured)
-    elif loaded.family.image_scheme.name in ("qwen", "qwen3"):
-        assert coloured["image_grid_thw"].shape == (8, 3)
-        assert coloured["pixel_values"].shape[0] == int(coloured["image_grid_thw"].prod(-1).sum())
-        assert coloured["mm_token_type_ids"].shape == coloured["input_ids"].shape
-    elif loaded.family.image_scheme.name == "gemma3":  # one square per image; bidirectional image
-        assert coloured["pixel_values"].shape[0] == 8  # attention needs token_type_ids
-        assert coloured["token_type_ids"].shape == coloured["input_ids"].shape
-    elif loaded.family.image_scheme.name == "idefics3":  # one row of views per conversation
-        assert coloured["pixel_values"].shape[0] == 8
-        assert coloured["pixel_attention_mask"].shape[0] == 8
-    else:  # pixtral: every image, with its size
-        assert coloured["image_sizes"].shape == (8, 2)
-
-    trainer.model.train()
-    _perturb_adapter(trainer.model)  # policy != reference, so the loss depends on both passes
-    with logits_cover_input_ids(loaded):
-        reference_coloured = torch.cat(trainer.compute_ref_log_probs(trainer.model, coloured))
-        reference_blank = torch.cat(trainer.compute_ref_log_probs(trainer.model, blank))
-        loss_coloured = trainer.compute_loss(trainer.model, coloured)
-        loss_blank = trainer.compute_loss(trainer.model, blank)
-    print(name, "reference log p (coloured):", reference_coloured.tolist())
-    print(name, "reference log p (blank):   ", reference_blank.tolist())
-    print(name, "DPO loss coloured", loss_coloured.item(), "blank", loss_blank.item())
-    assert (reference_coloured - reference_blank).abs().max() > 1e-3
-    assert abs(loss_coloured.item() - loss_blank.item()) > 1e-4
-    assert abs(loss_coloured.item() - math.log(2)) > 1e-3  # the perturbed policy was scored
-    loss_coloured.backward()
-    vision = [
-        p
-        for n, p in trainer.model.named_parameters()
-        if p.requires_grad and any(t in n for t in ("visual", "vision_model", "vision_tower"))
-    ]
-    assert vision and any(p.grad is not None and p.grad.abs().sum() > 0 for p in vision)
 
 
 def test_mllama_on_cpu_needs_its_logits_widened(tmp_path):

@@ -152,3 +152,24 @@ def test_removing_a_family_module_removes_the_family(without_pixtral):
         assert (
             "unknown model 'tiny-pixtral'" in refused.stderr and "tiny-qwen2-vl" in refused.stderr
         )
+
+
+@pytest.mark.slow
+def test_every_other_familys_tests_pass_without_a_family_module(without_pixtral):
+    """tests/test_every_family.py (fast tier) against the package without families/pixtral.py:
+    every remaining family passes, and no pixtral parametrisation is collected."""
+    env = {**__import__("os").environ, "PYTHONPATH": str(without_pixtral)}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", str(REPO / "tests" / "test_every_family.py"),
+         "-m", "not slow", "-q", "-p", "no:cacheprovider", "--collect-only"],
+        capture_output=True, text=True, env=env, cwd=without_pixtral, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "pixtral" not in result.stdout and "[qwen2-vl]" in result.stdout
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", str(REPO / "tests" / "test_every_family.py"),
+         "-m", "not slow", "-q", "-p", "no:cacheprovider", "-x"],
+        capture_output=True, text=True, env=env, cwd=without_pixtral, timeout=1800,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert " passed" in run.stdout and "failed" not in run.stdout

@@ -9,7 +9,7 @@ the real training loop (a forward pre-hook inside the trainer's policy and refer
 from __future__ import annotations
 
 import pytest
-from conftest import forward_input_recorder
+from conftest import TINY_MODELS, forward_input_recorder
 
 torch = pytest.importorskip("torch")
 
@@ -18,33 +18,26 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
 
-# What each family's forward must receive for the image to count: Qwen's patch grid; Mllama's
-# per-token cross-attention mask (pixel_values alone would be attended to by nothing).
-IMAGE_INPUTS = {
-    "tiny-qwen2-vl": ("pixel_values", "image_grid_thw"),
-    "tiny-llama-3.2-vision": ("pixel_values", "aspect_ratio_ids", "cross_attention_mask"),
-    # SmolVLM: a row of tile views (and which pixels are real); Pixtral: each image's size.
-    "tiny-smolvlm": ("pixel_values", "pixel_attention_mask"),
-    "tiny-smolvlm2": ("pixel_values", "pixel_attention_mask"),
-    "tiny-pixtral": ("pixel_values", "image_sizes"),
-    # Qwen3-VL also needs the image positions; Gemma 3's token_type_ids make attention inside
-    # each image bidirectional (without them its forward runs, silently causal).
-    "tiny-qwen3-vl": ("pixel_values", "image_grid_thw", "mm_token_type_ids"),
-    "tiny-gemma3": ("pixel_values", "token_type_ids"),
-    "tiny-qwen3.5": ("pixel_values", "image_grid_thw", "mm_token_type_ids"),
-}
+# What each family's forward must receive for the image to count: what its processor makes for
+# an image (Qwen's patch grid and positions, Mllama's per-token cross-attention mask, SmolVLM's
+# views, Pixtral's sizes, Gemma 3's token types), derived from the processor.
 
 
-@pytest.mark.parametrize("name", list(IMAGE_INPUTS))
+@pytest.mark.parametrize("name", TINY_MODELS)
 def test_train_dpo_on_the_unsloth_backend_feeds_the_images(name, tmp_path):
     from vlm_unsloth.config import DataArgs, ModelArgs
     from vlm_unsloth.families import TINY_MODEL_NAMES
 
     if not TINY_MODEL_NAMES[name].unsloth_trains:
         pytest.skip(f"{name}: Unsloth cannot train it ({TINY_MODEL_NAMES[name].unsloth_note})")
+    from test_every_family import _image_inputs
+
+    from vlm_unsloth.models.loading import load_processor, resolve_model
     from vlm_unsloth.models.lora import LoraArgs
     from vlm_unsloth.train.dpo import DpoArgs, DpoTrainArgs, train_dpo
 
+    ref = resolve_model(name)
+    image_inputs = _image_inputs(load_processor(ref), ref.family)
     recorder = forward_input_recorder()
     result = train_dpo(
         ModelArgs(model=name, backend="unsloth"),
@@ -64,7 +57,7 @@ def test_train_dpo_on_the_unsloth_backend_feeds_the_images(name, tmp_path):
     assert len(recorder.calls) >= 6, recorder.calls
     for index, call in enumerate(recorder.calls[:6]):
         print(name, "forward", index, call)
-        for key in IMAGE_INPUTS[name]:
+        for key in image_inputs:
             assert key in call, (key, call)
         assert call["input_ids"][0] == 4  # 2 prompts x (chosen, rejected)
         if "image_grid_thw" in call:

@@ -1,7 +1,9 @@
-"""GRPO on the tiny models (hf backend, CPU): the images reach the policy's log-probabilities in
-the loss, image placeholders are never sampled, every family trains, resumes and logs through the
-real command, a bad reward stops with one line, and GRPO on an image-dependent
-task raises held-out accuracy (and does not with blank images). Plus the options and --help."""
+"""GRPO on the tiny models (hf backend, CPU): image token types line up with left-padded prompts,
+image placeholders are never sampled, an SFT adapter run resumes, a bad reward stops with one
+line, and GRPO on an image-dependent task raises held-out accuracy (and does not with blank
+images). Plus the options and --help. (The images reach the loss, and the real command trains,
+logs, saves and resumes, for every family in tests/test_every_family.py, with this file's
+`_trainer`.)"""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY_MODELS, must_not_be_called
+from conftest import REPO, TINY_MODELS, each_family, must_not_be_called
 from datasets import Dataset
 from PIL import Image
 from tasks import colour_training_args, write_colour_task
@@ -28,6 +30,7 @@ from vlm_unsloth.data.demo_colours import COLOURS, IMAGE_SIDE, QUESTION, draw_sq
 from vlm_unsloth.data.records import SFT_FEATURES
 from vlm_unsloth.data.splits import DEMO_DIR
 from vlm_unsloth.errors import ConfigError
+from vlm_unsloth.families import TINY_MODEL_NAMES
 from vlm_unsloth.models.device import DeviceSetup
 from vlm_unsloth.models.loading import load_model
 from vlm_unsloth.models.lora import LoraArgs
@@ -38,16 +41,6 @@ from vlm_unsloth.train.steps import TrainingData
 
 CPU = DeviceSetup(backend="hf", device="cpu", dtype="float32", why="test")
 GRPO_ARGS = [ModelArgs, LoraArgs, DataArgs, GrpoTrainArgs, GrpoArgs]
-
-
-@pytest.fixture
-def one_thread():
-    """GRPO on 1 thread: on a busy 2-core machine 2 threads made its steps 10-50x slower (OpenMP
-    spin-waits under contention)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _png(image: Image.Image) -> dict:
@@ -83,12 +76,6 @@ def _records(count: int = 4, sides: tuple[int, ...] = (IMAGE_SIDE,)) -> list[dic
 text_checksum = checked("text_checksum", lambda completions, **kw: [
     float(zlib.crc32(completion_text(c).encode()) % 1000) for c in completions
 ])  # fmt: skip
-
-# The inputs besides pixel_values that each image-token scheme's forward needs in the loss.
-IMAGE_INPUTS = {
-    "qwen": "image_grid_thw", "qwen3": "image_grid_thw", "idefics3": "pixel_attention_mask",
-    "pixtral": "image_sizes", "gemma3": "token_type_ids", "mllama": "aspect_ratio_ids",
-}  # fmt: skip
 
 
 def _trainer(
@@ -151,61 +138,12 @@ def _loss_path_logps(trainer, inputs: dict) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# The images reach the loss
+# Prompts and sampling
 
 
-@pytest.mark.parametrize("name", TINY_MODELS)
-def test_images_reach_the_policy_log_probabilities_in_the_loss(name, tmp_path, one_thread):
-    from vlm_unsloth.train.grpo_trainer import media_token_ids
-
-    loaded, trainer = _trainer(name, tmp_path)
-    # The sampling settings reach TRL: image and layout tokens suppressed, and answers end at
-    # the family's end of turn (what SFT taught), not only at the tokenizer's EOS.
-    tokenizer = loaded.processor.tokenizer
-    suppressed = trainer.args.generation_kwargs["suppress_tokens"]
-    assert suppressed == media_token_ids(tokenizer, loaded.family)
-    eos = loaded.model.generation_config.eos_token_id
-    assert tokenizer.convert_tokens_to_ids(loaded.family.end_of_turn) in (
-        [eos] if isinstance(eos, int) else eos
-    )
-    inputs = _loss_batch(trainer)
-    assert inputs["advantages"].abs().sum() > 0  # answers differ, so the loss has a gradient
-    # Prompts end as at inference: Qwen3.5's with an empty think block (answers follow it).
-    prompt = tokenizer.decode(inputs["prompt_ids"][0])
-    think = "<think>\n\n</think>\n\n" if loaded.family.template_thinks else ""
-    assert prompt.endswith(loaded.family.response_part + think), prompt[-60:]
-    rows = inputs["prompt_ids"].size(0)
-    assert rows == 4 and "pixel_values" in inputs
-    assert inputs[IMAGE_INPUTS[loaded.family.image_scheme.name]].size(0) == rows
-    if loaded.family.images_by_cross_attention:
-        assert {"aspect_ratio_ids", "aspect_ratio_mask"} <= set(inputs)  # what TRL drops
-
-    white = Image.new("RGB", (IMAGE_SIDE, IMAGE_SIDE), "white")
-    images = [[white]] * rows if loaded.family.nested_images else [white] * rows
-    blank = loaded.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
-    assert blank.shape == inputs["pixel_values"].shape  # only the pixels change
-    mask = inputs["completion_mask"].bool()
-    real = _loss_path_logps(trainer, inputs)
-    again = _loss_path_logps(trainer, inputs)
-    blanked = _loss_path_logps(trainer, {**inputs, "pixel_values": blank})
-    print(name, "mean |Δ log p| with blank images:", (real - blanked)[mask].abs().mean().item())
-    assert (real - again)[mask].abs().max() < 1e-5
-    assert (real - blanked)[mask].abs().max() > 1e-3
-
-    trainer.model.zero_grad()
-    trainer._compute_loss(trainer.model, inputs).backward()
-    vision = [
-        p
-        for n, p in trainer.model.named_parameters()
-        if p.requires_grad
-        and any(tower in n for tower in ("visual", "vision_model", "vision_tower"))
-    ]
-    assert vision and any(p.grad is not None and p.grad.abs().sum() > 0 for p in vision)
-
-
-@pytest.mark.parametrize(
-    "name", ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-qwen3.5"]
-)
+@each_family(
+    name for name, f in TINY_MODEL_NAMES.items() if f.image_scheme.name in ("qwen", "qwen3")
+)  # the families whose processor writes mm_token_type_ids (M-RoPE image positions)
 def test_image_token_types_line_up_with_left_padded_prompts(name, tmp_path, one_thread):
     """TRL left-pads the prompt ids, and its loss-path processor call pads mm_token_type_ids (which
     place Qwen's M-RoPE image positions) on the tokenizer's side: they must agree on prompts of
@@ -424,64 +362,6 @@ def test_auto_batch_size_refuses_partial_groups_and_a_hand_set_generation_batch(
 def _write_task(folder: Path, rows: int = 8) -> tuple[Path, Path]:
     task = write_colour_task(folder, train_rows=rows, eval_rows=4)
     return task.train, task.eval
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", TINY_MODELS)
-def test_train_grpo_logs_saves_and_resumes(name, tmp_path, one_thread):
-    train, evaluation = _write_task(tmp_path / "task")
-    rewards_file = tmp_path / "my_rewards.py"
-    rewards_file.write_text(
-        "def seen_columns(completions, answer, source, images, **kwargs):\n"
-        "    assert len(images[0]) == 1 and images[0][0].size == (84, 84), images[0]\n"
-        "    return [float(len(a) > 2 and '.jsonl:' in s) for a, s in "
-        "zip(answer, source)]\n"
-    )
-    output = tmp_path / "run"
-    common = [
-        "--model", name, "--backend", "hf", "--dataset", str(train),
-        "--eval-dataset", str(evaluation), "--output-dir", str(output),
-        "--rewards", "exact_match", f"{rewards_file}:seen_columns", "format",
-        "--reward-weights", "1", "0.5", "0.2", "--beta", "0.04",
-        "--num-generations", "2", "--batch-size", "2", "--grad-accum", "2",
-        "--max-completion-length", "3", "--lora-r", "4", "--save-steps", "2",
-        "--no-gradient-checkpointing", "--learning-rate", "1e-3",
-    ]  # fmt: skip
-    assert grpo_main([*common, "--max-steps", "2"]) == 0
-    summary = json.loads((output / "summary.json").read_text())
-    assert summary["job"] == "GRPO" and summary["global_step"] == 2
-    for key in ("heldout_reward_before", "heldout_reward_after", "heldout_exact_match_before",
-                "heldout_seen_columns_after", "heldout_format_after"):  # fmt: skip
-        assert key in summary, key
-    assert summary["heldout_seen_columns_before"] == 1.0  # answer and source reached it
-    assert summary["heldout_rows_after"] == 4
-    assert summary["seconds_per_step"] > 0 and summary["generated_tokens_per_second"] > 0
-    assert "adapter disabled" in summary["reference"]  # a fresh adapter: no "ref" copy
-    assert "pixel_values" in summary["model_inputs_first_step"]
-    logged = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
-    steps = [row for row in logged if "loss" in row]
-    for key in ("reward", "reward_std", "rewards/exact_match/mean", "rewards/exact_match/std",
-                "rewards/seen_columns/mean", "rewards/format/std", "completions/mean_length",
-                "kl", "seconds_per_step", "generated_tokens_per_second"):  # fmt: skip
-        assert all(key in row for row in steps), key
-    assert all(row["rewards/seen_columns/mean"] == 1.0 for row in steps)
-    assert (output / "checkpoint-2").is_dir()
-    assert (output / "adapter" / "adapter_config.json").is_file()
-    assert not (output / "adapter" / "ref").exists()
-
-    assert grpo_main([*common, "--max-steps", "3", "--resume"]) == 0
-    resumed = json.loads((output / "summary.json").read_text())
-    assert resumed["global_step"] == 3
-    steps = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in steps if "loss" in row][-1] == 3
-
-    # Again: finished as asked, so nothing is loaded or scored and nothing changes.
-    from vlm_unsloth.train import steps as train_steps
-
-    with pytest.MonkeyPatch.context() as patched:
-        patched.setattr(train_steps, "load_model_for_training", must_not_be_called)
-        assert grpo_main([*common, "--max-steps", "3", "--resume"]) == 0
-    assert json.loads((output / "summary.json").read_text()) == resumed
 
 
 @pytest.mark.slow

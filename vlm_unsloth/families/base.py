@@ -200,6 +200,16 @@ class Family:
     """The chat template's generation prompt opens a <think> block unless it is rendered with
     enable_thinking=False (Qwen3.5): prompts for generation are rendered so, with the empty
     think block every trained answer follows."""
+    vision_tower: str = ""
+    """Module path of the vision encoder in the loaded model (e.g. "model.visual"): LoRA's
+    vision switch adapts the layer stacks under it."""
+    language_model: str = ""
+    """Module path of the language model's decoder in the loaded model (e.g.
+    "model.language_model"): LoRA's language switch adapts its layer stack."""
+    connector: str = ""
+    """The module between the vision tower and the language model, by the name a user passes to
+    --modules-to-save to train it fully (e.g. "multi_modal_projector"): LoRA never adapts it, as
+    Unsloth does not."""
     fp16_unsafe: str = ""
     """Why the family must not compute in float16 (its activations overflow it), or "" when it
     may: then `--precision auto` picks float32 on GPUs without bf16 (T4) and `--precision fp16`

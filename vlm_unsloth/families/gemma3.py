@@ -186,6 +186,9 @@ FAMILY = Family(
     other_image_tokens=("<start_of_image>", "<end_of_image>"),
     max_aspect_ratio=None,  # any shape: squashed to the square
     min_image_side=1,
+    vision_tower="model.vision_tower",
+    language_model="model.language_model",
+    connector="multi_modal_projector",
     image_scheme=ImageScheme(
         "gemma3", gemma3_settings, gemma3_image_tokens, gemma3_cap, expand_prompt=expand_prompt
     ),

@@ -130,6 +130,9 @@ FAMILY = Family(
     image_token="<|image|>",
     max_aspect_ratio=None,  # tiles any aspect ratio onto a canvas of up to 4 tiles
     min_image_side=1,
+    vision_tower="model.vision_model",
+    language_model="model.language_model",
+    connector="multi_modal_projector",
     image_scheme=ImageScheme("mllama", mllama_settings, mllama_image_tokens),
     architecture=Architecture(
         # <|image|> must be the LAST id, equal to the text vocab_size (the real checkpoint has

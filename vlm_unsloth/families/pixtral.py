@@ -160,6 +160,9 @@ FAMILY = Family(
     other_image_tokens=("[IMG_BREAK]", "[IMG_END]"),
     max_aspect_ratio=None,
     min_image_side=1,
+    vision_tower="model.vision_tower",
+    language_model="model.language_model",
+    connector="multi_modal_projector",
     image_scheme=ImageScheme("pixtral", pixtral_settings, pixtral_image_tokens, pixtral_cap),
     architecture=Architecture(
         # Tekken vocabulary as converted for transformers: the first 20 ids are control tokens

@@ -44,6 +44,9 @@ FAMILY = Family(
     default_model="unsloth/Qwen2-VL-7B-Instruct",
     tiny_name="tiny-qwen2-vl",
     **QWEN_CHAT,
+    vision_tower="model.visual",
+    language_model="model.language_model",
+    connector="merger",
     image_scheme=QWEN_SCHEME,
     architecture=Architecture(
         QWEN2_TOKENIZER,

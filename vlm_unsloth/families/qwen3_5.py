@@ -97,6 +97,9 @@ FAMILY = Family(
     default_model="unsloth/Qwen3.5-4B",
     tiny_name="tiny-qwen3.5",
     **dict(QWEN_CHAT, min_image_side=32),
+    vision_tower="model.visual",
+    language_model="model.language_model",
+    connector="merger",
     image_scheme=QWEN3_SCHEME,
     architecture=Architecture(
         QWEN3_TOKENIZER,

@@ -82,6 +82,9 @@ FAMILY = Family(
     default_model="unsloth/Qwen3-VL-8B-Instruct",
     tiny_name="tiny-qwen3-vl",
     **dict(QWEN_CHAT, min_image_side=32),
+    vision_tower="model.visual",
+    language_model="model.language_model",
+    connector="merger",
     image_scheme=QWEN3_SCHEME,
     architecture=Architecture(
         QWEN3_TOKENIZER,

@@ -37,6 +37,9 @@ FAMILY = Family(
     default_model="HuggingFaceTB/SmolVLM-Instruct",
     tiny_name="tiny-smolvlm",
     **SMOLVLM_CHAT,
+    vision_tower="model.vision_model",
+    language_model="model.text_model",
+    connector="connector",
     image_scheme=IDEFICS3_SCHEME,
     architecture=Architecture(
         _idefics3.tokenizer(),
