@@ -235,17 +235,23 @@ class VisionGRPOTrainer(GRPOTrainer):
 
     def _generate(self, prompts, *args, **kwargs):
         """TRL's sampling of a generation batch (all its answers in one generate call per
-        process), timed, with the policy in `sampling_mode` (on hf; Unsloth switches itself)."""
+        process), timed."""
         start = self.phases.now()
-        with (
-            contextlib.nullcontext() if self._unsloth_switches_modes else sampling_mode(self.model)
-        ):
-            output = super()._generate(prompts, *args, **kwargs)
+        output = super()._generate(prompts, *args, **kwargs)
         self.phases.totals.sample += self.phases.now() - start
         # (prompt_ids, completion_ids, ...): every process's answer tokens.
         local = torch.tensor(sum(len(ids) for ids in output[1]), device=self.accelerator.device)
         self.phases.totals.generated_tokens += int(self.accelerator.gather(local).sum())
         return output
+
+    def _generate_single_turn(self, *args, **kwargs):
+        """The generate call itself, with the policy in `sampling_mode` (on hf; Unsloth switches
+        itself). Only this call: TRL's `_generate` files its completion metrics under the mode
+        `model.training` says, so the model must still be training there."""
+        with (
+            contextlib.nullcontext() if self._unsloth_switches_modes else sampling_mode(self.model)
+        ):
+            return super()._generate_single_turn(*args, **kwargs)
 
     # Every override passes its arguments through untouched for the other families: Unsloth's
     # patched trainer has its own signatures for these methods.
