@@ -80,21 +80,6 @@ def test_auto_batch_size_takes_the_largest_batch_that_fits(tmp_path, memory_limi
     assert result.summary["global_step"] == 3
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("name", "inner"), [("tiny-qwen3-vl", "Qwen3VLModel"), ("tiny-gemma3", "Gemma3Model"),
-                        ("tiny-qwen3.5", "Qwen3_5Model")],
-)  # fmt: skip
-def test_auto_batch_size_on_qwen3_vl_and_gemma3(name, inner, tmp_path, memory_limit):
-    import transformers
-
-    calls = memory_limit(rows=4, model_class=getattr(transformers, inner))
-    result = _sft(tmp_path / "run", model=name, batch_size="auto", effective_batch_size=8,
-                  max_steps=2)  # fmt: skip
-    assert (result.summary["batch_size"], result.summary["grad_accum"]) == (4, 2)
-    assert calls["oom"] == 1 and result.summary["global_step"] == 2
-
-
 def test_resumed_auto_run_keeps_the_batch_it_measured(tmp_path, memory_limit, monkeypatch):
     memory_limit(rows=2)
     _sft(tmp_path / "run", batch_size="auto", effective_batch_size=8, max_steps=2, save_steps=2)
