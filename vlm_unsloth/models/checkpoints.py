@@ -1,8 +1,8 @@
 """The family of any `--model` found without loading anything, so that `--backend auto` can
 decide before Unsloth is imported (which must come before transformers).
 
-    peek_family("tiny-smolvlm").key                        # "smolvlm"
     peek_family("unsloth/Qwen2-VL-7B-Instruct").key        # "qwen2-vl" (a listed Hub id)
+    peek_family(family.tiny_name) is family                # each tiny checkpoint's own family
 
 Offline: the family modules' tables answer for the names they list (tiny checkpoints, Hub ids);
 other hub ids are read from the local Hugging Face cache when their config.json is there.
