@@ -167,34 +167,25 @@ def probe_peak_gib(
     would measure a run without checkpointing, several GiB too high for a 7B model."""
     import torch
 
-    cuda = torch.cuda.is_available()
     model = trainer.model
     (training_mode or (lambda m: m.train()))(model)
-    if cuda:
-        _release_cached_memory()
     dtype = torch.bfloat16 if trainer.args.bf16 else torch.float16 if trainer.args.fp16 else None
-    peaks = inputs = loss = out_of_memory = None
-    try:
+    autocast = torch.cuda.is_available() and dtype is not None
+
+    def forward_backward():
         inputs = trainer._prepare_inputs(trainer.data_collator(rows))
         inputs.pop(RECORDS_KEY, None)
-        with torch.autocast("cuda", dtype=dtype, enabled=cuda and dtype is not None):
+        with torch.autocast("cuda", dtype=dtype, enabled=autocast):
             loss = trainer.compute_loss(model, inputs)
         loss.backward()
-        peaks = (
-            (torch.cuda.max_memory_allocated() / 2**30, torch.cuda.max_memory_reserved() / 2**30)
-            if cuda
-            else (0.0, 0.0)
-        )
-    except torch.OutOfMemoryError as error:
-        out_of_memory = str(error).splitlines()[0][:200]
-    # After the except block the traceback's frames (and their activations) are released.
-    inputs = loss = None
-    model.zero_grad(set_to_none=True)
-    for metrics in getattr(trainer, "_metrics", {}).values():
-        metrics.clear()  # TRL logs per-step metrics inside compute_loss
-    if cuda:
-        _release_cached_memory()
-    return peaks or (None, out_of_memory)
+        # Returning frees the inputs and activations (also when it runs out of memory).
+
+    try:
+        return peak_gib_of(forward_backward)
+    finally:
+        model.zero_grad(set_to_none=True)
+        for metrics in getattr(trainer, "_metrics", {}).values():
+            metrics.clear()  # TRL logs per-step metrics inside compute_loss
 
 
 def _release_cached_memory() -> None:
