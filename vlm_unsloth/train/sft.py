@@ -96,6 +96,12 @@ def train_sft(
         processing_class=loaded.processor,
         callbacks=steps.callbacks(output, console) + list(extra_callbacks or []),
     )
+    if loaded.setup.backend == "hf" and trainer_config.loss_type == "chunked_nll":
+        # Qwen2.5-VL, Qwen3-VL, Qwen3.5, Gemma 3n and Gemma 4 declare accepts_loss_kwargs=False,
+        # so the Trainer would not pass num_items_in_batch and TRL's chunked loss would average
+        # each micro-batch on its own: gradient accumulation (and the out-of-memory split) would
+        # weight a short micro-batch's tokens more. TRL's chunked forward takes it for every model.
+        trainer.model_accepts_loss_kwargs = True
     train_args = settle_batch_size(trainer, train_args, data, loaded, output, console)
     print_banner(console, "SFT", loaded, data, train_args, output)
     with steps.claim_output(
