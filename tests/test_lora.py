@@ -148,3 +148,34 @@ def test_qwen3_5_gated_delta_net_projections_count_as_attention(tiny_ref):
     attention_only = select_lora_targets(model, LoraArgs(finetune_mlp_modules=False))
     adapted = {n.rsplit(".", 1)[1] for n in attention_only if ".linear_attn." in n}
     assert adapted == gated_delta_net
+
+
+def test_hf_backend_keeps_the_modules_a_family_names_in_16_bit_when_quantized(tiny_ref):
+    """PEFT's k-bit preparation casts every 16-bit parameter to float32; a family's
+    `hf_keeps_16bit` modules (Gemma 3n's and Gemma 4's per-layer embedding tables, gigabytes in
+    float32) stay as loaded and frozen, the rest is cast as before."""
+    import dataclasses
+
+    from vlm_unsloth.models import hf_backend
+    from vlm_unsloth.models.device import DeviceSetup
+
+    ref = tiny_ref("tiny-qwen2-vl")
+    setup = DeviceSetup(backend="hf", device="cpu", dtype="bfloat16", why="test")
+
+    def prepared(family):
+        model, _ = hf_backend.load(
+            ref.path, family=family, quantization="4bit", setup=setup, max_seq_length=512
+        )
+        model = hf_backend.add_lora(
+            model, LoraArgs(), family=family, seed=0, adapter=None, gradient_checkpointing=True
+        )
+        return dict(model.named_parameters())
+
+    kept = dataclasses.replace(ref.family, hf_keeps_16bit=("embed_tokens",))
+    for family, embedding_dtype in ((ref.family, torch.float32), (kept, torch.bfloat16)):
+        parameters = prepared(family)
+        embedding = next(p for n, p in parameters.items() if n.endswith("embed_tokens.weight"))
+        norm = next(p for n, p in parameters.items() if n.endswith("norm.weight"))
+        assert embedding.dtype == embedding_dtype and not embedding.requires_grad
+        assert norm.dtype == torch.float32
+        assert any(p.requires_grad for n, p in parameters.items() if "lora_" in n)

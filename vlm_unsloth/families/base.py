@@ -210,6 +210,11 @@ class Family:
     """The module between the vision tower and the language model, by the name a user passes to
     --modules-to-save to train it fully (e.g. "multi_modal_projector"): LoRA never adapts it, as
     Unsloth does not."""
+    hf_keeps_16bit: tuple[str, ...] = ()
+    """Modules (by the last part of their name) that the hf backend keeps in 16 bit when it
+    prepares a 4/8-bit model for training: PEFT's preparation casts every other 16-bit
+    parameter to float32, which for a large frozen table (Gemma 3n's and Gemma 4's per-layer
+    embeddings) takes gigabytes and runs out of memory under a 12 GiB cap."""
     fp16_unsafe: str = ""
     """Why the family must not compute in float16 (its activations overflow it), or "" when it
     may: then `--precision auto` picks float32 on GPUs without bf16 (T4) and `--precision fp16`

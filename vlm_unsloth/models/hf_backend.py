@@ -6,6 +6,7 @@ baseline. Never imports unsloth.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +59,12 @@ def add_lora(
 
     if getattr(model, "is_quantized", False):
         # Casts norms to fp32 and makes inputs require grad so checkpointed blocks backpropagate.
-        model = prepare_model_for_kbit_training(
-            model,
-            use_gradient_checkpointing=gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
+        with _set_aside(model, family.hf_keeps_16bit):
+            model = prepare_model_for_kbit_training(
+                model,
+                use_gradient_checkpointing=gradient_checkpointing,
+                gradient_checkpointing_kwargs={"use_reentrant": False},
+            )
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -80,6 +82,25 @@ def add_lora(
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
+
+
+@contextmanager
+def _set_aside(model, names: tuple[str, ...]):
+    """Detach the modules named (by their last name part) for the duration, frozen and in their
+    own dtype when they come back: what PEFT's k-bit preparation must not cast to float32."""
+    aside = [
+        (model.get_submodule(path.rpartition(".")[0]), path.rpartition(".")[2], module)
+        for path, module in model.named_modules()
+        if path.rpartition(".")[2] in names
+    ]
+    for parent, name, _ in aside:
+        setattr(parent, name, None)
+    try:
+        yield
+    finally:
+        for parent, name, module in aside:
+            module.requires_grad_(False)
+            setattr(parent, name, module)
 
 
 def for_inference(model):
