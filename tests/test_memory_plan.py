@@ -11,26 +11,44 @@ from vlm_unsloth.perf.memory_plan import (
     PlanArgs,
     calibration_points,
     covers,
+    fit_line,
     fit_memory,
+    measures_the_load,
     plan_memory,
     planned_batch_size,
 )
 
 
-def test_every_calibration_point_is_predicted_within_15_percent():
+def test_every_calibration_point_says_where_it_came_from_and_pairs_with_another():
     points = calibration_points()
     loads = defaultdict(set)  # (arch, backend) -> the batch x tokens measured
     for p in points:
-        loads[p["arch"], p["backend"]].add(p["batch_size"] * p["tokens"])
-    fitted = [p for p in points if len(loads[p["arch"], p["backend"]]) >= 2]
+        assert p["source"]  # every number says where it came from
+        if measures_the_load(p):
+            loads[p["arch"], p["backend"]].add(p["batch_size"] * p["tokens"])
     # A single point (kept until a second run comes) would not be fitted: the planner refuses it.
-    assert len(fitted) == len(points) >= 28  # every measured model has two points now
-    for point in points:
-        assert point["source"]  # every number says where it came from
-    for point in fitted:
-        fit = fit_memory(point["arch"], point["backend"])
-        predicted = fit.peak_gib(point["batch_size"], point["tokens"])
-        assert abs(predicted - point["peak_gib"]) <= 0.15 * point["peak_gib"], point
+    assert all(len(measured) >= 2 for measured in loads.values())
+
+
+def test_a_measured_peak_left_out_of_the_fit_is_predicted_within_15_percent():
+    """Leave-one-out: a line through two points passes through both whatever the model, so the
+    planner is checked on the pairs measured at three or more loads, each point predicted by
+    the line through the others. (It failed while Qwen2-VL-7B's hf line took two peaks capped
+    at 12 GiB as measurements: the point at 2 x 1412 tokens was predicted 21% too high.)"""
+    groups = defaultdict(list)
+    for point in filter(measures_the_load, calibration_points()):
+        groups[point["arch"], point["backend"]].append(point)
+    predicted = 0
+    for (arch, backend), points in groups.items():
+        if len({p["batch_size"] * p["tokens"] for p in points}) < 3:
+            continue
+        for left_out in points:
+            rest = [p for p in points if p is not left_out]
+            fit = fit_line(arch, backend, rest)
+            peak = fit.peak_gib(left_out["batch_size"], left_out["tokens"])
+            assert abs(peak - left_out["peak_gib"]) <= 0.15 * left_out["peak_gib"], left_out
+            predicted += 1
+    assert predicted >= 4
 
 
 def test_plan_recommends_the_largest_batch_that_fits_and_keeps_the_effective_batch():

@@ -15,7 +15,8 @@ The points are in calibration/<family key>.json, each with the command or source
 it: peak reserved GPU memory (torch.cuda.max_memory_reserved) of SFT runs on an H100 80GB or an
 H200, random-weight checkpoints of the real architectures, 4-bit weights, gradient checkpointing
 on, LoRA r16 on every linear layer of both towers, images capped at 768 or 1024 px (each point
-says); tokens = the longest sample of a batch (padding makes every sample that long).
+says); tokens = the longest sample of a batch (padding makes every sample that long);
+cap_gib = the --gpu-memory-gib cap a point ran under, if any (see AT_THE_CAP).
 scripts/bench.py adds points.
 """
 
@@ -124,6 +125,18 @@ def calibration_points() -> list[dict]:
     return [point for file in files for point in json.loads(file.read_text())["points"]]
 
 
+AT_THE_CAP = 0.95
+"""A peak measured under a --gpu-memory-gib cap above this share of it is a lower bound, not a
+measurement: near the cap the allocator hands cached blocks back and retries, so the reserved
+peak stops growing with the load (Qwen2-VL-7B on hf under 12 GiB: 11.44 GiB at 2 x 776 tokens,
+11.49 at 2 x 1412). Such points stay on file, with their source, and out of the fit."""
+
+
+def measures_the_load(point: dict) -> bool:
+    """Whether the point's peak grew with its load (it did not run into its cap_gib)."""
+    return point["peak_gib"] < AT_THE_CAP * point.get("cap_gib", math.inf)
+
+
 def _fittable(points: list[dict]) -> bool:
     """A line needs two different batch x tokens (a single point, kept for later, is not one)."""
     return len({p["batch_size"] * p["tokens"] for p in points}) >= 2
@@ -133,7 +146,7 @@ def fit_memory(arch: str, backend: str, *, label: str | None = None) -> MemoryFi
     """Least-squares line through the measured peaks of `arch` on `backend` (`label`: how the
     user named the model, for the error)."""
     by_pair: dict[tuple[str, str], list[dict]] = {}
-    for point in calibration_points():
+    for point in filter(measures_the_load, calibration_points()):
         by_pair.setdefault((point["arch"], point["backend"]), []).append(point)
     points = by_pair.get((arch, backend), [])
     if not _fittable(points):
@@ -143,6 +156,12 @@ def fit_memory(arch: str, backend: str, *, label: str | None = None) -> MemoryFi
             where="--model/--backend",
             fix=f"calibrated: {', '.join(calibrated)}; measure more with scripts/bench.py",
         )
+    return fit_line(arch, backend, points)
+
+
+def fit_line(arch: str, backend: str, points: list[dict]) -> MemoryFit:
+    """Least-squares line peak = fixed + per_token x batch x tokens through `points` (at least
+    two different batch x tokens)."""
     xs = [p["batch_size"] * p["tokens"] for p in points]
     ys = [p["peak_gib"] for p in points]
     mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
