@@ -554,6 +554,13 @@ def test_batched_greedy_answers_equal_one_by_one(name, loaded, demo_records):
     batch = _inputs(model, demo_records, SIDE, None)
     assert (batch["attention_mask"] == 0).any(), "rows of equal length would not test padding"
     assert (batch["attention_mask"][:, -1] == 1).all(), "left padding: every prompt ends aligned"
+    # What makes equal answers expected: each row's next-token scores, left-padded in the batch
+    # and alone, agree to float rounding (the near-tie rule below alone would pass a broken
+    # batch whose first step happened to be a near-tie).
+    first_scores = _next_token_scores(model, batch)
+    for row, record in enumerate(demo_records):
+        alone = _next_token_scores(model, _inputs(model, [record], SIDE, None))[0]
+        torch.testing.assert_close(first_scores[row], alone, atol=1e-3, rtol=1e-3)
     together = generate_answers(model, demo_records, GREEDY, max_side=SIDE)
     one_by_one = [generate_answers(model, [r], GREEDY, max_side=SIDE)[0] for r in demo_records]
     assert all(answer for answer in together)
@@ -564,6 +571,12 @@ def test_batched_greedy_answers_equal_one_by_one(name, loaded, demo_records):
             # the answers must agree.
             agreed = _greedy_text_before_a_near_tie(model, record)
             assert batched.startswith(agreed) and alone.startswith(agreed), (batched, alone)
+
+
+def _next_token_scores(model, batch) -> torch.Tensor:
+    """The float32 logits of each row's next token (the last position: prompts are left-padded)."""
+    with torch.inference_mode():
+        return model.model(**batch).logits[:, -1].float()
 
 
 def _greedy_text_before_a_near_tie(model, record, margin: float = 1e-3) -> str:
