@@ -38,27 +38,35 @@ def _logged_steps(folder: Path) -> list[int]:
 
 @pytest.mark.slow
 def test_two_process_ddp_trains_one_adapter_like_the_single_process_one(tmp_path):
-    ddp = _train(tmp_path / "ddp", *TORCHRUN)
+    """2 processes x 2 rows a step end with the weights of 1 process x 4 rows on the same
+    global batches: plain SGD (the weights move by the summed gradients, which float rounding
+    changes by ~1e-6, where Adam's normalisation could flip tiny ones) and no dropout."""
+    same = ["--optim", "sgd", "--learning-rate", "0.5", "--lora-dropout", "0", "--weight-decay",
+            "0"]  # fmt: skip
+    ddp = _train(tmp_path / "ddp", *TORCHRUN, more=same)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = _train(tmp_path / "single", sys.executable)
+    single = _train(tmp_path / "single", sys.executable, more=[*same, "--batch-size", "4"])
     assert single.returncode == 0, single.stderr[-3000:]
 
     ddp_weights = load_file(tmp_path / "ddp" / "adapter" / "adapter_model.safetensors")
     single_weights = load_file(tmp_path / "single" / "adapter" / "adapter_model.safetensors")
-    assert {k: v.shape for k, v in ddp_weights.items()} == {
-        k: v.shape for k, v in single_weights.items()
-    }
-    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in ddp_weights.items())
+    assert ddp_weights.keys() == single_weights.keys()
+    # lora_B starts at zero: what it holds now is what the three steps moved it by.
+    moved = [key for key in ddp_weights if "lora_B" in key]
+    assert moved and all(single_weights[key].abs().sum() > 0 for key in moved)
+    for key in ddp_weights:
+        difference = (ddp_weights[key] - single_weights[key]).norm()
+        assert difference <= 1e-3 * single_weights[key].norm(), key
     # The main process alone logs and summarises: one metrics line per step, not two.
     assert _logged_steps(tmp_path / "ddp") == [1, 2, 3]
 
-    # Real data parallelism: each step consumed 2 processes x 2 samples, so 3 steps covered
-    # twice the share of the epoch that the single process covered.
+    # Real data parallelism: each step consumed 2 processes x 2 samples, as many as the single
+    # process's 4 a step.
     def last_epoch(folder):
         lines = (tmp_path / folder / "metrics.jsonl").read_text().splitlines()
         return [json.loads(line)["epoch"] for line in lines if '"loss"' in line][-1]
 
-    assert last_epoch("ddp") == pytest.approx(2 * last_epoch("single"))
+    assert last_epoch("ddp") == pytest.approx(last_epoch("single"))
     config = (tmp_path / "ddp" / "run_config.yaml").read_text()
     assert "processes: 2" in config
     assert ddp.stdout.count("SFT summary") == 1
