@@ -40,10 +40,9 @@ FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.M | re.S)
 SPAN = re.compile(r"`([^`]+)`")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 FLAG = re.compile(r"(?<![\w-])--[a-z][\w-]*")
-PATH = re.compile(
-    r"(?<![\w./-])((?:%s)/[\w./*-]*|(?:%s)(?![\w.]))"
-    % ("|".join(map(re.escape, REPO_FOLDERS)), "|".join(map(re.escape, ROOT_FILES)))
-)
+_FOLDERS = "|".join(map(re.escape, REPO_FOLDERS))
+_FILES = "|".join(map(re.escape, ROOT_FILES))
+PATH = re.compile(rf"(?<![\w./-])((?:{_FOLDERS})/[\w./*-]*|(?:{_FILES})(?![\w.]))")
 DOTTED = re.compile(r"(?<![\w./-])vlm_unsloth(?:\.\w+)+")
 SCRIPT = re.compile(r"^(?:scripts/)?(\w+)\.py$")
 
