@@ -193,6 +193,12 @@ def _resolves(dotted: str) -> bool:
     return True
 
 
+def test_the_readme_is_short_and_its_quickstart_comes_early():
+    readme = PAGES[0].read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(readme, 1) if line.startswith("## Quickstart"))
+    assert start <= 80 and len(readme) <= 220, (start, len(readme))
+
+
 def test_the_docs_exist_and_name_their_pages():
     assert (REPO / "mkdocs.yml").exists() and len(PAGES) > 5
     nav = (REPO / "mkdocs.yml").read_text(encoding="utf-8")
