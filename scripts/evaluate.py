@@ -6,7 +6,7 @@
 
 Writes report.html (self-contained: metrics table, gallery of --num-samples rows), report.md,
 predictions.jsonl and metrics.json (exact match, relaxed accuracy, ANLS, CER). All options:
---help. The work is done by vlm_unsloth.evaluate.evaluate_adapter.
+--help. The work is done by vlm_unsloth.infer.evaluate.evaluate_adapter.
 """
 
 import sys

@@ -7,7 +7,7 @@
 --image/--prompt streams one answer to the terminal; --input/--output answers every row (the
 training data formats and column flags) and writes each row with an added `prediction`.
 Greedy unless --temperature > 0. All options: --help. The work is done by
-vlm_unsloth.infer.run_inference.
+vlm_unsloth.infer.predict.run_inference.
 """
 
 import sys

@@ -8,7 +8,7 @@
 Takes the data flags of train_sft.py (--dataset, --image-column, --instruction, --max-side,
 --max-seq-length, --fit-images, ...). Exits 0 whenever it could read the dataset, whatever it
 rejected (unless --strict); bad input prints one `error: ...` line and exits 2.
-The work is done by vlm_unsloth.validation.inspect_dataset.
+The work is done by vlm_unsloth.train.inspect.inspect_dataset.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
     python scripts/plan.py --model qwen2-vl-7b --max-side 768 --gpu-memory-gib 12
 
 Calibrated from measured runs (vlm_unsloth/calibration/peak_memory.json);
-see vlm_unsloth.memory_plan.
+see vlm_unsloth.perf.memory_plan.
 """
 
 import sys

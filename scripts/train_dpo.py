@@ -4,7 +4,7 @@
     python scripts/train_dpo.py --adapter outputs/sft/adapter                      # GPU, after SFT
     python scripts/train_dpo.py --dataset openbmb/RLAIF-V-Dataset --max-samples 2000
 
-All options: --help. The work is done by vlm_unsloth.dpo.train_dpo.
+All options: --help. The work is done by vlm_unsloth.train.dpo.train_dpo.
 """
 
 import sys

@@ -4,7 +4,7 @@
     python scripts/train_sft.py --model tiny-qwen2-vl --backend hf  # offline CPU demo
     python scripts/train_sft.py --config configs/qwen2-vl-7b-12gb.yaml  # a preset, flags override
 
-All options: --help. The work is done by vlm_unsloth.sft.train_sft.
+All options: --help. The work is done by vlm_unsloth.train.sft.train_sft.
 """
 
 import sys

@@ -2,8 +2,8 @@
 
     python3 scripts/inspect_data.py --dataset my_data.jsonl --model tiny-qwen2-vl
 
-Inputs (data/README.md has examples): a local JSONL / JSON / CSV / Parquet file whose image paths
-are relative to the file; an image folder with metadata.jsonl (`file_name` column); a folder
+Inputs (docs/data-formats.md has examples): a local JSONL / JSON / CSV / Parquet file whose image
+paths are relative to the file; an image folder with metadata.jsonl (`file_name` column); a folder
 written by `Dataset.save_to_disk`; a Hugging Face dataset name. Rows are plain tables (image,
 question, answer; renamable), `messages` with typed content parts plus `images`, or ShareGPT /
 LLaVA `conversations` with `<image>` placeholders. HuggingFaceM4/ChartQA, unsloth/LaTeX_OCR and

@@ -139,7 +139,7 @@ class GrpoArgs:
         default=False,
         metadata={
             "help": "Sample with vLLM. Not available in vlm-unsloth: GRPO samples with the model "
-            "itself (README: Reinforcement learning (GRPO) says how to use vLLM)."
+            "itself (docs/grpo.md, section vLLM, says how to use vLLM)."
         },
     )
 
@@ -200,7 +200,7 @@ class GrpoArgs:
             found.append(
                 "--use-vllm: vlm-unsloth samples GRPO answers with the model itself"
                 + ("" if installed else ", and vLLM is not installed on this machine")
-                + "; drop --use-vllm (README, Reinforcement learning (GRPO): using vLLM)"
+                + "; drop --use-vllm (docs/grpo.md, section vLLM: how to use it)"
             )
         return found
 
