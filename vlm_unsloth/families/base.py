@@ -210,6 +210,10 @@ class Family:
     """The module between the vision tower and the language model, by the name a user passes to
     --modules-to-save to train it fully (e.g. "multi_modal_projector"): LoRA never adapts it, as
     Unsloth does not."""
+    unquantized_modules: tuple[str, ...] = ()
+    """Modules bitsandbytes must leave in float under --quantization 4bit/8bit (by name, as
+    `llm_int8_skip_modules` matches them), besides those transformers keeps (lm_head): e.g. a
+    Linear whose weight dtype the model casts its inputs to (SigLIP2's NaFlex patch embedding)."""
     fp16_unsafe: str = ""
     """Why the family must not compute in float16 (its activations overflow it), or "" when it
     may: then `--precision auto` picks float32 on GPUs without bf16 (T4) and `--precision fp16`
