@@ -231,6 +231,11 @@ def test_inspect_data_counts_what_the_processor_makes_and_never_cuts_an_image(
     elif family.image_scheme.name == "mllama":  # `resized` is the canvas of whole tiles
         tile = processor.image_processor.size["height"]
         longest = -(-max_side // tile) * tile
+    elif family.image_scheme.name == "lfm2-tiles":  # from 2 tiles up, a grid of whole tiles
+        image_processor = processor.image_processor
+        tile, grid = image_processor.tile_size, image_processor.max_tiles
+        if max_side >= 2 * tile:  # (under it the cap keeps every image one view)
+            longest = max(longest, tile * grid)
     for record in everything.kept:
         batch = collator([record])
         size = Image.open(record["images"][0]["path"]).size
@@ -350,6 +355,10 @@ def test_switches_split_the_towers_and_leave_the_connector_out(name, tiny_ref):
     towers_at = f"({re.escape(vision)}|{re.escape(language)})"
     stack = re.compile(rf"{towers_at}(\w+\.)*(layers|blocks)\.\d+\.")
     towers = [n for n in linear if stack.match(n)]
+    # Blocks no backend adapts (LFM2's short convolutions: no attention/MLP tag in their path).
+    unadapted = [n for n in towers if any(f".{b}." in n for b in family.unadapted_blocks)]
+    assert bool(unadapted) == bool(family.unadapted_blocks), family.unadapted_blocks
+    towers = [n for n in towers if n not in unadapted]
     everything = select_lora_targets(model, LoraArgs())
     assert everything == towers and any(n.startswith(vision) for n in everything)
     connector = [n for n in linear if f".{family.connector}." in f".{n}."]  # (none: Gemma 3's)

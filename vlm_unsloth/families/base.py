@@ -210,6 +210,10 @@ class Family:
     """The module between the vision tower and the language model, by the name a user passes to
     --modules-to-save to train it fully (e.g. "multi_modal_projector"): LoRA never adapts it, as
     Unsloth does not."""
+    unadapted_blocks: tuple[str, ...] = ()
+    """Blocks of the towers' layer stacks that LoRA never adapts on either backend: their paths
+    carry none of the attention/MLP tags Unsloth's target rule looks for (models/lora.py), e.g.
+    LFM2's short convolutions ("conv": in_proj, out_proj)."""
     unquantized_modules: tuple[str, ...] = ()
     """Modules bitsandbytes must leave in float under --quantization 4bit/8bit (by name, as
     `llm_int8_skip_modules` matches them), besides those transformers keeps (lm_head): e.g. a

@@ -263,7 +263,9 @@ def tiny_config(tokenizer, text=None, vision=None, top=None):
         bos_token_id=ids("<|startoftext|>"),
         eos_token_id=ids("<|im_end|>"),
         pad_token_id=ids("<|pad|>"),
-        tie_word_embeddings=True,
+        # Untied, unlike the hub's (the real sizes tie them): with random tied embeddings the
+        # greedy answer repeats the prompt's last token ("\n") forever, an empty answer.
+        tie_word_embeddings=False,
     ) | (text or {})
     return Lfm2VlConfig(
         vision_config=vision_config,
@@ -271,8 +273,7 @@ def tiny_config(tokenizer, text=None, vision=None, top=None):
         image_token_id=ids("<image>"),
         projector_hidden_size=2 * TEXT_HIDDEN,
         downsample_factor=2,
-        tie_word_embeddings=True,
-        **(top or {}),
+        **({"tie_word_embeddings": False} | (top or {})),
     )
 
 
@@ -281,6 +282,7 @@ LFM2_1_2B = dict(
     num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=128000,
     block_auto_adjust_ff_dim=True, block_multiple_of=256, block_ffn_dim_multiplier=1.0,
     layer_types=["full_attention" if i in (2, 5, 8, 10, 12, 14) else "conv" for i in range(16)],
+    tie_word_embeddings=True,
 )  # fmt: skip
 """LFM2-1.2B / LFM2.5-1.2B (MLP 2/3 of 12288 = 8192 wide): transformers' Lfm2Config defaults
 are another size; these are from memory of the hub's config.json."""
@@ -303,6 +305,10 @@ FAMILY = Family(
     vision_tower="model.vision_tower",
     language_model="model.language_model",
     connector="multi_modal_projector",
+    # LFM2's short-conv layers: "layers.N.conv.in_proj" has no attention/MLP tag, so Unsloth's
+    # LoRA rule (and ours, equal to it) adapts only their feed_forward; the attention layers'
+    # self_attn and feed_forward are adapted.
+    unadapted_blocks=("conv",),
     # SigLIP2's NaFlex patch embedding is a Linear whose weight dtype the tower casts the pixels
     # to: packed into 4-bit (uint8) it turns the pixels into integers, and training fails with
     # "only Tensors of floating point dtype can require gradients".
@@ -362,7 +368,7 @@ FAMILY = Family(
                     patch_size=16,
                     num_patches=256,
                 ),
-                config=dict(projector_hidden_size=2560),
+                config=dict(projector_hidden_size=2560, tie_word_embeddings=True),
             ),
         ),
         ModelSize(
@@ -387,7 +393,7 @@ FAMILY = Family(
                     patch_size=16,
                     num_patches=256,
                 ),
-                config=dict(projector_hidden_size=2048),
+                config=dict(projector_hidden_size=2048, tie_word_embeddings=True),
             ),
         ),
     ),  # fmt: skip
