@@ -271,9 +271,8 @@ def tiny_config(tokenizer, text=None, vision=None, top=None):
         vision_config=vision_config,
         text_config=text_config,
         image_token_id=ids("<image>"),
-        projector_hidden_size=2 * TEXT_HIDDEN,
         downsample_factor=2,
-        **({"tie_word_embeddings": False} | (top or {})),
+        **(dict(projector_hidden_size=2 * TEXT_HIDDEN, tie_word_embeddings=False) | (top or {})),
     )
 
 
