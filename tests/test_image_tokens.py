@@ -551,9 +551,9 @@ def test_lfm2_max_side_means_32_px_and_one_view_under_two_tiles(tiny_processor):
     photo = count_image_tokens(LFM2, *cap_longest_side(4032, 3024, 1024), processor)
     assert (photo.text_tokens, photo.vision_tokens, photo.tiles) == (1779, 1770, 7)
     assert photo.resized == (1536, 1024)
-    # The hub's minimum of 64 tokens would stretch a capped 300 x 3 strip to 2560 px; the
-    # product's minimum sees it at its own size, rounded to 32 px.
+    # A 3 x 700 strip capped to 1 x 288 px: the product's minimum (1 token) sees it at its own
+    # size rounded to 32 px; the hub's 64 tokens would stretch it to 32 x 4352 px.
     strip = cap_longest_side(3, 700, image_cap(LFM2, 300, processor))
     assert count_image_tokens(LFM2, *strip, processor).resized == (32, 288)
     processor.image_processor.min_image_tokens = 64
-    assert max(count_image_tokens(LFM2, *strip, processor).resized) > 2000
+    assert count_image_tokens(LFM2, *strip, processor).resized == (32, 4352)

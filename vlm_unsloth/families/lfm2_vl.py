@@ -2,8 +2,8 @@
 and an LFM2 language model whose layers are short gated convolutions with a few attention layers
 between them.
 
-Prompt format (TRL's lfm2_2_5_vl.jinja, the hub's LFM2.5-VL template; LFM2-VL's renders these
-prompts the same): "<|startoftext|><|im_start|>user\\n<image>question<|im_end|>\\n
+Prompt format (TRL's lfm2_2_5_vl.jinja, the hub's LFM2.5-VL template; LFM2-VL's, from memory,
+renders these prompts the same): "<|startoftext|><|im_start|>user\\n<image>question<|im_end|>\\n
 <|im_start|>assistant\\nanswer<|im_end|>\\n", ChatML as Qwen's (markers written out here, not
 shared: Qwen's dict also holds its image tokens).
 
@@ -24,7 +24,7 @@ area anyway). From S = 1024 px, images over the tiling threshold are tiled as th
 processor does; the grid follows the aspect ratio, so its canvas may be longer than S (the
 processor upsamples onto whole tiles, as Mllama's canvas). The product lowers min_image_tokens to
 1 (`lfm2_processor_settings`): the hub's 64 would upscale a small image or a thin strip (a
-capped 300 x 3 strip to 2560 x 32 px); small images are seen at their own size, rounded to
+300 x 3 strip to 2560 x 32 px); small images are seen at their own size, rounded to
 32 px, as Qwen3-VL's minimum is lowered.
 """
 
