@@ -353,6 +353,10 @@ REAL_PARAMETERS = {
     # The checkpoint index's 9.65B (bf16 bytes / 2) less its ~0.24B multi-token-prediction layer,
     # which transformers does not load.
     "qwen3.5-9b": 9.41e9,
+    # The model cards' rounded sizes (LFM2-VL-1.6B / LFM2.5-VL-1.6B: "1.6B", LFM2-VL-450M:
+    # "450M"; no Hub here to read the safetensors index).
+    "lfm2.5-vl-1.6b": 1.6e9,
+    "lfm2-vl-450m": 0.45e9,
 }
 
 

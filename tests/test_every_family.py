@@ -8,7 +8,8 @@ On each family's tiny checkpoint (hf backend, CPU):
   inspect_data counts what the processor makes at several --max-side;
 - only answers (and their end of turn) are supervised; --train-on-prompt never images;
 - LoRA's switches split the towers and leave the connector out; --modules-to-save trains it;
-- forward/backward reaches the vision tower; hf LoRA training lowers the loss; the images reach
+- forward/backward reaches the vision tower, in 4-bit too (the family's unquantized modules
+  stay float); hf LoRA training lowers the loss; the images reach
   the DPO loss and GRPO's policy log-probabilities;
 - batched answers equal one-by-one answers, streamed ones the greedy answer, the CLI streams;
 - slow: SFT trains, saves, reloads and generates, an interrupted run resumes to the same adapter
@@ -231,6 +232,11 @@ def test_inspect_data_counts_what_the_processor_makes_and_never_cuts_an_image(
     elif family.image_scheme.name == "mllama":  # `resized` is the canvas of whole tiles
         tile = processor.image_processor.size["height"]
         longest = -(-max_side // tile) * tile
+    elif family.image_scheme.name == "lfm2-tiles":  # from 2 tiles up, a grid of whole tiles
+        image_processor = processor.image_processor
+        tile, grid = image_processor.tile_size, image_processor.max_tiles
+        if max_side >= 2 * tile:  # (under it the cap keeps every image one view)
+            longest = max(longest, tile * grid)
     for record in everything.kept:
         batch = collator([record])
         size = Image.open(record["images"][0]["path"]).size
@@ -350,6 +356,10 @@ def test_switches_split_the_towers_and_leave_the_connector_out(name, tiny_ref):
     towers_at = f"({re.escape(vision)}|{re.escape(language)})"
     stack = re.compile(rf"{towers_at}(\w+\.)*(layers|blocks)\.\d+\.")
     towers = [n for n in linear if stack.match(n)]
+    # Blocks no backend adapts (LFM2's short convolutions: no attention/MLP tag in their path).
+    unadapted = [n for n in towers if any(f".{b}." in n for b in family.unadapted_blocks)]
+    assert bool(unadapted) == bool(family.unadapted_blocks), family.unadapted_blocks
+    towers = [n for n in towers if n not in unadapted]
     everything = select_lora_targets(model, LoraArgs())
     assert everything == towers and any(n.startswith(vision) for n in everything)
     connector = [n for n in linear if f".{family.connector}." in f".{n}."]  # (none: Gemma 3's)
@@ -389,6 +399,42 @@ def test_modules_to_save_trains_the_connector_fully(name, tiny_ref, tiny_process
     collator = SftCollator(tiny_processor(name), ref.family, max_side=768, train_on_prompt=False)
     peft_model(**collator([_record("red"), _record("blue")])).loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in saved.values())
+
+
+@each_family()
+def test_4bit_keeps_the_familys_float_modules_and_trains(name, tiny_ref, tiny_processor):
+    """--quantization 4bit (bitsandbytes runs 4-bit on CPU): the family's unquantized modules
+    stay float Linears (SigLIP2 casts its pixels to its patch embedding's weight dtype: packed
+    into uint8, the step failed with "only Tensors of floating point dtype can require
+    gradients"), the rest is 4-bit, and a LoRA step with gradient checkpointing reaches the
+    vision tower."""
+    from vlm_unsloth.models.device import DeviceSetup
+    from vlm_unsloth.models.hf_backend import add_lora, load
+
+    ref = tiny_ref(name)
+    model, processor = load(
+        ref.path, family=ref.family, quantization="4bit", setup=DeviceSetup(**CPU_HF),
+        max_seq_length=512,
+    )  # fmt: skip
+    kept = {n: m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in
+            ref.family.unquantized_modules}  # fmt: skip
+    assert bool(kept) == bool(ref.family.unquantized_modules)
+    assert all(type(m) is torch.nn.Linear for m in kept.values()), kept
+    assert all(m.weight.dtype == torch.float32 for m in kept.values())
+    assert any(m.weight.dtype == torch.uint8 for m in model.modules() if hasattr(m, "weight")
+               and isinstance(m, torch.nn.Linear))  # fmt: skip
+    assert type(model.get_output_embeddings()) is torch.nn.Linear  # transformers' own skip kept
+    peft_model = add_lora(
+        model, LoraArgs(), family=ref.family, seed=0, adapter=None, gradient_checkpointing=True
+    )
+    peft_model.train()
+    collator = SftCollator(processor, ref.family, max_side=768, train_on_prompt=False)
+    loss = peft_model(**collator([_record("red"), _record("green", size=(160, 220))])).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    vision = [p for n, p in peft_model.named_parameters() if "lora_" in n and
+              _under(ref.family, ref.family.vision_tower, n)]  # fmt: skip
+    assert vision and any(p.grad is not None and p.grad.abs().sum() > 0 for p in vision)
 
 
 # =============================================================================================

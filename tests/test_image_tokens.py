@@ -5,6 +5,8 @@
 Qwen2-VL / Qwen2.5-VL (same image processor): tokens = prod(image_grid_thw) / merge_size^2.
 Llama 3.2 Vision: tiles = the non-masked entries of aspect_ratio_mask (= num_tiles), and
 aspect_ratio_ids names the (rows, columns) tile canvas.
+LFM2-VL: the tile grid from the <|img_row_r_col_c|> tokens, a single view's size from
+spatial_shapes.
 """
 
 from __future__ import annotations
@@ -454,3 +456,104 @@ def test_gemma3_max_side_and_no_pan_and_scan(tiny_processor):
         do_pan_and_scan=True,
     )  # fmt: skip
     assert len(crops["pixel_values"]) > 1  # (what asking for it per call would do)
+
+
+# --- LFM2-VL (lfm2-tiles scheme) ----------------------------------------------------------------
+
+LFM2 = next(f for f in FAMILIES.values() if f.image_scheme.name == "lfm2-tiles")
+
+
+def _lfm2_processor(tiny_processor, geometry: str):
+    """The tiny processor (256 px tiles) or the hub's geometry (512 px tiles), as the product
+    sets it; nearest-neighbour resizing (the counts do not depend on the filter)."""
+    from vlm_unsloth.models.tiny import tiny_processor as build_processor
+
+    if geometry == "tiny":
+        processor = copy.deepcopy(tiny_processor(LFM2.tiny_name))
+    else:
+        processor = prepare_processor(LFM2, build_processor(LFM2.architecture, real_size=True))
+    processor.image_processor.resample = 0
+    return processor
+
+
+def _lfm2_real(processor, width: int, height: int):
+    """(input length, <image> tokens, crops, the size seen): the tile canvas from the
+    <|img_row_r_col_c|> tokens, else the one view's patches."""
+    out = processor(
+        text=["<image>"], images=[[Image.new("RGB", (width, height), "white")]],
+        add_special_tokens=False, return_tensors="pt",
+    )  # fmt: skip
+    ids = out["input_ids"][0].tolist()
+    tokens = processor.tokenizer.convert_ids_to_tokens(ids)
+    grid = [
+        tuple(map(int, t[len("<|img_row_") : -2].split("_col_")))
+        for t in tokens
+        if t.startswith("<|img_row_")
+    ]
+    if grid:
+        rows, cols = max(grid)
+        tile = processor.image_processor.tile_size
+        seen = (cols * tile, rows * tile)
+    else:
+        patch = processor.image_processor.encoder_patch_size
+        height_patches, width_patches = out["spatial_shapes"][0].tolist()
+        seen = (width_patches * patch, height_patches * patch)
+    return len(ids), tokens.count("<image>"), len(out["pixel_values"]), seen
+
+
+@pytest.mark.parametrize("geometry", ["tiny", "real"])
+def test_lfm2_tokens_match_the_real_processor(geometry, tiny_processor):
+    """Single views and tile grids (+ thumbnail), as the hub ships the processor (small images
+    grown to 64 tokens) and as the product sets it (min_image_tokens 1), raw and capped for
+    --max-side."""
+    processor = _lfm2_processor(tiny_processor, geometry)
+    image_processor = processor.image_processor
+    assert image_processor.min_image_tokens == 1
+    sizes = EXTREME_SIZES + _random_sizes(4, seed=11)
+    tiled = single = 0
+    for min_tokens in (1, image_processor.max_image_tokens // 4):  # product's, hub's
+        image_processor.min_image_tokens = min_tokens
+        for width, height in sizes:
+            expected = count_image_tokens(LFM2, width, height, processor)
+            assert _lfm2_real(processor, width, height) == (
+                expected.text_tokens, expected.vision_tokens, expected.tiles, expected.resized,
+            ), (width, height, min_tokens)  # fmt: skip
+            tiled, single = tiled + (expected.tiles > 1), single + (expected.tiles == 1)
+    assert tiled >= 10 and single >= 10  # both layouts were compared
+    image_processor.min_image_tokens = 1
+    for width, height in sizes[::2]:
+        for max_side in (300, 768, 1024):
+            capped = cap_longest_side(width, height, image_cap(LFM2, max_side, processor))
+            expected = count_image_tokens(LFM2, *capped, processor)
+            assert _lfm2_real(processor, *capped) == (
+                expected.text_tokens, expected.vision_tokens, expected.tiles, expected.resized,
+            ), (width, height, max_side)  # fmt: skip
+
+
+def test_lfm2_max_side_means_32_px_and_one_view_under_two_tiles(tiny_processor):
+    processor = _lfm2_processor(tiny_processor, "real")
+    # Multiples of 32 px; under 1024 px (every grid is at least 2 tiles long) at most 704 px, the
+    # largest square that stays one view (704^2 <= 2 x 512^2 < 736^2).
+    assert [image_cap(LFM2, s, processor) for s in (300, 512, 768, 1000, 1024, 2048)] == [
+        288, 512, 704, 704, 1024, 2048,
+    ]  # fmt: skip
+    for side in (300, 768, 1000):
+        for size in EXTREME_SIZES:
+            capped = cap_longest_side(*size, image_cap(LFM2, side, processor))
+            counted = count_image_tokens(LFM2, *capped, processor)
+            assert counted.tiles == 1 and max(counted.resized) <= side, (size, side)
+            assert counted.vision_tokens <= 256
+    # --max-side 768: a 4:3 photo is one 576 x 416 view (18 x 13 tokens); at 1024 it is tiled
+    # onto 3 x 2 tiles of 512 px (a canvas longer than 1024: the grid follows the aspect ratio)
+    # plus the 234-token thumbnail: 6 x (1 + 256) + 1 + 234 + 2.
+    photo = count_image_tokens(LFM2, *cap_longest_side(4032, 3024, 768), processor)
+    assert (photo.text_tokens, photo.vision_tokens, photo.resized) == (236, 234, (576, 416))
+    photo = count_image_tokens(LFM2, *cap_longest_side(4032, 3024, 1024), processor)
+    assert (photo.text_tokens, photo.vision_tokens, photo.tiles) == (1779, 1770, 7)
+    assert photo.resized == (1536, 1024)
+    # A 3 x 700 strip capped to 1 x 288 px: the product's minimum (1 token) sees it at its own
+    # size rounded to 32 px; the hub's 64 tokens would stretch it to 32 x 4352 px.
+    strip = cap_longest_side(3, 700, image_cap(LFM2, 300, processor))
+    assert count_image_tokens(LFM2, *strip, processor).resized == (32, 288)
+    processor.image_processor.min_image_tokens = 64
+    assert count_image_tokens(LFM2, *strip, processor).resized == (32, 4352)

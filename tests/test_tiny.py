@@ -152,6 +152,28 @@ def test_gemma3_prompt_format_and_a_single_bos(tiny_processor):
     assert tokenizer.convert_ids_to_tokens(ids[:2]) == ["<bos>", "<start_of_turn>"]
 
 
+def test_lfm2_vl_prompt_format_and_both_kinds_of_layer(tiny_processor, tiny_ref):
+    """LFM2.5-VL's template (TRL's lfm2_2_5_vl.jinja): ChatML after <|startoftext|>, a system
+    turn only when given; the tiny LFM2 has a short-conv layer and an attention layer, as the
+    real ones interleave them."""
+    import json
+    from pathlib import Path
+
+    family = next(f for f in TINY_MODEL_NAMES.values() if f.image_scheme.name == "lfm2-tiles")
+    processor = tiny_processor(family.tiny_name)
+    text = processor.apply_chat_template(_record("red")["messages"], tokenize=False)
+    assert text == (
+        "<|startoftext|><|im_start|>user\n<image>What colour is it?<|im_end|>\n"
+        "<|im_start|>assistant\nred<|im_end|>\n"
+    )
+    messages = [SYSTEM, *_record("red")["messages"][:1]]
+    prompt = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert prompt.startswith("<|startoftext|><|im_start|>system\nBe brief.<|im_end|>\n")
+    assert prompt.endswith("What colour is it?<|im_end|>\n<|im_start|>assistant\n")
+    config = json.loads(Path(tiny_ref(family.tiny_name).path, "config.json").read_text())
+    assert config["text_config"]["layer_types"] == ["conv", "full_attention"]
+
+
 def test_cache_is_reused_and_keyed_by_the_builder(tmp_path, monkeypatch):
     first = build_tiny_checkpoint("tiny-qwen2-vl", cache_dir=tmp_path)
     stamp = (first / "model.safetensors").stat().st_mtime_ns

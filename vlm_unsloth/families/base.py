@@ -215,6 +215,14 @@ class Family:
     prepares a 4/8-bit model for training: PEFT's preparation casts every other 16-bit
     parameter to float32, which for a large frozen table (Gemma 3n's and Gemma 4's per-layer
     embeddings) takes gigabytes and runs out of memory under a 12 GiB cap."""
+    unadapted_blocks: tuple[str, ...] = ()
+    """Blocks of the towers' layer stacks that LoRA never adapts on either backend: their paths
+    carry none of the attention/MLP tags Unsloth's target rule looks for (models/lora.py), e.g.
+    LFM2's short convolutions ("conv": in_proj, out_proj)."""
+    unquantized_modules: tuple[str, ...] = ()
+    """Modules bitsandbytes must leave in float under --quantization 4bit/8bit (by name, as
+    `llm_int8_skip_modules` matches them), besides those transformers keeps (lm_head): e.g. a
+    Linear whose weight dtype the model casts its inputs to (SigLIP2's NaFlex patch embedding)."""
     fp16_unsafe: str = ""
     """Why the family must not compute in float16 (its activations overflow it), or "" when it
     may: then `--precision auto` picks float32 on GPUs without bf16 (T4) and `--precision fp16`

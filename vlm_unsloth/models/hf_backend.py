@@ -27,21 +27,38 @@ def load(path: str, *, family: Family, quantization: str, setup: DeviceSetup, ma
 
     dtype = getattr(torch, setup.dtype)
     kwargs: dict = {"dtype": dtype}
+    skip = (
+        {"llm_int8_skip_modules": _unquantized(path, family)} if family.unquantized_modules else {}
+    )
     if quantization == "4bit":
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
+            **skip,
         )
     elif quantization == "8bit":
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True, **skip)
     if setup.device == "cuda":
         # One process per GPU under torchrun: each loads its copy onto its own device.
         kwargs["device_map"] = {"": distributed.local_index()}
     model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     processor = AutoProcessor.from_pretrained(path)
     return model, processor
+
+
+def _unquantized(path: str, family: Family) -> list[str]:
+    """The modules bitsandbytes leaves in float: the family's `unquantized_modules` and the ones
+    transformers skips by default (lm_head, tied embeddings), which an explicit
+    llm_int8_skip_modules would otherwise replace."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers.quantizers.base import get_keys_to_not_convert
+
+    with torch.device("meta"):  # the module tree only: no weights are made
+        skeleton = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(path))
+    return sorted({*get_keys_to_not_convert(skeleton), *family.unquantized_modules})
 
 
 def add_lora(
