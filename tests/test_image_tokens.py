@@ -20,9 +20,9 @@ from vlm_unsloth.data.image_tokens import count_image_tokens, image_cap, prepare
 from vlm_unsloth.data.images import cap_longest_side, check_image_size
 from vlm_unsloth.errors import ImageError
 from vlm_unsloth.families import FAMILIES
+from vlm_unsloth.families._pixtral import pixtral_cap, pixtral_settings
 from vlm_unsloth.families._qwen import qwen_image_tokens
 from vlm_unsloth.families.llama_3_2_vision import mllama_image_tokens
-from vlm_unsloth.families.pixtral import pixtral_cap, pixtral_settings
 
 QWEN_MAX_PIXELS = 12845056  # Qwen2-VL-7B-Instruct's preprocessor_config.json
 QWEN_MIN_PIXELS = 3136
