@@ -353,6 +353,10 @@ REAL_PARAMETERS = {
     # The checkpoint index's 9.65B (bf16 bytes / 2) less its ~0.24B multi-token-prediction layer,
     # which transformers does not load.
     "qwen3.5-9b": 9.41e9,
+    # Ministral 3's model cards: a 3.4B / 8.4B / 13.5B language model + a 0.4B vision encoder.
+    "ministral-3-3b": 3.8e9,
+    "ministral-3-8b": 8.8e9,
+    "ministral-3-14b": 13.9e9,
 }
 
 

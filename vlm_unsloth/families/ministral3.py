@@ -138,8 +138,7 @@ def _size(billions: int, hidden: int, intermediate: int, layers: int, tied: bool
                 num_hidden_layers=layers,
                 tie_word_embeddings=tied,
             ),
-            vision_config=_VISION,
-            config=dict(tie_word_embeddings=tied),
+            vision_config=_VISION,  # the top-level tie follows the text config's
         ),
     )
 
