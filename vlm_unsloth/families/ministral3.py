@@ -93,10 +93,12 @@ def tiny_config(tokenizer, text=None, vision=None, top=None):
 
 
 def fill_projector(model) -> None:
-    """Give the projector (patch merger and MLP, no biases) variance-keeping weights, as a trained
-    one has: at the random init's std 0.02 each of its three matrices shrinks what passes by
-    0.02 * sqrt(fan_in) (0.32, 0.16, 0.16 at the tiny widths), the image reaches the language
-    model 250x weaker than it leaves the tower, and the gradient back to the tower as much."""
+    """Give the tiny projector (patch merger and MLP, no biases) variance-keeping weights. At the
+    random init's std 0.02 each of its three matrices shrinks what passes by 0.02 * sqrt(fan_in)
+    (0.32, 0.16, 0.16 at the tiny widths): image features left it at std 0.004 (0.78 with these),
+    the gradient back to the tower as weak, and the colour task (tests/test_every_family.py)
+    reached 77.5% after 60 steps (final loss 0.34) instead of 100% (0.22; blank images 25%).
+    Only the tiny checkpoint's weights change; the code path is the real one."""
     import math
 
     import torch
