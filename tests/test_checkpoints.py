@@ -357,6 +357,10 @@ REAL_PARAMETERS = {
     # "450M"; no Hub here to read the safetensors index).
     "lfm2.5-vl-1.6b": 1.6e9,
     "lfm2-vl-450m": 0.45e9,
+    # Ministral 3's model cards: a 3.4B / 8.4B / 13.5B language model + a 0.4B vision encoder.
+    "ministral-3-3b": 3.8e9,
+    "ministral-3-8b": 8.8e9,
+    "ministral-3-14b": 13.9e9,
 }
 
 

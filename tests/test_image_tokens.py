@@ -22,9 +22,9 @@ from vlm_unsloth.data.image_tokens import count_image_tokens, image_cap, prepare
 from vlm_unsloth.data.images import cap_longest_side, check_image_size
 from vlm_unsloth.errors import ImageError
 from vlm_unsloth.families import FAMILIES
+from vlm_unsloth.families._pixtral import pixtral_cap, pixtral_settings
 from vlm_unsloth.families._qwen import qwen_image_tokens
 from vlm_unsloth.families.llama_3_2_vision import mllama_image_tokens
-from vlm_unsloth.families.pixtral import pixtral_cap, pixtral_settings
 
 QWEN_MAX_PIXELS = 12845056  # Qwen2-VL-7B-Instruct's preprocessor_config.json
 QWEN_MIN_PIXELS = 3136
@@ -270,6 +270,9 @@ def test_smolvlm_max_side_means_whole_tiles_and_never_upscales(tiny_processor):
 
 
 PIXTRAL_REAL = dict(patch_size=16, spatial_merge_size=1, longest_edge=1024)
+# Every family of the Pixtral tower's rule (Pixtral-12B; Ministral 3's 14 px patches merged 2 x 2
+# up to 1540 px), with the real processor's settings its sizes declare.
+PIXTRAL_SCHEME_FAMILIES = [k for k, f in FAMILIES.items() if f.image_scheme.name == "pixtral"]
 
 
 def _pixtral_real(processor, width: int, height: int):
@@ -283,11 +286,14 @@ def _pixtral_real(processor, width: int, height: int):
     return len(ids), ids.count(image_id), (width_seen, height_seen)
 
 
-def test_pixtral_tokens_match_the_real_processor(tiny_processor):
-    processor = copy.deepcopy(tiny_processor("tiny-pixtral"))  # real 1024 px / 16 px patches
+@pytest.mark.parametrize("key", PIXTRAL_SCHEME_FAMILIES)
+def test_pixtral_tokens_match_the_real_processor(key, tiny_processor):
+    family = FAMILIES[key]
+    processor = copy.deepcopy(tiny_processor(family.tiny_name))  # the real geometry
     processor.image_processor.resample = 0  # fast; counts do not depend on the filter
-    family = FAMILIES["pixtral"]
-    assert pixtral_settings(processor) == PIXTRAL_REAL
+    real = pixtral_settings(processor)
+    assert all(size.image_settings == real for size in family.sizes)
+    longest = real["longest_edge"]
     sizes = [s for s in EXTREME_SIZES + _random_sizes(6, seed=3) if s != (1, 2000)]
     for width, height in sizes:
         expected = count_image_tokens(family, width, height, processor)
@@ -300,8 +306,8 @@ def test_pixtral_tokens_match_the_real_processor(tiny_processor):
             expected = count_image_tokens(family, *capped, processor)
             seen = _pixtral_real(processor, *capped)
             assert seen == (expected.text_tokens, expected.vision_tokens, expected.resized)
-            assert max(seen[2]) <= min(max_side, 1024), (width, height, max_side)
-    # 1 x 2000 shrinks to 0 px wide at 1024: the processor fails, the count says so.
+            assert max(seen[2]) <= min(max_side, longest), (width, height, max_side)
+    # 1 x 2000 shrinks to 0 px wide at 1024 (and at 1540): the processor fails, the count says so.
     with pytest.raises(ValueError, match="0 px"):
         count_image_tokens(family, 1, 2000, processor)
 
@@ -317,6 +323,24 @@ def test_pixtral_max_side_means_16_px_patches_up_to_1024(tiny_processor):
     photo = count_image_tokens(family, *cap_longest_side(4032, 3024, 768), processor)
     assert photo.text_tokens == 36 * 49 and photo.resized == (768, 576)
     assert pixtral_cap(768, **PIXTRAL_REAL) == 768
+
+
+def test_merged_pixtral_patches_mean_28_px_tokens_up_to_1540(tiny_processor):
+    """Ministral 3: 14 px patches merged 2 x 2, so --max-side 768 means 756 px (27 x 28)."""
+    merged = [f for f in FAMILIES.values() if f.image_scheme.name == "pixtral" and any(
+        s.image_settings["spatial_merge_size"] == 2 for s in f.sizes)]  # fmt: skip
+    assert merged, "no family of merged Pixtral patches"
+    for family in merged:
+        processor = tiny_processor(family.tiny_name)
+        assert [image_cap(family, s, processor) for s in (768, 1000, 1540, 2048)] == [
+            756, 980, 1540, 1540,
+        ]  # fmt: skip
+        cap = image_cap(family, 768, processor)
+        square = count_image_tokens(family, cap, cap, processor)  # 27 x 27 tokens + 27 breaks
+        assert (square.text_tokens, square.vision_tokens) == (27 * 28, 27 * 27)
+        photo = count_image_tokens(family, *cap_longest_side(4032, 3024, cap), processor)
+        assert (photo.text_tokens, photo.resized) == (21 * 28, (756, 588))  # 756 x 567 px
+        assert _pixtral_real(processor, 756, 567)[0] == 21 * 28
 
 
 # --- Qwen3-VL (qwen3 scheme) and Gemma 3 -------------------------------------------------------

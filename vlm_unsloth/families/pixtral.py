@@ -9,21 +9,21 @@ rows * (cols + 1). `--max-side S`: the largest multiple of 16 px <= S, at most t
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
-from vlm_unsloth.families._templates import shipped_template
+from vlm_unsloth.families._pixtral import (
+    IMAGE_TOKEN,
+    LAYOUT_TOKENS,
+    PIXTRAL_SCHEME,
+    pixtral_processor,
+    tekken_tokenizer,
+)
 from vlm_unsloth.families.base import (
     TEXT_HIDDEN,
     TINY_TEXT_SHAPE,
     VISION_HIDDEN,
     Architecture,
     Family,
-    ImageScheme,
-    ImageTokenCount,
     ModelSize,
     RealConfig,
-    TinyTokenizer,
     mirrors,
 )
 
@@ -33,71 +33,12 @@ PATCH = 16
 LONGEST_EDGE = 1024
 
 
-def pixtral_image_tokens(
-    width: int,
-    height: int,
-    *,
-    patch_size: int = 16,
-    spatial_merge_size: int = 1,
-    longest_edge: int = 1024,
-) -> ImageTokenCount:
-    """Pixtral (spatial_merge_size 1; Mistral-Small-3.1 merges 2): rows x (cols + 1) text tokens,
-    rows x cols of them [IMG]. Raises ValueError where a side would shrink to 0 px (the processor
-    fails there too)."""
-    from transformers.models.pixtral.image_processing_pixtral import _num_image_tokens
-
-    patch = patch_size * spatial_merge_size
-    ratio = max(height, width) / longest_edge
-    if ratio > 1:  # downscale only, with floor (the processor's own comment says why)
-        height, width = int(math.floor(height / ratio)), int(math.floor(width / ratio))
-    if height < 1 or width < 1:
-        raise ValueError(f"a side shrinks to 0 px at a {longest_edge} px longest edge")
-    rows, cols = _num_image_tokens((height, width), (patch, patch))
-    return ImageTokenCount(
-        text_tokens=rows * (cols + 1),
-        vision_tokens=rows * cols,
-        resized=(cols * patch, rows * patch),
-    )
-
-
-def pixtral_cap(
-    max_side: int, *, patch_size: int, spatial_merge_size: int, longest_edge: int, **_: Any
-) -> int:
-    """The largest multiple of the patch that fits in `max_side`, at most `longest_edge`."""
-    patch = patch_size * spatial_merge_size
-    return max(patch, min(longest_edge // patch, max_side // patch) * patch)
-
-
-def pixtral_settings(processor: Any) -> dict:
-    """The scheme's parameters of a loaded processor."""
-    return dict(
-        patch_size=processor.patch_size,
-        spatial_merge_size=processor.spatial_merge_size,
-        longest_edge=processor.image_processor.size["longest_edge"],
-    )
-
-
 def tiny_processor(tokenizer, real_size: bool = False):
     """The hub's Pixtral processor with the tiny tokenizer (its image geometry is the real one)."""
-    from transformers import PixtralImageProcessor, PixtralProcessor
-
-    image_processor = PixtralImageProcessor(
-        size={"longest_edge": LONGEST_EDGE},
-        patch_size={"height": PATCH, "width": PATCH},
-        resample=3,  # BICUBIC
-        image_mean=[0.48145466, 0.4578275, 0.40821073],
-        image_std=[0.26862954, 0.26130258, 0.27577711],
-    )
-    return PixtralProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=PATCH,
-        spatial_merge_size=1,
-        chat_template=shipped_template("pixtral.jinja"),
-        image_token="[IMG]",
-        image_break_token="[IMG_BREAK]",
-        image_end_token="[IMG_END]",
-    )
+    return pixtral_processor(
+        tokenizer, patch_size=PATCH, spatial_merge_size=1, longest_edge=LONGEST_EDGE,
+        template="pixtral.jinja",
+    )  # fmt: skip
 
 
 def tiny_config(tokenizer, text=None, vision=None, top=None):
@@ -154,47 +95,18 @@ FAMILY = Family(
     instruction_part="[INST]",
     response_part="[/INST]",
     end_of_turn="</s>",
-    image_token="[IMG]",
+    image_token=IMAGE_TOKEN,
     # Rows of 16 px patches: [IMG] per patch, [IMG_BREAK] after each row, the last one
     # [IMG_END]. Any aspect ratio; images are only ever shrunk (to 1024 px at most).
-    other_image_tokens=("[IMG_BREAK]", "[IMG_END]"),
+    other_image_tokens=LAYOUT_TOKENS,
     max_aspect_ratio=None,
     min_image_side=1,
     vision_tower="model.vision_tower",
     language_model="model.language_model",
     connector="multi_modal_projector",
-    image_scheme=ImageScheme("pixtral", pixtral_settings, pixtral_image_tokens, pixtral_cap),
+    image_scheme=PIXTRAL_SCHEME,
     architecture=Architecture(
-        # Tekken vocabulary as converted for transformers: the first 20 ids are control tokens
-        # in this order, so [IMG] = 10, [IMG_BREAK] = 12, [IMG_END] = 13 as on the hub.
-        TinyTokenizer(
-            (
-                "<unk>",
-                "<s>",
-                "</s>",
-                "[INST]",
-                "[/INST]",
-                "[AVAILABLE_TOOLS]",
-                "[/AVAILABLE_TOOLS]",
-                "[TOOL_RESULTS]",
-                "[/TOOL_RESULTS]",
-                "[TOOL_CALLS]",
-                "[IMG]",
-                "<pad>",
-                "[IMG_BREAK]",
-                "[IMG_END]",
-                "[PREFIX]",
-                "[MIDDLE]",
-                "[SUFFIX]",
-                "[SYSTEM_PROMPT]",
-                "[/SYSTEM_PROMPT]",
-                "[TOOL_CONTENT]",
-            ),
-            bos="<s>",
-            eos="</s>",
-            pad="<pad>",
-            unk="<unk>",
-        ),  # fmt: skip
+        tekken_tokenizer(),  # [IMG] = 10, [IMG_BREAK] = 12, [IMG_END] = 13 as on the hub
         tiny_processor,
         tiny_config,
         "LlavaForConditionalGeneration",
