@@ -116,6 +116,10 @@ class TinyTokenizer:
     unk: str | None = None
     last_token: str | None = None
     """A token added after training, so that its id is the last (Mllama's <|image|>)."""
+    tokens_above_vocab: tuple[str, ...] = ()
+    """Special tokens added after training, in this order, so that their ids lie above every
+    trained token (Gemma 3n embeds the ids from its vision and audio offsets on with their own
+    tables: its image and audio tokens must sit above the text vocabulary)."""
     extra_corpus: str = ""
     """More training text, for merges the real vocabulary has ("\\n\\n" as one token)."""
     added_tokens: tuple[str, ...] = ()
@@ -203,6 +207,11 @@ class Family:
     vision_tower: str = ""
     """Module path of the vision encoder in the loaded model (e.g. "model.visual"): LoRA's
     vision switch adapts the layer stacks under it."""
+    vision_tower_has_linear_layers: bool = True
+    """Whether the vision tower has linear layers for LoRA. False where it is all convolutions
+    (Gemma 3n's MobileNet v5): LoRA (Unsloth's rule and ours take only nn.Linear) then adapts the
+    language model alone, --no-finetune-language-layers is refused, and --modules-to-save
+    <vision tower> trains the tower fully."""
     language_model: str = ""
     """Module path of the language model's decoder in the loaded model (e.g.
     "model.language_model"): LoRA's language switch adapts its layer stack."""
