@@ -144,9 +144,7 @@ def tiny_config(tokenizer, text=None, vision=None, top=None):
     ) | (text or {})
     vision_config = dict(
         architecture="mobilenetv5_300m_enc",
-        model_args=dict(
-            channel_multiplier=0.05, stem_size=16, msfa_output_resolution=TINY_GRID
-        ),
+        model_args=dict(channel_multiplier=0.05, stem_size=16, msfa_output_resolution=TINY_GRID),
         hidden_size=TOWER_WIDTH,
         vocab_offset=vision_offset,
         vocab_size=audio_offset - vision_offset,
@@ -179,7 +177,9 @@ def tiny_config(tokenizer, text=None, vision=None, top=None):
 # gemma-3n-E2B-it: the same with 30 layers, 8192-wide MLPs and 10 KV-shared layers (from memory
 # of the hub's config.json). Both: 2048 wide, 8 heads of 256 (2 KV), 512-token sliding windows,
 # the first 10 layers' MLPs 95% sparse, 262144 x 256 per-layer input embeddings per layer.
-_IMAGE_SETTINGS = dict(image_size=REAL_IMAGE, image_seq_length=REAL_GRID**2, double_newline_tokens=1)
+_IMAGE_SETTINGS = dict(
+    image_size=REAL_IMAGE, image_seq_length=REAL_GRID**2, double_newline_tokens=1
+)
 _TEXT = dict(
     vocab_size=262400, vocab_size_per_layer_input=262144, hidden_size_per_layer_input=256,
     hidden_size=2048, num_attention_heads=8, num_key_value_heads=2, head_dim=256,

@@ -127,6 +127,17 @@ def lora_target_regex(model, args: LoraArgs) -> str:
             rf"(?:{regex})|(?:\bmodel\.layers\.[\d]{{1,}}(?!.*\.experts\.\d)\..*?"
             rf"(?:{component_group}).*?\.(?:{leaf_group}))"
         )
+    pattern = re.compile(regex)
+    if not any(pattern.fullmatch(name) for name in linear_names):
+        # Gemma 3n's vision tower is all convolutions: its vision switch alone selects nothing
+        # (PEFT would fail later with "Target modules ... not found").
+        raise ConfigError(
+            "these LoRA switches select no linear layer of the model (a vision tower of "
+            "convolutions only, e.g. Gemma 3n's, has none)",
+            where="--no-finetune-language-layers / --target-modules",
+            fix="keep the language layers (drop --no-finetune-language-layers), or train the "
+            "vision tower fully with --modules-to-save",
+        )
     return regex
 
 
