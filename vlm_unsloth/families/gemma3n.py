@@ -123,6 +123,7 @@ def tiny_config(tokenizer, text=None, vision=None, top=None):
     from transformers import Gemma3nConfig
 
     ids = tokenizer.convert_tokens_to_ids
+    top = dict(top or {})
     vision_offset, audio_offset = ids("<end_of_image>"), ids("<end_of_audio>")
     text_config = dict(
         TINY_TEXT_SHAPE,
@@ -156,7 +157,7 @@ def tiny_config(tokenizer, text=None, vision=None, top=None):
         conf_num_hidden_layers=1,
         conf_num_attention_heads=2,
         sscp_conv_channel_size=[8, 8],
-    )
+    ) | top.pop("audio_config", {})
     grid = (vision_config["model_args"] or {}).get("msfa_output_resolution", REAL_GRID)
     return Gemma3nConfig(
         text_config=text_config,
@@ -169,7 +170,7 @@ def tiny_config(tokenizer, text=None, vision=None, top=None):
         boa_token_id=ids("<start_of_audio>"),
         eoa_token_id=audio_offset,
         audio_token_id=ids("<audio_soft_token>"),
-        **(top or {}),
+        **top,
     )
 
 
@@ -187,6 +188,13 @@ _TEXT = dict(
     max_position_embeddings=32768,
 )  # fmt: skip
 _VISION = dict(model_args=None, vocab_size=128)  # the full mobilenetv5_300m_enc at 768 px
+# The audio tower (built by the model though never fed here): Gemma3nAudioConfig's defaults.
+_AUDIO = dict(
+    audio_config=dict(
+        vocab_size=128, hidden_size=1536, conf_num_hidden_layers=12, conf_num_attention_heads=8,
+        sscp_conv_channel_size=[128, 32],
+    )
+)  # fmt: skip
 
 
 def _checkpoints(name: str) -> tuple[str, ...]:
@@ -270,6 +278,7 @@ FAMILY = Family(
                     _TEXT, intermediate_size=8192, num_hidden_layers=30, num_kv_shared_layers=10
                 ),
                 vision_config=_VISION,
+                config=_AUDIO,
             ),
         ),
         ModelSize(
@@ -282,6 +291,7 @@ FAMILY = Family(
                     _TEXT, intermediate_size=16384, num_hidden_layers=35, num_kv_shared_layers=15
                 ),
                 vision_config=_VISION,
+                config=_AUDIO,
             ),
         ),
     ),  # fmt: skip
