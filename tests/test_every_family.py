@@ -369,21 +369,24 @@ def test_switches_split_the_towers_and_leave_the_connector_out(name, tiny_ref):
     towers_at = f"({re.escape(vision)}|{re.escape(language)})"
     parts = "|".join(ATTENTION_TAGS + MLP_TAGS)
     stack = re.compile(rf"{towers_at}(\w+\.)*(layers|blocks)\.\d+\..*({parts})")
-    towers = [n for n in linear if stack.match(n)]
+    # Unsloth's vision + MLP switches also take the family's `vision_mlp_linears` (Gemma 3n's
+    # vision embedder projection, the one linear layer of its image path).
+    extra = list(family.vision_mlp_linears)
+    towers = [n for n in linear if stack.match(n) or n in extra]
     everything = select_lora_targets(model, LoraArgs())
     in_vision = any(n.startswith(vision) for n in everything)
     assert everything == towers and in_vision == family.vision_tower_has_linear_layers
     connector = [n for n in linear if f".{family.connector}." in f".{n}."]  # (none: Gemma 3's)
-    assert not set(connector) & set(everything) and "lm_head" not in everything
+    assert not set(connector) & set(everything) - set(extra) and "lm_head" not in everything
     only_language = select_lora_targets(model, LoraArgs(finetune_vision_layers=False))
     assert only_language and all(n.startswith(language) for n in only_language)
-    if family.vision_tower_has_linear_layers:
-        only_vision = select_lora_targets(model, LoraArgs(finetune_language_layers=False))
-        assert only_vision and all(n.startswith(vision) for n in only_vision)
-    else:  # an all-convolution tower: the vision switch alone would adapt nothing
+    only_vision = select_lora_targets(model, LoraArgs(finetune_language_layers=False))
+    assert only_vision and all(n.startswith(vision) or n in extra for n in only_vision)
+    if not family.vision_tower_has_linear_layers:  # no attention on the image path to adapt
         with pytest.raises(ConfigError, match="no linear layer"):
-            select_lora_targets(model, LoraArgs(finetune_language_layers=False))
-        only_vision = []
+            select_lora_targets(
+                model, LoraArgs(finetune_language_layers=False, finetune_mlp_modules=False)
+            )
     assert set(only_vision) | set(only_language) == set(everything)
     attention = select_lora_targets(model, LoraArgs(finetune_mlp_modules=False))
     mlp = select_lora_targets(model, LoraArgs(finetune_attention_modules=False))

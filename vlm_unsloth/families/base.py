@@ -207,6 +207,10 @@ class Family:
     vision_tower: str = ""
     """Module path of the vision encoder in the loaded model (e.g. "model.visual"): LoRA's
     vision switch adapts the layer stacks under it."""
+    vision_mlp_linears: tuple[str, ...] = ()
+    """Linear layers outside the vision tower that Unsloth's vision + MLP switches adapt, by
+    module path (Gemma 3n's "model.embed_vision.embedding_projection": unsloth_zoo's
+    get_peft_regex names it for the Gemma 3n/4 model types); LoRA's rule on both backends."""
     vision_tower_has_linear_layers: bool = True
     """Whether the vision tower has linear layers for LoRA. False where it is all convolutions
     (Gemma 3n's MobileNet v5): LoRA (Unsloth's rule and ours take only nn.Linear) then adapts the

@@ -216,6 +216,9 @@ FAMILY = Family(
     min_image_side=1,
     vision_tower="model.vision_tower",
     vision_tower_has_linear_layers=False,
+    # Unsloth's vision + MLP switches adapt the vision embedder's projection (the only linear
+    # layer on the image path); its fused RMS norms and table stay whole.
+    vision_mlp_linears=("model.embed_vision.embedding_projection",),
     language_model="model.language_model",
     connector="embed_vision",
     image_scheme=ImageScheme(
