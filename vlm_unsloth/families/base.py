@@ -207,6 +207,11 @@ class Family:
     vision_tower: str = ""
     """Module path of the vision encoder in the loaded model (e.g. "model.visual"): LoRA's
     vision switch adapts the layer stacks under it."""
+    unquantized_modules: tuple[str, ...] = ()
+    """Modules the hf backend keeps out of bitsandbytes' 4-bit/8-bit (its skip list, with
+    lm_head; matched as suffixes of module names): Gemma 3n's AltUp clamps its coefficient
+    weights in place every step, which packed weights cannot take (Unsloth keeps the same ones
+    in 16-bit). Empty: transformers' default skip list."""
     vision_mlp_linears: tuple[str, ...] = ()
     """Linear layers outside the vision tower that Unsloth's vision + MLP switches adapt, by
     module path (Gemma 3n's "model.embed_vision.embedding_projection": unsloth_zoo's

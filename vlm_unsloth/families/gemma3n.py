@@ -219,6 +219,19 @@ FAMILY = Family(
     # Unsloth's vision + MLP switches adapt the vision embedder's projection (the only linear
     # layer on the image path); its fused RMS norms and table stay whole.
     vision_mlp_linears=("model.embed_vision.embedding_projection",),
+    # AltUp clamps prediction_coefs in place every training step (packed 4-bit weights cannot
+    # take it): kept in 16-bit, as Unsloth's loader does (unsloth/models/vision.py).
+    unquantized_modules=(
+        "lm_head",
+        "correction_coefs",
+        "prediction_coefs",
+        "modality_router",
+        *(
+            f"{name}.{i}"
+            for name in ("altup_projections", "altup_unembed_projections")
+            for i in range(3)
+        ),
+    ),  # fmt: skip
     language_model="model.language_model",
     connector="embed_vision",
     image_scheme=ImageScheme(

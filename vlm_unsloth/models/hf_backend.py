@@ -26,15 +26,22 @@ def load(path: str, *, family: Family, quantization: str, setup: DeviceSetup, ma
 
     dtype = getattr(torch, setup.dtype)
     kwargs: dict = {"dtype": dtype}
+    # The family's modules that must stay unquantized (else transformers' default list).
+    skip = (
+        {"llm_int8_skip_modules": list(family.unquantized_modules)}
+        if family.unquantized_modules
+        else {}
+    )
     if quantization == "4bit":
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
+            **skip,
         )
     elif quantization == "8bit":
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True, **skip)
     if setup.device == "cuda":
         # One process per GPU under torchrun: each loads its copy onto its own device.
         kwargs["device_map"] = {"": distributed.local_index()}
