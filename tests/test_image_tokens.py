@@ -472,7 +472,7 @@ GEMMA3N_PROMPTS = [
 ]
 
 
-@pytest.mark.parametrize(("geometry", "side", "tokens"), [("tiny", 64, 16), ("real", 768, 256)])
+@pytest.mark.parametrize(("geometry", "side", "tokens"), [("tiny", 128, 16), ("real", 768, 256)])
 def test_gemma3n_tokens_match_the_real_processor(geometry, side, tokens, tiny_processor):
     """Gemma 3n's template writes <image_soft_token> per image; the processor makes one square
     (768 px on the hub) and 256 soft tokens of it whatever its size, framed as Gemma 3's."""

@@ -43,9 +43,12 @@ from vlm_unsloth.families.base import (
 )
 
 # The real tower: 768 px in, its fusion adapter's output 16 x 16 = 256 soft tokens of width 2048
-# (fixed in timm's MobileNetV5Encoder). The tiny one: the same 84 blocks at 1/20 of the channels,
-# 64 px in and a 4 x 4 = 16 token output (the adapter's `msfa_output_resolution`).
-TINY_IMAGE = 64
+# (fixed in timm's MobileNetV5Encoder), average-pooled from the 48 x 48 stage. The tiny one: the
+# same 84 blocks at 1/20 of the channels, 128 px in and a 4 x 4 = 16 token output pooled from
+# 8 x 8 (the adapter's `msfa_output_resolution`; a size that does not divide takes another
+# path, bilinear interpolation). 128 px, not 64: the square caps --max-side, and the tests'
+# 84 px images must reach the processor (and GRPO's rewards) unshrunk.
+TINY_IMAGE = 128
 REAL_IMAGE = 768
 TINY_GRID = 4
 REAL_GRID = 16
