@@ -10,7 +10,9 @@ The rule: among the model's nn.Linear leaves, drop names that occur once outside
 layer stack (lm_head, the vision merger / multi-modal projector); keep a leaf when its path has a
 selected part tag (vision: vision/image/visual/patch; language: language/text) followed by a
 selected component tag (attention: self_attn/attention/attn/mixer; MLP: mlp/feed_forward/ffn/
-dense/mixer).
+dense/mixer). With the vision and MLP switches, a family's `vision_mlp_linears` too (Gemma 3n's
+vision embedder projection: its MobileNet tower has no linear layer). Switches that select
+nothing are a ConfigError (Unsloth would fall back to every attention/MLP layer of the model).
 """
 
 from __future__ import annotations
