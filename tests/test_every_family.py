@@ -826,10 +826,11 @@ LEARNING_STEPS = {
 # day one learns, its test fails until it leaves this list).
 NOT_LEARNING_YET = {
     # LoRA cannot adapt Gemma 3n's all-convolution MobileNet tower (only the vision embedder's
-    # projection): the language layers must read the colour from a frozen random tower, and
-    # the loss leaves its 6.5 start slowly. At 128 px: 47.5% after 60 steps, 67.5% after 150
-    # (an earlier attempt); 60 steps at 128 px: loss 0.31-0.45 at the end, eval loss 0.39.
-    "gemma3n": "frozen random MobileNet v5 tower: 47.5% at 60 steps, 67.5% at 150 (>= 95% needed)",
+    # projection, as Unsloth): the language layers must read the colour through a frozen random
+    # tower. 60 steps (CPU, 128 px): 0% -> 25.0% (blank images 25.0%), loss 6.5 -> 0.45, the
+    # answer prior's plateau; without the activation-sparse layer 22.5%. An earlier attempt's
+    # tiny config (no LoRA on the embedder): 47.5% at 60 steps, 67.5% at 150.
+    "gemma3n": "frozen random MobileNet v5 tower: 25.0% after 60 steps (>= 95% needed)",
 }
 
 
