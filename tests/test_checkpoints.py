@@ -350,6 +350,10 @@ REAL_PARAMETERS = {
     "qwen3-vl-2b": 2.13e9,
     "gemma-3-4b": 4.30e9,
     "gemma-3-12b": 12.19e9,
+    # The hub pages' "Model size" (per-layer input embeddings, vision and audio towers
+    # included; "E2B"/"E4B" are the effective sizes without the per-layer embeddings).
+    "gemma-3n-e2b": 5.44e9,
+    "gemma-3n-e4b": 7.85e9,
     # The checkpoint index's 9.65B (bf16 bytes / 2) less its ~0.24B multi-token-prediction layer,
     # which transformers does not load.
     "qwen3.5-9b": 9.41e9,

@@ -581,3 +581,50 @@ def test_lfm2_max_side_means_32_px_and_one_view_under_two_tiles(tiny_processor):
     assert count_image_tokens(LFM2, *strip, processor).resized == (32, 288)
     processor.image_processor.min_image_tokens = 64
     assert count_image_tokens(LFM2, *strip, processor).resized == (32, 4352)
+
+
+def _gemma3n_processor(tiny_processor, geometry: str):
+    if geometry == "tiny":
+        return tiny_processor("tiny-gemma3n")
+    from vlm_unsloth.models.tiny import tiny_processor as build_processor
+
+    family = FAMILIES["gemma3n"]
+    return prepare_processor(family, build_processor(family.architecture, real_size=True))
+
+
+GEMMA3N_PROMPTS = [
+    "<bos><start_of_turn>user\n<image_soft_token>What colour is it?<end_of_turn>\n",
+    "<bos><start_of_turn>user\nLook:\n<image_soft_token><end_of_turn>\n<start_of_turn>model\n",
+    "<bos><start_of_turn>user\n<image_soft_token><image_soft_token>\n\nCompare.<end_of_turn>\n",
+]
+
+
+@pytest.mark.parametrize(("geometry", "side", "tokens"), [("tiny", 128, 16), ("real", 768, 256)])
+def test_gemma3n_tokens_match_the_real_processor(geometry, side, tokens, tiny_processor):
+    """Gemma 3n's template writes <image_soft_token> per image; the processor makes one square
+    (768 px on the hub) and 256 soft tokens of it whatever its size, framed as Gemma 3's."""
+    from vlm_unsloth.data.image_tokens import prompt_length
+
+    processor = _gemma3n_processor(tiny_processor, geometry)
+    family = FAMILIES["gemma3n"]
+    soft = processor.tokenizer.convert_tokens_to_ids("<image_soft_token>")
+    for text in GEMMA3N_PROMPTS:
+        images = text.count("<image_soft_token>")
+        for width, height in EXTREME_SIZES[:: 4 if geometry == "real" else 1]:
+            sizes = [(width, height), (height, width)][:images]
+            out = processor(
+                text=[text], images=[[Image.new("RGB", s, "white") for s in sizes]],
+                add_special_tokens=False, return_tensors="pt",
+            )  # fmt: skip
+            ids = out["input_ids"][0].tolist()
+            assert len(ids) == prompt_length(family, text, sizes, processor), (text, sizes)
+            assert ids.count(soft) == images * tokens == int(out["token_type_ids"].sum())
+            assert tuple(out["pixel_values"].shape) == (images, 3, side, side)
+            counted = count_image_tokens(family, width, height, processor)
+            assert (counted.vision_tokens, counted.resized, counted.tiles) == (
+                tokens, (side, side), 1,
+            )  # fmt: skip
+    # --max-side S caps what is decoded at min(S, the square); the count never changes.
+    assert [image_cap(family, s, processor) for s in (32, 512, 768, 2048)] == [
+        32, min(512, side), min(768, side), side,
+    ]  # fmt: skip

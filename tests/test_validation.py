@@ -329,6 +329,46 @@ def test_text_only_rows_are_kept_where_the_family_batches_them_with_images(
         assert "cannot batch rows without an image" in report.rejected[0].message
 
 
+@pytest.mark.parametrize("name", TINY_NAMES)
+def test_rows_with_audio_are_refused_for_every_family(name, tiny_processor, tmp_path):
+    """Gemma 3n's and Gemma 4's processors take audio, but only the image path is trained: a row
+    with an audio field or an audio part is rejected, naming the row and the message."""
+    _image(tmp_path / "a.png")
+    user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}
+    answer = {"role": "assistant", "content": "red"}
+    heard = {"type": "audio", "audio": "clip.wav"}
+    rows = [
+        {"image": "a.png", "question": "Colour?", "answer": "red"},
+        {"image": "a.png", "question": "What is said?", "answer": "hi", "audio": "clip.wav"},
+        {"messages": [user, answer], "images": ["a.png"]},
+        {"messages": [{**user, "content": [heard, *user["content"]]}, answer], "images": ["a.png"]},
+    ]
+    family, processor = TINY_MODEL_NAMES[name], tiny_processor(name)
+    reports = []
+    for index, pair in enumerate((rows[:2], rows[2:])):
+        path = tmp_path / f"rows{index}.jsonl"
+        path.write_text("".join(json.dumps(row) + "\n" for row in pair))
+        dataset = load_sft_dataset(DataSpec(dataset=str(path)))
+        reports.append(
+            validate_dataset(dataset, family=family, processor=processor, max_seq_length=4096)
+        )
+    for index, report in enumerate(reports):
+        assert report.kept["source"] == [f"rows{index}.jsonl:1"]
+        assert [(row.source, row.reason) for row in report.rejected] == [
+            (f"rows{index}.jsonl:2", "audio")
+        ]
+        assert report.rejected[0].message.startswith("message 0 (user) holds audio")
+
+    path = tmp_path / "dpo.jsonl"
+    row = {"image": "a.png", "question": "Said?", "chosen": "hi", "rejected": "no", "audios": ["x"]}
+    path.write_text(json.dumps(row) + "\n")
+    report = validate_dataset(
+        load_preference_dataset(DataSpec(dataset=str(path))),
+        family=family, processor=processor, max_seq_length=4096,
+    )  # fmt: skip
+    assert [(row.source, row.reason) for row in report.rejected] == [("dpo.jsonl:1", "audio")]
+
+
 def test_preference_rows_count_the_longer_answer(tiny_processor, tmp_path):
     processor = tiny_processor("tiny-qwen2.5-vl")
     family = TINY_MODEL_NAMES["tiny-qwen2.5-vl"]

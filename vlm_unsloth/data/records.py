@@ -70,7 +70,7 @@ class Columns:
 def table_row_to_record(row: dict, *, columns: Columns, base_dir: Path | None, source: str) -> dict:
     """A plain table row (image, question, answer) as a canonical SFT record."""
     images = _table_images(row[columns.image], columns, base_dir)
-    prompt = _table_prompt(row, columns, n_images=len(images))
+    prompt = _with_audio(_table_prompt(row, columns, n_images=len(images)), row)
     answer = _assistant(_answer_text(row[columns.answer]))
     return {"messages": [*prompt, answer], "images": images, "source": source}
 
@@ -91,7 +91,7 @@ def preference_row_to_record(
         prompt_columns = columns if reads_question else replace(columns, question="prompt")
         prompt = _table_prompt(row, prompt_columns, n_images=len(images))
     return {
-        "prompt": prompt,
+        "prompt": _with_audio(prompt, row),
         "chosen": _answer_messages(row[columns.chosen]),
         "rejected": _answer_messages(row[columns.rejected]),
         "images": images,
@@ -114,7 +114,7 @@ def messages_row_to_record(
             if part.get("type") == "image" and (part.get("image") or part.get("path"))
         ]
     return {
-        "messages": _with_system(messages, columns.system_prompt),
+        "messages": _with_audio(_with_system(messages, columns.system_prompt), row),
         "images": image_references(images, base_dir),
         "source": source,
     }
@@ -126,7 +126,9 @@ def conversations_row_to_record(
     """A ShareGPT/LLaVA row: `conversations` of {"from", "value"} with `<image>` placeholders."""
     images = _row_images(row, columns)
     return {
-        "messages": _with_system(_messages(row["conversations"]), columns.system_prompt),
+        "messages": _with_audio(
+            _with_system(_messages(row["conversations"]), columns.system_prompt), row
+        ),
         "images": image_references(images, base_dir),
         "source": source,
     }
@@ -180,6 +182,11 @@ def _resolve(path: str, base_dir: Path | None) -> str:
 
 
 _IMAGE_PART = {"type": "image", "text": None}
+_AUDIO_PART = {"type": "audio", "text": None}
+"""Kept only for the check to refuse (record_problem): audio is never trained."""
+AUDIO_COLUMNS = ("audio", "audios")
+"""Row fields holding audio (Gemma 3n's and Gemma 4's processors take it; this project trains
+the image path only)."""
 
 
 def _text_part(text: str) -> dict:
@@ -188,6 +195,24 @@ def _text_part(text: str) -> dict:
 
 def _assistant(text: str) -> dict:
     return {"role": "assistant", "content": [_text_part(text)]}
+
+
+def _with_audio(messages: list[dict], row: dict) -> list[dict]:
+    """`messages` with one audio part per clip of the row's audio field (in its first user
+    message), for the check to refuse; unchanged for a row without audio."""
+    clips = [value for key in AUDIO_COLUMNS if row.get(key) for value in _as_list(row[key])]
+    if not clips:
+        return messages
+    first_user = next((i for i, m in enumerate(messages) if m["role"] == "user"), None)
+    if first_user is None:
+        return [{"role": "user", "content": [dict(_AUDIO_PART) for _ in clips]}, *messages]
+    user = messages[first_user]
+    with_audio = {**user, "content": [dict(_AUDIO_PART) for _ in clips] + user["content"]}
+    return [*messages[:first_user], with_audio, *messages[first_user + 1 :]]
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 def _with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
@@ -255,6 +280,8 @@ def _content(content: Any) -> list[dict]:
     for part in content:
         if part.get("type") in ("image", "image_url"):
             parts.append(dict(_IMAGE_PART))
+        elif part.get("type") in ("audio", "input_audio"):
+            parts.append(dict(_AUDIO_PART))
         elif part.get("text") is not None:
             parts.append(_text_part(part["text"]))
     return parts
@@ -278,10 +305,19 @@ def split_image_placeholders(text: str) -> list[dict]:
 def record_problem(record: dict) -> tuple[str, str] | None:
     """(reason, message) of the first problem of an SFT or preference record, else None.
 
-    Reasons: bad_roles, empty_question, empty_answer, same_answers (a preference pair whose
-    chosen and rejected answers are the same text), image_count_mismatch. Messages name the
-    message index, e.g. "message 3 (assistant) is empty".
+    Reasons: audio (an audio part or field: only images are trained), bad_roles,
+    empty_question, empty_answer, same_answers (a preference pair whose chosen and rejected
+    answers are the same text), image_count_mismatch. Messages name the message index, e.g.
+    "message 3 (assistant) is empty".
     """
+    conversation = [
+        *record.get("prompt", []),
+        *record.get("chosen", []),
+        *record.get("messages", []),
+    ]
+    problem = _audio_problem(conversation)
+    if problem is not None:
+        return problem
     if "prompt" in record:
         return _preference_problem(record)
     problem = _turns_problem(record["messages"], final_role="assistant")
@@ -349,6 +385,19 @@ def _turns_problem(messages: list[dict], *, final_role: str) -> tuple[str, str] 
             "bad_roles",
             f"conversation ends with a {messages[-1]['role']} message, not {final_role}",
         )
+    return None
+
+
+def _audio_problem(messages: list[dict]) -> tuple[str, str] | None:
+    """The first message holding audio: Gemma 3n and Gemma 4 take it, but this project trains
+    their image path only."""
+    for index, message in enumerate(messages):
+        if any(part["type"] == "audio" for part in message["content"]):
+            return (
+                "audio",
+                f"message {index} ({message['role']}) holds audio: only images and text are "
+                "trained (no family's audio tower is), drop the audio from the row",
+            )
     return None
 
 

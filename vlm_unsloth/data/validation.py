@@ -11,6 +11,7 @@ it fits. Rejected rows are skipped (or, with strict, raise) and can be written a
 
 Reasons a row is rejected (`RejectedRow.reason`): missing_file, unreadable_image,
 decompression_bomb, download_failed, image_too_small, bad_aspect_ratio (image problems);
+audio (an audio field or part: only the image path is trained, also for Gemma 3n and Gemma 4);
 bad_roles, empty_question, empty_answer, image_count_mismatch (conversation problems);
 same_answers (a preference pair whose chosen and rejected answers are the same text);
 text_only_row (a family that cannot batch rows without an image with image rows);

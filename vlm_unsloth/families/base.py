@@ -116,6 +116,10 @@ class TinyTokenizer:
     unk: str | None = None
     last_token: str | None = None
     """A token added after training, so that its id is the last (Mllama's <|image|>)."""
+    tokens_above_vocab: tuple[str, ...] = ()
+    """Special tokens added after training, in this order, so that their ids lie above every
+    trained token (Gemma 3n embeds the ids from its vision and audio offsets on with their own
+    tables: its image and audio tokens must sit above the text vocabulary)."""
     extra_corpus: str = ""
     """More training text, for merges the real vocabulary has ("\\n\\n" as one token)."""
     added_tokens: tuple[str, ...] = ()
@@ -203,6 +207,15 @@ class Family:
     vision_tower: str = ""
     """Module path of the vision encoder in the loaded model (e.g. "model.visual"): LoRA's
     vision switch adapts the layer stacks under it."""
+    vision_mlp_linears: tuple[str, ...] = ()
+    """Linear layers outside the vision tower that Unsloth's vision + MLP switches adapt, by
+    module path (Gemma 3n's "model.embed_vision.embedding_projection": unsloth_zoo's
+    get_peft_regex names it for the Gemma 3n/4 model types); LoRA's rule on both backends."""
+    vision_tower_has_linear_layers: bool = True
+    """Whether the vision tower has linear layers for LoRA. False where it is all convolutions
+    (Gemma 3n's MobileNet v5): LoRA (Unsloth's rule and ours take only nn.Linear) then adapts the
+    language model alone, --no-finetune-language-layers is refused, and --modules-to-save
+    <vision tower> trains the tower fully."""
     language_model: str = ""
     """Module path of the language model's decoder in the loaded model (e.g.
     "model.language_model"): LoRA's language switch adapts its layer stack."""
@@ -220,9 +233,11 @@ class Family:
     carry none of the attention/MLP tags Unsloth's target rule looks for (models/lora.py), e.g.
     LFM2's short convolutions ("conv": in_proj, out_proj)."""
     unquantized_modules: tuple[str, ...] = ()
-    """Modules bitsandbytes must leave in float under --quantization 4bit/8bit (by name, as
-    `llm_int8_skip_modules` matches them), besides those transformers keeps (lm_head): e.g. a
-    Linear whose weight dtype the model casts its inputs to (SigLIP2's NaFlex patch embedding)."""
+    """Modules bitsandbytes must leave in float under --quantization 4bit/8bit on the hf backend
+    (by name, as `llm_int8_skip_modules` matches them), besides those transformers keeps
+    (lm_head): a Linear whose weight dtype the model casts its inputs to (SigLIP2's NaFlex patch
+    embedding), or weights the model changes in place (Gemma 3n's AltUp clamps its coefficients
+    every step; Unsloth keeps the same ones in 16-bit)."""
     fp16_unsafe: str = ""
     """Why the family must not compute in float16 (its activations overflow it), or "" when it
     may: then `--precision auto` picks float32 on GPUs without bf16 (T4) and `--precision fp16`

@@ -10,7 +10,9 @@ The rule: among the model's nn.Linear leaves, drop names that occur once outside
 layer stack (lm_head, the vision merger / multi-modal projector); keep a leaf when its path has a
 selected part tag (vision: vision/image/visual/patch; language: language/text) followed by a
 selected component tag (attention: self_attn/attention/attn/mixer; MLP: mlp/feed_forward/ffn/
-dense/mixer).
+dense/mixer). With the vision and MLP switches, a family's `vision_mlp_linears` too (Gemma 3n's
+vision embedder projection: its MobileNet tower has no linear layer). Switches that select
+nothing are a ConfigError (Unsloth would fall back to every attention/MLP layer of the model).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from vlm_unsloth.errors import ConfigError
+from vlm_unsloth.families import FAMILIES
 
 VISION_TAGS = ("vision", "image", "visual", "patch")
 LANGUAGE_TAGS = ("language", "text")
@@ -127,7 +130,36 @@ def lora_target_regex(model, args: LoraArgs) -> str:
             rf"(?:{regex})|(?:\bmodel\.layers\.[\d]{{1,}}(?!.*\.experts\.\d)\..*?"
             rf"(?:{component_group}).*?\.(?:{leaf_group}))"
         )
+    extra = _vision_mlp_linears(model, args, leaves)
+    if extra:
+        regex = "|".join([f"(?:{regex})", *(re.escape(name) for name in extra)])
+    pattern = re.compile(regex)
+    if not any(pattern.fullmatch(name) for name in linear_names):
+        # Gemma 3n's vision tower is all convolutions: its vision switch alone selects nothing
+        # (PEFT would fail later with "Target modules ... not found").
+        raise ConfigError(
+            "these LoRA switches select no linear layer of the model (a vision tower of "
+            "convolutions only, e.g. Gemma 3n's, has none)",
+            where="--no-finetune-language-layers / --target-modules",
+            fix="keep the language layers (drop --no-finetune-language-layers), or train the "
+            "vision tower fully with --modules-to-save",
+        )
     return regex
+
+
+def _vision_mlp_linears(model, args: LoraArgs, leaves: list[str]) -> list[str]:
+    """The family's `vision_mlp_linears` where the vision and MLP switches are on (and
+    --target-modules, if given, names their leaf), as Unsloth adds them."""
+    if not (args.finetune_vision_layers and args.finetune_mlp_modules):
+        return []
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    listed = [
+        name
+        for family in FAMILIES.values()
+        if family.model_type == model_type
+        for name in family.vision_mlp_linears
+    ]
+    return [name for name in listed if name.rsplit(".", 1)[-1] in leaves]
 
 
 def select_lora_targets(model, args: LoraArgs) -> list[str]:

@@ -43,6 +43,8 @@ def train_tokenizer(spec: TinyTokenizer):
     tokenizer.train_from_iterator([_CORPUS] * 4 + [spec.extra_corpus] * 8, trainer=trainer)
     if spec.last_token:
         tokenizer.add_special_tokens([spec.last_token])
+    if spec.tokens_above_vocab:
+        tokenizer.add_special_tokens(list(spec.tokens_above_vocab))
     if spec.added_tokens:
         tokenizer.add_tokens(list(spec.added_tokens))
     bos = spec.bos

@@ -18,7 +18,7 @@ from vlm_unsloth.data.collate import UnslothRecordCollator
 from vlm_unsloth.data.image_tokens import image_cap
 from vlm_unsloth.families import Family
 from vlm_unsloth.models.device import DeviceSetup
-from vlm_unsloth.models.lora import LoraArgs
+from vlm_unsloth.models.lora import LoraArgs, select_lora_targets
 
 GRPO_CROSS_ATTENTION_IMAGES = False
 """Unsloth 2026.10.9 rewrites GRPOTrainer's log-probability and loss path, and its vision inputs
@@ -92,6 +92,7 @@ def add_lora(
 
         model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
         return FastVisionModel.for_training(model)
+    select_lora_targets(model, lora_args)  # switches that select nothing: a one-line error
     with block_compile_as_the_family_needs(family):
         model = FastVisionModel.get_peft_model(
             model,
