@@ -463,8 +463,11 @@ def test_4bit_keeps_the_familys_float_modules_and_trains(name, tiny_ref, tiny_pr
     loss = peft_model(**collator([_record("red"), _record("green", size=(160, 220))])).loss
     assert torch.isfinite(loss)
     loss.backward()
-    vision = [p for n, p in peft_model.named_parameters() if "lora_" in n and
-              _under(ref.family, ref.family.vision_tower, n)]  # fmt: skip
+    # The image path's LoRA: the tower's, or (an all-convolution tower: Gemma 3n) the vision
+    # linears Unsloth adapts outside it.
+    vision = [p for n, p in peft_model.named_parameters() if "lora_" in n and (
+              _under(ref.family, ref.family.vision_tower, n)
+              or any(f".{path}." in n for path in ref.family.vision_mlp_linears))]  # fmt: skip
     assert vision and any(p.grad is not None and p.grad.abs().sum() > 0 for p in vision)
 
 
