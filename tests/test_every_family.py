@@ -152,6 +152,13 @@ def test_image_placeholders_expand_to_the_family_formula(name, count, tiny_ref, 
     elif family.image_scheme.name == "pixtral":  # the resized (width, height) of each image
         sizes_seen = [(int(w), int(h)) for h, w in batch["image_sizes"].tolist()]
         assert sizes_seen == [c.resized for c in counts]
+    elif family.image_scheme.name == "patch-budget":  # patches padded to the budget
+        settings = family.image_scheme.settings(processor)
+        pool = settings["pooling_kernel_size"] ** 2
+        assert batch["pixel_values"].shape[:2] == (count, settings["max_soft_tokens"] * pool)
+        patches = (batch["image_position_ids"] != -1).all(dim=-1).sum(dim=-1)
+        assert [int(p) // pool for p in patches] == [c.vision_tokens for c in counts]
+        assert batch["mm_token_type_ids"].sum() == placeholders  # 1 on each soft token
 
 
 def _sizes_dataset(folder, sizes) -> str:
@@ -231,6 +238,12 @@ def test_inspect_data_counts_what_the_processor_makes_and_never_cuts_an_image(
     elif family.image_scheme.name == "mllama":  # `resized` is the canvas of whole tiles
         tile = processor.image_processor.size["height"]
         longest = -(-max_side // tile) * tile
+    elif family.image_scheme.name == "patch-budget":  # rescaled, up too, to the token budget
+        # (--max-side bounds the detail decoded; the budget the size: a thin image is one row
+        # of pooled patches as long as the budget's tokens)
+        settings = family.image_scheme.settings(processor)
+        pooled = settings["patch_size"] * settings["pooling_kernel_size"]
+        longest = max(longest, settings["max_soft_tokens"] * pooled)
     for record in everything.kept:
         batch = collator([record])
         size = Image.open(record["images"][0]["path"]).size
@@ -350,6 +363,10 @@ def test_switches_split_the_towers_and_leave_the_connector_out(name, tiny_ref):
     towers_at = f"({re.escape(vision)}|{re.escape(language)})"
     stack = re.compile(rf"{towers_at}(\w+\.)*(layers|blocks)\.\d+\.")
     towers = [n for n in linear if stack.match(n)]
+    # Gemma 4's per-layer-input gate and projection: in the stacks, neither attention nor MLP.
+    for leaf in family.unadapted_layer_linears:
+        assert any(n.endswith(f".{leaf}") for n in towers), leaf  # (the model has them)
+    towers = [n for n in towers if n.rsplit(".", 1)[-1] not in family.unadapted_layer_linears]
     everything = select_lora_targets(model, LoraArgs())
     assert everything == towers and any(n.startswith(vision) for n in everything)
     connector = [n for n in linear if f".{family.connector}." in f".{n}."]  # (none: Gemma 3's)

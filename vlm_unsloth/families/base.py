@@ -210,6 +210,10 @@ class Family:
     """The module between the vision tower and the language model, by the name a user passes to
     --modules-to-save to train it fully (e.g. "multi_modal_projector"): LoRA never adapts it, as
     Unsloth does not."""
+    unadapted_layer_linears: tuple[str, ...] = ()
+    """Leaf names of the Linears in the towers' layer stacks that are neither attention nor MLP,
+    which LoRA leaves out as Unsloth's rule does (Gemma 4's per-layer-input gate and
+    projection): train them with --modules-to-save if ever needed."""
     fp16_unsafe: str = ""
     """Why the family must not compute in float16 (its activations overflow it), or "" when it
     may: then `--precision auto` picks float32 on GPUs without bf16 (T4) and `--precision fp16`

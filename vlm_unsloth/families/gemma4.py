@@ -213,6 +213,9 @@ FAMILY = Family(
     language_model="model.language_model",
     # Gemma4MultimodalEmbedder: a norm and the projection into the language model's width.
     connector="embed_vision",
+    # Each decoder layer's PLE gate and projection (outside self_attn and mlp): Unsloth's
+    # selection (unsloth_zoo get_peft_regex) leaves them out, and so do we.
+    unadapted_layer_linears=("per_layer_input_gate", "per_layer_projection"),
     image_scheme=ImageScheme("patch-budget", gemma4_settings, gemma4_image_tokens),
     architecture=Architecture(
         # <pad> <eos> <bos> <unk> <mask> first (ids 0-4, as on the hub); the hub has
