@@ -187,9 +187,22 @@ _AUDIO = dict(
 )  # fmt: skip
 
 
+# <pad> <eos> <bos> <unk> <mask> first (ids 0-4, as on the hub); the hub has <|turn> = 105,
+# <turn|> = 106, <|image> = 255999, <|audio> = 256000, <|image|> = 258880, <|audio|> = 258881,
+# <image|> = 258882, <audio|> = 258883, <|video|> = 258884; the template's thinking and tool
+# markers too.
+_SPECIAL_TOKENS = (
+    "<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<|turn>", "<turn|>",
+    "<|image>", "<image|>", "<|image|>", "<|audio>", "<audio|>", "<|audio|>",
+    "<|video|>", "<|think|>", "<|channel>", "<channel|>", "<|tool>", "<tool|>",
+    "<|tool_call>", "<tool_call|>", "<|tool_response>", "<tool_response|>", '<|"|>',
+)  # fmt: skip
+
+
 def _layer_types(layers: int, every: int) -> list[str]:
     """`every`-th layer global, the rest sliding-window."""
-    return ["full_attention" if (i + 1) % every == 0 else "sliding_attention" for i in range(layers)]
+    kinds = ("sliding_attention", "full_attention")
+    return [kinds[(i + 1) % every == 0] for i in range(layers)]
 
 
 def _checkpoints(size: str) -> tuple[str, ...]:
@@ -218,16 +231,8 @@ FAMILY = Family(
     unadapted_layer_linears=("per_layer_input_gate", "per_layer_projection"),
     image_scheme=ImageScheme("patch-budget", gemma4_settings, gemma4_image_tokens),
     architecture=Architecture(
-        # <pad> <eos> <bos> <unk> <mask> first (ids 0-4, as on the hub); the hub has
-        # <|turn> = 105, <turn|> = 106, <|image> = 255999, <|audio> = 256000, <|image|> = 258880,
-        # <|audio|> = 258881, <image|> = 258882, <audio|> = 258883, <|video|> = 258884.
         TinyTokenizer(
-            (
-                "<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<|turn>", "<turn|>",
-                "<|image>", "<image|>", "<|image|>", "<|audio>", "<audio|>", "<|audio|>",
-                "<|video|>", "<|think|>", "<|channel>", "<channel|>", "<|tool>", "<tool|>",
-                "<|tool_call>", "<tool_call|>", "<|tool_response>", "<tool_response|>", '<|"|>',
-            ),
+            _SPECIAL_TOKENS,
             bos="<bos>",
             eos="<eos>",
             pad="<pad>",
