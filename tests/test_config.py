@@ -137,7 +137,7 @@ def test_every_shipped_preset_parses_and_validates():
     assert {p.name for p in presets} >= {
         "qwen2-vl-7b-12gb.yaml", "llama-3.2-11b-vision-12gb.yaml",
         "kaggle-t4-16gb.yaml", "tiny-cpu-demo.yaml", "qwen3-vl-8b-12gb.yaml",
-        "gemma-3-4b-12gb.yaml",
+        "gemma-3-4b-12gb.yaml", "gemma-4-e4b-12gb.yaml",
     }  # fmt: skip
     for preset in presets:
         model, lora, data, train = parse_args(ALL, ["--config", str(preset)])
@@ -145,7 +145,8 @@ def test_every_shipped_preset_parses_and_validates():
         assert data.max_side in (768, 1024), preset
         assert train.output_dir.startswith(("outputs/", "/kaggle/")), preset
     for preset, arch in (("qwen3-vl-8b-12gb.yaml", "qwen3-vl-8b"),
-                         ("gemma-3-4b-12gb.yaml", "gemma-3-4b")):  # fmt: skip
+                         ("gemma-3-4b-12gb.yaml", "gemma-3-4b"),
+                         ("gemma-4-e4b-12gb.yaml", "gemma-4-e4b")):  # fmt: skip
         model, _, data, train = parse_args(ALL, ["--config", str(REPO / "configs" / preset)])
         assert size_named(model.model)[1].name == arch  # offline: the planner's table
         assert (train.batch_size, train.effective_batch_size) == ("auto", 16)
