@@ -9,8 +9,9 @@ around it, so nothing merges with the text: the formula is exact).
 N (the soft tokens) depends only on the image's aspect ratio: Gemma4ImageProcessor rescales
 every image, up or down, keeping its aspect ratio, to the largest size whose 16 px patches fit a
 budget of max_soft_tokens x 3 x 3 patches (280 tokens on the hub: 2,520 patches) with both sides
-multiples of 48 px (3 x 3 patches are average-pooled into one soft token): a square becomes
-768 x 768 px, 256 tokens; a 4:3 image 864 x 624 px, 234 tokens.
+multiples of 48 px (3 x 3 patches are average-pooled into one soft token): any square becomes
+768 x 768 px, 256 tokens; a 4:3 photo 912 x 672 px, 266 tokens; 16:9 1056 x 576 px, 264 tokens;
+a 2000 x 11 strip one 48 px row 10,800 px long, 225 tokens.
 
 `--max-side S`: S itself (images are shrunk so that no side exceeds S): the processor then
 rescales to its token budget whatever S is, so S limits the detail an image brings, not its
