@@ -362,24 +362,28 @@ def test_switches_split_the_towers_and_leave_the_connector_out(name, tiny_ref):
     # Every Linear of the towers' layer stacks (their numbered layers or blocks).
     towers_at = f"({re.escape(vision)}|{re.escape(language)})"
     stack = re.compile(rf"{towers_at}(\w+\.)*(layers|blocks)\.\d+\.")
-    towers = [n for n in linear if stack.match(n)]
+    # Gemma 4's flat vision Linears (its connector's projection among them), as Unsloth.
+    flat = [n for n in linear if any(n.endswith(f".{p}") for p in family.flat_vision_linears)]
+    assert len(flat) == len(family.flat_vision_linears)
+    towers = [n for n in linear if stack.match(n) or n in flat]
     # Gemma 4's per-layer-input gate and projection: in the stacks, neither attention nor MLP.
     for leaf in family.unadapted_layer_linears:
         assert any(n.endswith(f".{leaf}") for n in towers), leaf  # (the model has them)
     towers = [n for n in towers if n.rsplit(".", 1)[-1] not in family.unadapted_layer_linears]
     everything = select_lora_targets(model, LoraArgs())
     assert everything == towers and any(n.startswith(vision) for n in everything)
-    connector = [n for n in linear if f".{family.connector}." in f".{n}."]  # (none: Gemma 3's)
+    connector = [n for n in linear if f".{family.connector}." in f".{n}." and n not in flat]
     assert not set(connector) & set(everything) and "lm_head" not in everything
     only_vision = select_lora_targets(model, LoraArgs(finetune_language_layers=False))
     only_language = select_lora_targets(model, LoraArgs(finetune_vision_layers=False))
-    assert only_vision and all(n.startswith(vision) for n in only_vision)
+    assert only_vision and all(n.startswith(vision) or n in flat for n in only_vision)
     assert only_language and all(n.startswith(language) for n in only_language)
     assert set(only_vision) | set(only_language) == set(everything)
     attention = select_lora_targets(model, LoraArgs(finetune_mlp_modules=False))
     mlp = select_lora_targets(model, LoraArgs(finetune_attention_modules=False))
     assert attention and mlp and not set(attention) & set(mlp)
     assert set(attention) | set(mlp) == set(everything)
+    assert set(flat) <= set(mlp)  # (Unsloth adds them under the MLP switch)
 
 
 @each_family()

@@ -214,6 +214,11 @@ class Family:
     """Leaf names of the Linears in the towers' layer stacks that are neither attention nor MLP,
     which LoRA leaves out as Unsloth's rule does (Gemma 4's per-layer-input gate and
     projection): train them with --modules-to-save if ever needed."""
+    flat_vision_linears: tuple[str, ...] = ()
+    """Module paths (as suffixes) of Linears on the vision path outside any layer stack that
+    Unsloth's rule adapts when the vision and MLP switches are on (Gemma 4: the patch embedder's
+    input projection and the connector's embedding projection, unsloth_zoo get_peft_regex's
+    Gemma branch); LoRA's selection adds them as Unsloth does."""
     fp16_unsafe: str = ""
     """Why the family must not compute in float16 (its activations overflow it), or "" when it
     may: then `--precision auto` picks float32 on GPUs without bf16 (T4) and `--precision fp16`

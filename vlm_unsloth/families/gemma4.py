@@ -230,6 +230,12 @@ FAMILY = Family(
     # Each decoder layer's PLE gate and projection (outside self_attn and mlp): Unsloth's
     # selection (unsloth_zoo get_peft_regex) leaves them out, and so do we.
     unadapted_layer_linears=("per_layer_input_gate", "per_layer_projection"),
+    # Unsloth 2026.10.9 adapts these two flat Linears too (vision and MLP switches on): the
+    # connector's projection is LoRA-adapted, unlike every other family's connector.
+    flat_vision_linears=(
+        "vision_tower.patch_embedder.input_proj",
+        "embed_vision.embedding_projection",
+    ),
     image_scheme=ImageScheme("patch-budget", gemma4_settings, gemma4_image_tokens),
     architecture=Architecture(
         TinyTokenizer(

@@ -11,6 +11,8 @@ layer stack (lm_head, the vision merger / multi-modal projector); keep a leaf wh
 selected part tag (vision: vision/image/visual/patch; language: language/text) followed by a
 selected component tag (attention: self_attn/attention/attn/mixer; MLP: mlp/feed_forward/ffn/
 dense/mixer).
+With the vision and MLP switches on, a family's flat vision Linears are added as Unsloth adds
+them (`Family.flat_vision_linears`: Gemma 4's patch embedder and connector projection).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from vlm_unsloth.errors import ConfigError
+from vlm_unsloth.families import FAMILIES
 
 VISION_TAGS = ("vision", "image", "visual", "patch")
 LANGUAGE_TAGS = ("language", "text")
@@ -127,7 +130,21 @@ def lora_target_regex(model, args: LoraArgs) -> str:
             rf"(?:{regex})|(?:\bmodel\.layers\.[\d]{{1,}}(?!.*\.experts\.\d)\..*?"
             rf"(?:{component_group}).*?\.(?:{leaf_group}))"
         )
-    return regex
+    flat = _flat_vision_branches(model, args, linear_names)
+    return "|".join([f"(?:{regex})", *flat]) if flat else regex
+
+
+def _flat_vision_branches(model, args: LoraArgs, linear_names: list[str]) -> list[str]:
+    """Unsloth's extra branches for the family's flat vision Linears (`Family.flat_vision_linears`:
+    Gemma 4's), under the vision and MLP switches, each only where it names a Linear here."""
+    if not (args.finetune_vision_layers and args.finetune_mlp_modules):
+        return []
+    family = next((f for f in FAMILIES.values() if f.model_type == model.config.model_type), None)
+    paths = family.flat_vision_linears if family else ()
+    if args.target_modules is not None:
+        paths = tuple(p for p in paths if p.rsplit(".", 1)[-1] in args.target_modules)
+    branches = [rf"(?:.*?\b{re.escape(path)})" for path in paths]
+    return [b for b in branches if any(re.fullmatch(b, name) for name in linear_names)]
 
 
 def select_lora_targets(model, args: LoraArgs) -> list[str]:
