@@ -139,6 +139,7 @@ def test_every_shipped_preset_parses_and_validates():
         "kaggle-t4-16gb.yaml", "tiny-cpu-demo.yaml", "qwen3-vl-8b-12gb.yaml",
         "gemma-3-4b-12gb.yaml", "lfm2.5-vl-1.6b-12gb.yaml", "ministral-3-8b-12gb.yaml",
         "gemma-3n-e4b-12gb.yaml",
+        "gemma-4-e4b-12gb.yaml",
     }  # fmt: skip
     for preset in presets:
         model, lora, data, train = parse_args(ALL, ["--config", str(preset)])
@@ -149,7 +150,8 @@ def test_every_shipped_preset_parses_and_validates():
                          ("gemma-3-4b-12gb.yaml", "gemma-3-4b"),
                          ("lfm2.5-vl-1.6b-12gb.yaml", "lfm2.5-vl-1.6b"),
                          ("ministral-3-8b-12gb.yaml", "ministral-3-8b"),
-                         ("gemma-3n-e4b-12gb.yaml", "gemma-3n-e4b")):  # fmt: skip
+                         ("gemma-3n-e4b-12gb.yaml", "gemma-3n-e4b"),
+                         ("gemma-4-e4b-12gb.yaml", "gemma-4-e4b")):  # fmt: skip
         model, _, data, train = parse_args(ALL, ["--config", str(REPO / "configs" / preset)])
         assert size_named(model.model)[1].name == arch  # offline: the planner's table
         assert (train.batch_size, train.effective_batch_size) == ("auto", 16)

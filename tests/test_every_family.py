@@ -170,6 +170,13 @@ def test_image_placeholders_expand_to_the_family_formula(name, count, tiny_ref, 
     elif family.image_scheme.name == "pixtral":  # the resized (width, height) of each image
         sizes_seen = [(int(w), int(h)) for h, w in batch["image_sizes"].tolist()]
         assert sizes_seen == [c.resized for c in counts]
+    elif family.image_scheme.name == "patch-budget":  # patches padded to the budget
+        settings = family.image_scheme.settings(processor)
+        pool = settings["pooling_kernel_size"] ** 2
+        assert batch["pixel_values"].shape[:2] == (count, settings["max_soft_tokens"] * pool)
+        patches = (batch["image_position_ids"] != -1).all(dim=-1).sum(dim=-1)
+        assert [int(p) // pool for p in patches] == [c.vision_tokens for c in counts]
+        assert batch["mm_token_type_ids"].sum() == placeholders  # 1 on each soft token
 
 
 def _sizes_dataset(folder, sizes) -> str:
@@ -249,11 +256,12 @@ def test_inspect_data_counts_what_the_processor_makes_and_never_cuts_an_image(
     elif family.image_scheme.name == "mllama":  # `resized` is the canvas of whole tiles
         tile = processor.image_processor.size["height"]
         longest = -(-max_side // tile) * tile
-    elif family.image_scheme.name == "lfm2-tiles":  # from 2 tiles up, a grid of whole tiles
-        image_processor = processor.image_processor
-        tile, grid = image_processor.tile_size, image_processor.max_tiles
-        if max_side >= 2 * tile:  # (under it the cap keeps every image one view)
-            longest = max(longest, tile * grid)
+    elif family.image_scheme.name == "patch-budget":  # rescaled, up too, to the token budget
+        # (--max-side bounds the detail decoded; the budget the size: a thin image is one row
+        # of pooled patches as long as the budget's tokens)
+        settings = family.image_scheme.settings(processor)
+        pooled = settings["patch_size"] * settings["pooling_kernel_size"]
+        longest = max(longest, settings["max_soft_tokens"] * pooled)
     for record in everything.kept:
         batch = collator([record])
         size = Image.open(record["images"][0]["path"]).size
@@ -381,19 +389,27 @@ def test_switches_split_the_towers_and_leave_the_connector_out(name, tiny_ref):
         n for n in linear if stack.match(n) and any(f".{b}." in n for b in family.unadapted_blocks)
     ]
     assert bool(unadapted) == bool(family.unadapted_blocks), family.unadapted_blocks
-    # Unsloth's vision + MLP switches also take the family's `vision_mlp_linears` (Gemma 3n's
-    # vision embedder projection, the one linear layer of its image path).
-    extra = list(family.vision_mlp_linears)
-    towers = [n for n in linear if (tagged.match(n) and n not in unadapted) or n in extra]
+    # Gemma 4's per-layer-input gate and projection: in the stacks, neither attention nor MLP.
+    for leaf in family.unadapted_layer_linears:
+        assert any(stack.match(n) and n.endswith(f".{leaf}") for n in linear), leaf
+    # Unsloth's vision + MLP switches also take the family's flat vision Linears (Gemma 3n's
+    # vision embedder projection, the one linear layer of its image path; Gemma 4's patch
+    # embedder and connector projections).
+    flat = [n for n in linear if any(n.endswith(f".{p}") for p in family.flat_vision_linears)]
+    assert len(flat) == len(family.flat_vision_linears)
+    left_out = set(unadapted) | {
+        n for n in linear if n.rsplit(".", 1)[-1] in family.unadapted_layer_linears
+    }
+    towers = [n for n in linear if n in flat or (tagged.match(n) and n not in left_out)]
     everything = select_lora_targets(model, LoraArgs())
     in_vision = any(n.startswith(vision) for n in everything)
     assert everything == towers and in_vision == family.vision_tower_has_linear_layers
-    connector = [n for n in linear if f".{family.connector}." in f".{n}."]  # (none: Gemma 3's)
-    assert not set(connector) & set(everything) - set(extra) and "lm_head" not in everything
+    connector = [n for n in linear if f".{family.connector}." in f".{n}." and n not in flat]
+    assert not set(connector) & set(everything) and "lm_head" not in everything
     only_language = select_lora_targets(model, LoraArgs(finetune_vision_layers=False))
     assert only_language and all(n.startswith(language) for n in only_language)
     only_vision = select_lora_targets(model, LoraArgs(finetune_language_layers=False))
-    assert only_vision and all(n.startswith(vision) or n in extra for n in only_vision)
+    assert only_vision and all(n.startswith(vision) or n in flat for n in only_vision)
     if not family.vision_tower_has_linear_layers:  # no attention on the image path to adapt
         with pytest.raises(ConfigError, match="no linear layer"):
             select_lora_targets(
@@ -404,6 +420,7 @@ def test_switches_split_the_towers_and_leave_the_connector_out(name, tiny_ref):
     mlp = select_lora_targets(model, LoraArgs(finetune_attention_modules=False))
     assert attention and mlp and not set(attention) & set(mlp)
     assert set(attention) | set(mlp) == set(everything)
+    assert set(flat) <= set(mlp)  # (Unsloth adds them under the MLP switch)
 
 
 @each_family()
@@ -467,7 +484,7 @@ def test_4bit_keeps_the_familys_float_modules_and_trains(name, tiny_ref, tiny_pr
     # linears Unsloth adapts outside it.
     vision = [p for n, p in peft_model.named_parameters() if "lora_" in n and (
               _under(ref.family, ref.family.vision_tower, n)
-              or any(f".{path}." in n for path in ref.family.vision_mlp_linears))]  # fmt: skip
+              or any(f".{path}." in n for path in ref.family.flat_vision_linears))]  # fmt: skip
     assert vision and any(p.grad is not None and p.grad.abs().sum() > 0 for p in vision)
 
 
@@ -883,8 +900,11 @@ LEARNING_STEPS = {
     # image, and the loss leaves the answer-prior plateau (~0.2) after ~70 steps. 60 steps: 25%;
     # 150 steps: 100% (seeds 0 and 7).
     "qwen3.5": 200,
+    # Gemma 4's tiny checkpoint (64 soft tokens an 84 px square image, upscaled to 384 px): an
+    # earlier build of it measured 47.5% -> 100% with 150 steps; this one reaches 52.5% (see
+    # NOT_LEARNING_YET).
+    "gemma4": 150,
 }
-
 
 # Families whose tiny model does not learn the colour task yet (measured numbers; strict: the
 # day one learns, its test fails until it leaves this list).
@@ -895,6 +915,10 @@ NOT_LEARNING_YET = {
     # answer prior's plateau; without the activation-sparse layer 22.5%. An earlier attempt's
     # tiny config (no LoRA on the embedder): 47.5% at 60 steps, 67.5% at 150.
     "gemma3n": "frozen random MobileNet v5 tower: 25.0% after 60 steps (>= 95% needed)",
+    # With a 32-token sliding window only the last ~20 of an image's 64 soft tokens reach the
+    # answer: 25.0% (chance); the window is 128 now. The cause of the rest is not found.
+    "gemma4": "150 steps (611 s on the busy 2-core machine, load ~5): base 0.0% -> fine-tuned "
+    "52.5% held out, 25.0% on blank images; eval loss 0.27",
 }
 
 

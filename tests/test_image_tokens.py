@@ -628,3 +628,62 @@ def test_gemma3n_tokens_match_the_real_processor(geometry, side, tokens, tiny_pr
     assert [image_cap(family, s, processor) for s in (32, 512, 768, 2048)] == [
         32, min(512, side), min(768, side), side,
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("geometry", "budget"), [("tiny", 70), ("real", 280)])
+def test_gemma4_tokens_match_the_real_processor(geometry, budget, tiny_processor):
+    """Every image rescaled, up or down and keeping its aspect ratio, to the patch budget
+    (max_soft_tokens x 3 x 3 patches of 16 px): the formula's tokens and size are the
+    processor's, one or two images a prompt."""
+    from vlm_unsloth.data.image_tokens import prompt_length
+    from vlm_unsloth.models.tiny import tiny_processor as build_processor
+
+    family = FAMILIES["gemma4"]
+    processor = (
+        tiny_processor(family.tiny_name)
+        if geometry == "tiny"
+        else prepare_processor(family, build_processor(family.architecture, real_size=True))
+    )
+    assert processor.image_processor.max_soft_tokens == budget
+    soft = processor.tokenizer.convert_tokens_to_ids(family.image_token)
+    prompts = ["<bos><|turn>user\n<|image|>What colour is it?<turn|>\n",
+               "<bos><|turn>user\nLook:<|image|><|image|><turn|>\n<|turn>model\n"]  # fmt: skip
+    for text in prompts:
+        images = text.count(family.image_token)
+        for width, height in EXTREME_SIZES[:: 2 if geometry == "real" else 1]:
+            sizes = [(width, height), (height, width)][:images]
+            out = processor(
+                text=[text], images=[[Image.new("RGB", s, "white") for s in sizes]],
+                add_special_tokens=False, return_tensors="pt",
+            )  # fmt: skip
+            counts = [count_image_tokens(family, w, h, processor) for w, h in sizes]
+            ids = out["input_ids"][0].tolist()
+            assert len(ids) == prompt_length(family, text, sizes, processor), (text, sizes)
+            assert ids.count(soft) == sum(c.vision_tokens for c in counts), sizes
+            patches = (out["image_position_ids"] != -1).all(dim=-1).sum(dim=-1).tolist()
+            assert [p // 9 for p in patches] == [c.vision_tokens for c in counts]
+            for count, row in zip(counts, out["image_position_ids"], strict=True):
+                real = row[(row != -1).all(dim=-1)]  # (x, y) of each patch: the resized grid
+                grid = (int(real[:, 0].max()) + 1, int(real[:, 1].max()) + 1)
+                assert grid == (count.resized[0] // 16, count.resized[1] // 16), sizes
+                assert count.vision_tokens <= budget
+    square = count_image_tokens(family, 640, 640, processor)
+    # 640 px squares: 8 x 8 (384 px) or 16 x 16 (768 px) soft tokens, framed by <|image>, <image|>
+    assert square.vision_tokens == {70: 64, 280: 256}[budget] == square.text_tokens - 2
+
+
+def test_gemma4_max_side_limits_detail_not_tokens():
+    """--max-side S caps images at S itself; the processor then rescales to its budget, so the
+    tokens of an image do not depend on S (a 4:3 photo: 266 tokens, 912 x 672 px at the hub's
+    budget, whether capped at 300 or 1024 px)."""
+    from vlm_unsloth.models.tiny import tiny_processor as build_processor
+
+    family = FAMILIES["gemma4"]
+    processor = prepare_processor(family, build_processor(family.architecture, real_size=True))
+    assert [image_cap(family, s, processor) for s in (300, 768, 1024, 4096)] == [
+        300, 768, 1024, 4096,
+    ]  # fmt: skip
+    for max_side in (300, 768, 1024):
+        capped = cap_longest_side(4032, 3024, image_cap(family, max_side, processor))
+        photo = count_image_tokens(family, *capped, processor)
+        assert (photo.vision_tokens, photo.resized) == (266, (912, 672)), max_side

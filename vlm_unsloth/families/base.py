@@ -207,10 +207,11 @@ class Family:
     vision_tower: str = ""
     """Module path of the vision encoder in the loaded model (e.g. "model.visual"): LoRA's
     vision switch adapts the layer stacks under it."""
-    vision_mlp_linears: tuple[str, ...] = ()
-    """Linear layers outside the vision tower that Unsloth's vision + MLP switches adapt, by
-    module path (Gemma 3n's "model.embed_vision.embedding_projection": unsloth_zoo's
-    get_peft_regex names it for the Gemma 3n/4 model types); LoRA's rule on both backends."""
+    flat_vision_linears: tuple[str, ...] = ()
+    """Module paths (as suffixes) of Linears on the vision path outside any layer stack that
+    Unsloth's rule adapts when the vision and MLP switches are on (unsloth_zoo get_peft_regex's
+    Gemma branch: Gemma 3n's vision embedder projection; Gemma 4's patch embedder input
+    projection and connector embedding projection); LoRA's selection adds them as Unsloth does."""
     vision_tower_has_linear_layers: bool = True
     """Whether the vision tower has linear layers for LoRA. False where it is all convolutions
     (Gemma 3n's MobileNet v5): LoRA (Unsloth's rule and ours take only nn.Linear) then adapts the
@@ -238,6 +239,10 @@ class Family:
     (lm_head): a Linear whose weight dtype the model casts its inputs to (SigLIP2's NaFlex patch
     embedding), or weights the model changes in place (Gemma 3n's AltUp clamps its coefficients
     every step; Unsloth keeps the same ones in 16-bit)."""
+    unadapted_layer_linears: tuple[str, ...] = ()
+    """Leaf names of the Linears in the towers' layer stacks that are neither attention nor MLP,
+    which LoRA leaves out as Unsloth's rule does (Gemma 4's per-layer-input gate and
+    projection): train them with --modules-to-save if ever needed."""
     fp16_unsafe: str = ""
     """Why the family must not compute in float16 (its activations overflow it), or "" when it
     may: then `--precision auto` picks float32 on GPUs without bf16 (T4) and `--precision fp16`

@@ -221,7 +221,7 @@ FAMILY = Family(
     vision_tower_has_linear_layers=False,
     # Unsloth's vision + MLP switches adapt the vision embedder's projection (the only linear
     # layer on the image path); its fused RMS norms and table stay whole.
-    vision_mlp_linears=("model.embed_vision.embedding_projection",),
+    flat_vision_linears=("embed_vision.embedding_projection",),
     # AltUp clamps prediction_coefs in place every training step (packed 4-bit weights cannot
     # take it): kept in 16-bit, as Unsloth's loader does (unsloth/models/vision.py).
     unquantized_modules=(

@@ -14,7 +14,7 @@ from vlm_unsloth import distributed
 from vlm_unsloth.data.collate import SftCollator
 from vlm_unsloth.families import Family
 from vlm_unsloth.models.device import DeviceSetup
-from vlm_unsloth.models.lora import LoraArgs, lora_target_regex
+from vlm_unsloth.models.lora import LoraArgs, select_lora_targets
 
 GRPO_CROSS_ATTENTION_IMAGES = True
 """train/grpo_trainer.py carries Llama 3.2 Vision's image inputs through TRL's GRPOTrainer."""
@@ -93,7 +93,11 @@ def add_lora(
         lora_alpha=lora_args.lora_alpha,
         lora_dropout=lora_args.lora_dropout,
         use_rslora=lora_args.use_rslora,
-        target_modules=lora_target_regex(model, lora_args),
+        # The selected nn.Linear paths, not the regex: PEFT full-matches a regex against every
+        # module, and Gemma 4's vision linears sit inside a wrapper of the same leaf name
+        # (Gemma4ClippableLinear `q_proj` around its nn.Linear `q_proj.linear`) that PEFT cannot
+        # adapt ("Target module Gemma4ClippableLinear(...) is not supported").
+        target_modules=select_lora_targets(model, lora_args),
         modules_to_save=lora_args.modules_to_save,
         bias="none",
         task_type="CAUSAL_LM",

@@ -10,9 +10,10 @@ The rule: among the model's nn.Linear leaves, drop names that occur once outside
 layer stack (lm_head, the vision merger / multi-modal projector); keep a leaf when its path has a
 selected part tag (vision: vision/image/visual/patch; language: language/text) followed by a
 selected component tag (attention: self_attn/attention/attn/mixer; MLP: mlp/feed_forward/ffn/
-dense/mixer). With the vision and MLP switches, a family's `vision_mlp_linears` too (Gemma 3n's
-vision embedder projection: its MobileNet tower has no linear layer). Switches that select
-nothing are a ConfigError (Unsloth would fall back to every attention/MLP layer of the model).
+dense/mixer). With the vision and MLP switches on, a family's flat vision Linears too, as Unsloth
+adds them (`Family.flat_vision_linears`: Gemma 3n's vision embedder projection, its MobileNet
+tower having no linear layer; Gemma 4's patch embedder and connector projection). Switches that
+select nothing are a ConfigError (Unsloth would fall back to every attention/MLP layer).
 """
 
 from __future__ import annotations
@@ -130,9 +131,9 @@ def lora_target_regex(model, args: LoraArgs) -> str:
             rf"(?:{regex})|(?:\bmodel\.layers\.[\d]{{1,}}(?!.*\.experts\.\d)\..*?"
             rf"(?:{component_group}).*?\.(?:{leaf_group}))"
         )
-    extra = _vision_mlp_linears(model, args, leaves)
-    if extra:
-        regex = "|".join([f"(?:{regex})", *(re.escape(name) for name in extra)])
+    flat = _flat_vision_branches(model, args, linear_names)
+    if flat:
+        regex = "|".join([f"(?:{regex})", *flat])
     pattern = re.compile(regex)
     if not any(pattern.fullmatch(name) for name in linear_names):
         # Gemma 3n's vision tower is all convolutions: its vision switch alone selects nothing
@@ -147,19 +148,17 @@ def lora_target_regex(model, args: LoraArgs) -> str:
     return regex
 
 
-def _vision_mlp_linears(model, args: LoraArgs, leaves: list[str]) -> list[str]:
-    """The family's `vision_mlp_linears` where the vision and MLP switches are on (and
-    --target-modules, if given, names their leaf), as Unsloth adds them."""
+def _flat_vision_branches(model, args: LoraArgs, linear_names: list[str]) -> list[str]:
+    """Unsloth's extra branches for the family's flat vision Linears (`Family.flat_vision_linears`),
+    under the vision and MLP switches, each only where it names a Linear here."""
     if not (args.finetune_vision_layers and args.finetune_mlp_modules):
         return []
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    listed = [
-        name
-        for family in FAMILIES.values()
-        if family.model_type == model_type
-        for name in family.vision_mlp_linears
-    ]
-    return [name for name in listed if name.rsplit(".", 1)[-1] in leaves]
+    family = next((f for f in FAMILIES.values() if f.model_type == model.config.model_type), None)
+    paths = family.flat_vision_linears if family else ()
+    if args.target_modules is not None:
+        paths = tuple(p for p in paths if p.rsplit(".", 1)[-1] in args.target_modules)
+    branches = [rf"(?:.*?\b{re.escape(path)})" for path in paths]
+    return [b for b in branches if any(re.fullmatch(b, name) for name in linear_names)]
 
 
 def select_lora_targets(model, args: LoraArgs) -> list[str]:
