@@ -906,8 +906,10 @@ LEARNING_STEPS = {
     "gemma4": 150,
 }
 
-# Families whose tiny model does not learn the colour task yet (measured numbers; strict: the
-# day one learns, its test fails until it leaves this list).
+# Families whose tiny model does not learn the colour task yet, with the measured numbers. Their
+# learning test is an xfail that CI does not run (83 s on a quiet 2-core machine for a known
+# failure); `pytest --runxfail -m slow -k learns` runs it as an ordinary test: the day one
+# learns, it passes and the family leaves this list.
 NOT_LEARNING_YET = {
     # LoRA cannot adapt Gemma 3n's all-convolution MobileNet tower (only the vision embedder's
     # projection, as Unsloth): the language layers must read the colour through a frozen random
@@ -939,8 +941,8 @@ def test_learns_what_only_the_image_shows_and_its_merged_model_answers_alike(
     from vlm_unsloth.infer.evaluate import evaluate_adapter
 
     key = tiny_ref(name).family.key
-    if key in NOT_LEARNING_YET:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=NOT_LEARNING_YET[key]))
+    if key in NOT_LEARNING_YET and not request.config.option.runxfail:
+        pytest.xfail(NOT_LEARNING_YET[key])  # not run (see NOT_LEARNING_YET)
     task = write_colour_task(tmp_path / "task")
     run = tmp_path / "run"
     steps = LEARNING_STEPS.get(key, 60)
