@@ -108,7 +108,8 @@ def test_plan_script_for_a_hub_name_and_the_refusals(capsys):
     assert "no memory calibration for mistral-community/pixtral-12b (pixtral-12b)" in err
     assert (
         "calibrated: gemma-3-12b on unsloth, gemma-3-4b on hf, gemma-3-4b on unsloth, "
-        "pixtral-12b on unsloth, qwen2-vl-7b on hf, qwen2-vl-7b on unsloth, qwen3-vl-2b on hf, "
+        "lfm2-vl-450m on unsloth, lfm2.5-vl-1.6b on unsloth, pixtral-12b on unsloth, "
+        "qwen2-vl-7b on hf, qwen2-vl-7b on unsloth, qwen3-vl-2b on hf, "
         "qwen3-vl-2b on unsloth, qwen3-vl-4b on hf, qwen3-vl-4b on unsloth, qwen3-vl-8b on "
         "unsloth, smolvlm-instruct on hf, smolvlm-instruct on unsloth, smolvlm2-2.2b on hf, "
         "smolvlm2-2.2b on unsloth;" in err
