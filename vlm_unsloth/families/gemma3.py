@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vlm_unsloth.families._gemma import square_cap, square_image_tokens, square_settings
 from vlm_unsloth.families.base import (
     SIGLIP_SO400M_896,
     TINY_TEXT_SHAPE,
@@ -25,7 +26,6 @@ from vlm_unsloth.families.base import (
     Architecture,
     Family,
     ImageScheme,
-    ImageTokenCount,
     ModelSize,
     RealConfig,
     TinyTokenizer,
@@ -44,40 +44,6 @@ POOL = 4
 def tokens_per_image(image_size: int) -> int:
     """Soft tokens of one image: (image_size / patch / pool)^2 (256 at 896 px)."""
     return (image_size // PATCH // POOL) ** 2
-
-
-def gemma3_image_tokens(
-    width: int,
-    height: int,
-    *,
-    image_size: int = 896,
-    image_seq_length: int = 256,
-    double_newline_tokens: int = 1,
-) -> ImageTokenCount:
-    """Every image becomes one `image_size` square of `image_seq_length` soft tokens, framed by
-    <start_of_image>/<end_of_image> and "\\n\\n" on each side (counted here as
-    `double_newline_tokens` each; in context they may merge with neighbouring newlines: the
-    expanded prompt is exact)."""
-    return ImageTokenCount(
-        text_tokens=image_seq_length + 2 + 2 * double_newline_tokens,
-        vision_tokens=image_seq_length,
-        resized=(image_size, image_size),
-    )
-
-
-def gemma3_cap(max_side: int, *, image_size: int, **_: Any) -> int:
-    """`max_side`, at most the tower's square (the processor squashes every image to it)."""
-    return min(max_side, image_size)
-
-
-def gemma3_settings(processor: Any) -> dict:
-    """The scheme's parameters of a loaded processor."""
-    newline = processor.tokenizer("\n\n", add_special_tokens=False)["input_ids"]
-    return dict(
-        image_size=processor.image_processor.size["height"],
-        image_seq_length=processor.image_seq_length,  # lives on the processor
-        double_newline_tokens=len(newline),
-    )
 
 
 def expand_prompt(text: str, processor: Any) -> str:
@@ -190,7 +156,7 @@ FAMILY = Family(
     language_model="model.language_model",
     connector="multi_modal_projector",
     image_scheme=ImageScheme(
-        "gemma3", gemma3_settings, gemma3_image_tokens, gemma3_cap, expand_prompt=expand_prompt
+        "gemma3", square_settings, square_image_tokens, square_cap, expand_prompt=expand_prompt
     ),
     architecture=Architecture(
         # <pad> <eos> <bos> <unk> <mask> first (ids 0-4, as on the hub); the hub has

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from vlm_unsloth.families._gemma import square_cap, square_image_tokens, square_settings
 from vlm_unsloth.families._templates import shipped_template
 from vlm_unsloth.families.base import (
     TINY_TEXT_SHAPE,
     Architecture,
     Family,
     ImageScheme,
-    ImageTokenCount,
     ModelSize,
     RealConfig,
     TinyTokenizer,
@@ -53,40 +53,6 @@ REAL_IMAGE = 768
 TINY_GRID = 4
 REAL_GRID = 16
 TOWER_WIDTH = 2048
-
-
-def gemma3n_image_tokens(
-    width: int,
-    height: int,
-    *,
-    image_size: int = REAL_IMAGE,
-    image_seq_length: int = REAL_GRID**2,
-    double_newline_tokens: int = 1,
-) -> ImageTokenCount:
-    """Every image becomes one `image_size` square of `image_seq_length` soft tokens, framed by
-    <start_of_image>/<end_of_image> and "\\n\\n" on each side (counted here as
-    `double_newline_tokens` each; in context they may merge with neighbouring newlines: the
-    expanded prompt is exact)."""
-    return ImageTokenCount(
-        text_tokens=image_seq_length + 2 + 2 * double_newline_tokens,
-        vision_tokens=image_seq_length,
-        resized=(image_size, image_size),
-    )
-
-
-def gemma3n_cap(max_side: int, *, image_size: int, **_: Any) -> int:
-    """`max_side`, at most the tower's square (the processor squashes every image to it)."""
-    return min(max_side, image_size)
-
-
-def gemma3n_settings(processor: Any) -> dict:
-    """The scheme's parameters of a loaded processor."""
-    newline = processor.tokenizer("\n\n", add_special_tokens=False)["input_ids"]
-    return dict(
-        image_size=processor.image_processor.size["height"],
-        image_seq_length=processor.image_seq_length,  # lives on the processor
-        double_newline_tokens=len(newline),
-    )
 
 
 def expand_prompt(text: str, processor: Any) -> str:
@@ -238,7 +204,7 @@ FAMILY = Family(
     language_model="model.language_model",
     connector="embed_vision",
     image_scheme=ImageScheme(
-        "gemma3n", gemma3n_settings, gemma3n_image_tokens, gemma3n_cap, expand_prompt=expand_prompt
+        "gemma3n", square_settings, square_image_tokens, square_cap, expand_prompt=expand_prompt
     ),
     architecture=Architecture(
         # <pad> <eos> <bos> <unk> <mask> first (ids 0-4, as on the hub); the hub has
