@@ -128,6 +128,29 @@ def test_a_killed_holders_lock_is_taken_over_though_its_children_live_on(tmp_pat
     assert not output_access.lock_file(folder).exists()
 
 
+def test_an_evaluation_killed_in_a_run_folder_leaves_a_lock_that_overwrite_takes_over(
+    tmp_path, holder
+):
+    from vlm_unsloth import output_access
+
+    run = tmp_path / "run"
+    run_dir.start_run(run, job="SFT", files=["adapter/"])
+    (run / "adapter").mkdir()
+    (run / "adapter" / "adapter_config.json").write_text("{}")
+    process, _ = holder(run / "eval")  # an evaluation of that run, still evaluating
+    with pytest.raises(OutputDirError) as refused:
+        run_dir.check_output_dir(run, overwrite=True)
+    assert f"--overwrite: {run / 'eval'} {_in_use_by(process.pid)}" in str(refused.value)
+    process.kill()  # kill -9: its lock file stays in the run folder
+    process.wait()
+    assert output_access.lock_file(run / "eval").is_file()
+    assert run_dir.files_not_written_by_runs(run) == []
+    assert run_dir.check_output_dir(run, overwrite=True) == run
+    (run / ".notes.lock").write_text("the user's own file, not a lock record\n")
+    with pytest.raises(OutputDirError, match=r"holds files no run wrote.*\.notes\.lock"):
+        run_dir.check_output_dir(run, overwrite=True)
+
+
 def test_a_run_on_a_folder_another_process_holds_stops_before_loading(
     tmp_path, holder, capsys, monkeypatch
 ):

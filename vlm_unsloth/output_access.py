@@ -171,6 +171,40 @@ def holding(folder: Path, *, where: str = "--output-dir") -> Iterator[Path]:
         held.release()
 
 
+def lock_files_under(folder: Path) -> list[Path]:
+    """The lock files `hold` made for folders inside `folder` (an evaluation's `.eval.lock` in
+    its run folder), held or left by a killed holder: `.NAME.lock` files whose text is a holder
+    record or empty (one killed before writing it)."""
+    found = []
+    for path in sorted(folder.rglob(".*.lock")):
+        if not path.is_file() or path.is_symlink():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+            if not text or {"pid", "host", "started"} <= set(json.loads(text)):
+                found.append(path)
+        except (OSError, ValueError, TypeError):  # not one of ours: a file of the user's
+            continue
+    return found
+
+
+def holder_of(lock: Path) -> str | None:
+    """Who holds the lock file `lock`, as a refusal names it (` (process N on host h, started
+    ...)`, or empty when unrecorded); None when nobody does: a killed holder left it, and it may
+    go with the folder holding it. A lock this process holds counts as held."""
+    try:
+        descriptor = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:  # its holder let go meanwhile
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _describe_holder(lock)
+    finally:
+        os.close(descriptor)  # unlocks, had it locked
+    return None
+
+
 def _missing_folders(folder: Path) -> list[Path]:
     """`folder` and its ancestors that do not exist yet, deepest first."""
     missing = []

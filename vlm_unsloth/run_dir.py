@@ -42,8 +42,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from vlm_unsloth import output_access
 from vlm_unsloth.errors import OutputDirError
-from vlm_unsloth.output_access import why_unwritable
 from vlm_unsloth.yaml_files import read_yaml
 
 MANIFEST_FILE = "vlm_unsloth_run.json"
@@ -109,7 +109,7 @@ def check_output_dir(
             fix=f"keep one of the two: delete {output} and rename {previous} back to "
             f"{output.name}, or move {previous} away",
         )
-    unwritable = why_unwritable(output.parent)
+    unwritable = output_access.why_unwritable(output.parent)
     if unwritable is not None:  # --overwrite would rename the earlier run there
         raise OutputDirError(
             f"it would set the earlier {what} aside as {previous}, but {unwritable}",
@@ -125,6 +125,15 @@ def check_output_dir(
             where="--output-dir",
             fix="choose an empty or new folder (or delete that one yourself)",
         )
+    for lock in output_access.lock_files_under(output):
+        holder = output_access.holder_of(lock)
+        if holder is not None:  # an evaluation writing eval/ right now
+            in_use = lock.with_name(lock.name[1 : -len(".lock")])
+            raise OutputDirError(
+                f"{in_use} is in use by another run{holder}",
+                where="--overwrite",
+                fix="wait for it to finish, or choose another --output-dir",
+            )
     foreign = files_not_written_by_runs(output)
     if foreign:
         names = [str(p.relative_to(output)) for p in foreign[:LISTED_AT_MOST]]
@@ -197,11 +206,13 @@ def files_in(folder: Path) -> list[Path]:
 
 def files_not_written_by_runs(folder: Path) -> list[Path]:
     """The files under `folder` that its manifest does not list. A sub-folder with a manifest
-    of its own (an evaluation in eval/) answers for the files under it."""
+    of its own (an evaluation in eval/) answers for the files under it. The lock file of an
+    evaluation killed with kill -9 (`.eval.lock`, output_access.py) is the runs' too."""
     listed: dict[Path, set[str]] = {}
+    locks = set(output_access.lock_files_under(folder))
     found = []
     for path in sorted(folder.rglob("*")):
-        if path.is_dir() and not path.is_symlink():
+        if (path.is_dir() and not path.is_symlink()) or path in locks:
             continue
         owner = next(p for p in path.parents if p == folder or (p / MANIFEST_FILE).is_file())
         if owner not in listed:
