@@ -286,7 +286,9 @@ FAMILY = Family(
     # (unsloth_zoo/model_lists.py FORCE_FLOAT32).
     # PEFT's k-bit preparation would cast this 262k x (layers x 256) table to float32: 8.75 GiB
     # asked for on an H100 under a 12 GiB cap (E4B, 2026-12-05), out of memory.
-    hf_keeps_16bit=("embed_tokens_per_layer",),
+    # Its 262k-token embedding (tied to lm_head, so both go aside together) would add another
+    # ~1-1.3 GiB in float32 at E4B; frozen, it needs no float32 either.
+    hf_keeps_16bit=("embed_tokens_per_layer", "embed_tokens", "lm_head"),
     fp16_unsafe="Gemma 3n's activations overflow float16 (Unsloth computes it in float32 "
     "on GPUs without bf16 too)",
 )

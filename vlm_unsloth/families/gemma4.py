@@ -312,7 +312,9 @@ FAMILY = Family(
     # attention in float32 (unsloth_zoo/temporary_patches/gemma4_float32.py).
     # PEFT's k-bit preparation would cast this table to float32: 10.5 GiB asked for on an H100
     # under a 12 GiB cap (E4B, 2026-12-05), out of memory.
-    hf_keeps_16bit=("embed_tokens_per_layer",),
+    # Its 262k-token embedding (tied to lm_head, so both go aside together) would add another
+    # ~1-1.3 GiB in float32 at E4B; frozen, it needs no float32 either.
+    hf_keeps_16bit=("embed_tokens_per_layer", "embed_tokens", "lm_head"),
     fp16_unsafe="Gemma 4's gradients overflow float16 (Unsloth computes it in float32 on GPUs "
     "without bf16 too)",
     # Measured on an H100 (random weights, real size): with Unsloth 2026.10.9's per-block
