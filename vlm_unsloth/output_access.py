@@ -154,11 +154,25 @@ def _lock_or_refuse(descriptor: int, folder: Path, record: Path | None, where: s
     except BlockingIOError:
         os.close(descriptor)
         holder = _describe_holder(record) if record is not None else ""
-        raise OutputDirError(
-            f"{folder} is in use by another run{holder}",
-            where=where,
-            fix=f"wait for it to finish, or choose another {where}",
-        ) from None
+        raise _in_use(folder, holder, where, f"choose another {where}") from None
+
+
+def _in_use(folder: Path, holder: str, where: str, instead: str) -> OutputDirError:
+    return OutputDirError(
+        f"{folder} is in use by another run{holder}",
+        where=where,
+        fix=f"wait for it to finish, or {instead}",
+    )
+
+
+def refuse_held_locks_under(folder: Path, *, where: str) -> None:
+    """Raise the refusal `hold` gives when a folder inside `folder` (an evaluation's eval/) is
+    held by a live run; a killed holder's lock file is no obstacle."""
+    for lock in lock_files_under(folder):
+        holder = holder_of(lock)
+        if holder is not None:
+            held = lock.with_name(lock.name[1 : -len(".lock")])  # lock_file's inverse
+            raise _in_use(held, holder, where, "choose another --output-dir")
 
 
 @contextmanager

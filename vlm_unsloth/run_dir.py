@@ -125,15 +125,8 @@ def check_output_dir(
             where="--output-dir",
             fix="choose an empty or new folder (or delete that one yourself)",
         )
-    for lock in output_access.lock_files_under(output):
-        holder = output_access.holder_of(lock)
-        if holder is not None:  # an evaluation writing eval/ right now
-            in_use = lock.with_name(lock.name[1 : -len(".lock")])
-            raise OutputDirError(
-                f"{in_use} is in use by another run{holder}",
-                where="--overwrite",
-                fix="wait for it to finish, or choose another --output-dir",
-            )
+    # An evaluation writing eval/ right now.
+    output_access.refuse_held_locks_under(output, where="--overwrite")
     foreign = files_not_written_by_runs(output)
     if foreign:
         names = [str(p.relative_to(output)) for p in foreign[:LISTED_AT_MOST]]
